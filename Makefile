@@ -1,0 +1,61 @@
+# Knowledge-distillation course: one-command entry points.
+#   make course   set up, run every notebook (quick profile), write build/ and the README table
+#   make test     set up, run the unit tests and every notebook under nbval
+#   make lab      set up, open JupyterLab on notebooks/ with the course kernel
+#   make slides   set up, build offline reveal.js decks into build/slides/
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTHON ?= python3
+STAMP  := $(VENV)/.kd-course-setup.stamp
+
+# every recipe: no OpenMP spin-waiting (2 cores shared with a kernel), no GUI backend
+export OMP_WAIT_POLICY := PASSIVE
+export MPLBACKEND := Agg
+
+LAB_ARGS ?=
+# jupyter refuses to run as root without --allow-root (containers, CI-like machines)
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+PYTEST_NB_ARGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
+
+.PHONY: help setup course test lab slides clean
+
+help:
+	@echo "make course   run every notebook (quick profile), write build/ and the README results table"
+	@echo "make test     unit tests + every notebook under nbval"
+	@echo "make lab      JupyterLab on notebooks/ (kernel 'KD course (.venv)')"
+	@echo "make slides   offline reveal.js decks in build/slides/"
+	@echo "make setup    venv + pinned packages + offline assets + quick-profile teacher (idempotent)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the dependency files change; assets and teacher are idempotent and fast
+# when already present.
+$(STAMP): pyproject.toml constraints/ci.txt | $(PY)
+	$(PY) -m pip install -q -c constraints/ci.txt -e '.[dev,lab,llm]'
+	touch $@
+
+setup: $(STAMP)
+	PY=$(PY) bash scripts/install_assets.sh
+	$(PY) -m course_lib.teachers --profile quick
+
+course: setup
+	$(PY) scripts/run_course.py
+
+# pytest exits 5 when it collects nothing: make fails on any non-zero status, so that fails too.
+test: setup
+	$(PY) -m pytest $(PYTEST_NB_ARGS) tests notebooks
+
+lab: setup
+	$(PY) -m ipykernel install --sys-prefix --name kd-course --display-name "KD course (.venv)" >/dev/null
+	env -u MPLBACKEND $(PY) -m jupyter lab $(LAB_ROOT) $(LAB_ARGS) notebooks/
+
+slides: setup
+	$(PY) scripts/run_course.py --slides-only
+
+clean:
+	rm -rf build

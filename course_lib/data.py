@@ -1,0 +1,176 @@
+"""Datasets as in-memory tensors.
+
+Small vision datasets fit in memory, and indexing a tensor with a batch of indices is far cheaper
+than a ``DataLoader`` that collates one sample at a time, so the engine works on ``(images,
+labels)`` tensors. Sources, in order:
+
+1. an explicit ``root`` (or ``$FASHION_MNIST_DIR``) holding the four IDX ``.gz`` files;
+2. the Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``), which
+   ``make setup`` installs;
+3. torchvision's own download, only if the profile allows downloads (full profile / Colab).
+
+Anything else is a ``FileNotFoundError`` naming the command that installs the data.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+# Mean/std of the Fashion-MNIST training images (pixel values in [0, 1]).
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
+INSTALL_HINT = ("install it with `make setup` (Debian: `apt-get install dataset-fashion-mnist`), "
+                "pass root=<folder with the four IDX .gz files>, or set FASHION_MNIST_DIR")
+
+
+@dataclass
+class TensorData:
+    """Images ``x`` (float, normalised, N x C x H x W), labels ``y`` (int64) and class names."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: tuple[str, ...]
+    name: str = ""
+
+    def __post_init__(self):
+        if self.x.shape[0] != self.y.shape[0]:
+            raise ValueError(f"{self.x.shape[0]} images but {self.y.shape[0]} labels")
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def subset(self, size: int | None, seed: int = 0) -> "TensorData":
+        """A class-balanced random subset of ``size`` examples (all of them if ``size`` is None)."""
+        if size is None or size >= len(self):
+            return self
+        if size <= 0:
+            raise ValueError(f"subset size must be positive, got {size}")
+        g = torch.Generator().manual_seed(seed)
+        per_class = [torch.nonzero(self.y == c).flatten() for c in range(self.num_classes)]
+        per_class = [idx[torch.randperm(len(idx), generator=g)] for idx in per_class]
+        quota = size // self.num_classes
+        chosen = [idx[:quota] for idx in per_class]
+        rest = torch.cat([idx[quota:] for idx in per_class])
+        extra = size - sum(len(c) for c in chosen)
+        chosen.append(rest[torch.randperm(len(rest), generator=g)[:extra]])
+        keep = torch.cat(chosen).sort().values
+        return TensorData(self.x[keep], self.y[keep], self.classes, f"{self.name}[{size}]")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzip or plain): magic, dimension sizes, then unsigned bytes."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    zero, dtype_code, ndim = raw[0] * 256 + raw[1], raw[2], raw[3]
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: expected {int(np.prod(dims))} values, found {data.size}")
+    return data.reshape(dims)
+
+
+def find_fashion_mnist(root: str | os.PathLike | None = None) -> Path | None:
+    """The first folder that holds all four Fashion-MNIST files, or None."""
+    candidates = [root, os.environ.get("FASHION_MNIST_DIR"), DEBIAN_FASHION_MNIST]
+    for c in candidates:
+        if not c:
+            continue
+        c = Path(c)
+        for folder in (c, c / "FashionMNIST" / "raw", c / "raw"):
+            if all((folder / f).exists() for pair in FASHION_MNIST_FILES.values() for f in pair):
+                return folder
+    return None
+
+
+def load_fashion_mnist(split: str = "train", root: str | os.PathLike | None = None,
+                       allow_download: bool = False, normalize: bool = True) -> TensorData:
+    """Fashion-MNIST ``split`` ("train": 60,000, "test": 10,000) as 1x28x28 float tensors."""
+    if split not in FASHION_MNIST_FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    folder = find_fashion_mnist(root)
+    if folder is None and allow_download:
+        import torchvision  # the standard download, only where the network exists
+        dl_root = Path(root or Path.home() / ".cache" / "course_data")
+        torchvision.datasets.FashionMNIST(str(dl_root), train=split == "train", download=True)
+        folder = find_fashion_mnist(dl_root)
+    if folder is None:
+        raise FileNotFoundError(f"Fashion-MNIST not found; {INSTALL_HINT}")
+    img_file, lbl_file = FASHION_MNIST_FILES[split]
+    images = torch.from_numpy(_read_idx(folder / img_file).copy()).float().div_(255).unsqueeze(1)
+    labels = torch.from_numpy(_read_idx(folder / lbl_file).astype(np.int64))
+    if normalize:
+        images = (images - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
+    return TensorData(images, labels, FASHION_MNIST_CLASSES, f"fashion_mnist/{split}")
+
+
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+
+
+def load_cifar100(split: str = "train", root: str | os.PathLike | None = None,
+                  allow_download: bool = True) -> TensorData:
+    """CIFAR-100 through torchvision (full profile), as normalised 3x32x32 tensors."""
+    import torchvision
+    root = Path(root or os.environ.get("CIFAR100_DIR") or Path.home() / ".cache" / "course_data")
+    try:
+        ds = torchvision.datasets.CIFAR100(str(root), train=split == "train", download=allow_download)
+    except RuntimeError as e:
+        raise FileNotFoundError(f"CIFAR-100 not found under {root} and downloads are off: {e}") from e
+    x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(CIFAR100_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR100_STD).view(1, 3, 1, 1)
+    return TensorData((x - mean) / std, torch.tensor(ds.targets), tuple(ds.classes), f"cifar100/{split}")
+
+
+def load_vision(dataset: str, split: str, *, allow_download: bool = False,
+                root: str | os.PathLike | None = None) -> TensorData:
+    """Dispatch on the profile's dataset name."""
+    if dataset == "fashion_mnist":
+        return load_fashion_mnist(split, root=root, allow_download=allow_download)
+    if dataset == "cifar100":
+        return load_cifar100(split, root=root, allow_download=allow_download)
+    raise ValueError(f"unknown dataset {dataset!r}; expected 'fashion_mnist' or 'cifar100'")
+
+
+def profile_data(profile, seed: int = 0) -> tuple[TensorData, TensorData]:
+    """(train subset, test split) at the sizes the profile sets."""
+    v = profile.vision
+    allow = profile.allow_download or os.environ.get("COURSE_ALLOW_DOWNLOAD") == "1"  # set on Colab
+    train = load_vision(v.dataset, "train", allow_download=allow).subset(v.train_size, seed)
+    test = load_vision(v.dataset, "test", allow_download=allow).subset(v.test_size, seed)
+    return train, test
+
+
+def random_shift_flip(x: torch.Tensor, generator: torch.Generator | None = None,
+                      max_shift: int = 2, flip: bool = True) -> torch.Tensor:
+    """Augment a batch: random translation by up to ``max_shift`` pixels and horizontal flips."""
+    n = x.shape[0]
+    padded = torch.nn.functional.pad(x, [max_shift] * 4)
+    h, w = x.shape[-2:]
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None, :])  # n x h
+    cols = (dx[:, None] + torch.arange(w)[None, :])  # n x w
+    out = padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None],
+                 rows[:, None, :, None], cols[:, None, None, :]]
+    if flip:
+        mask = torch.rand(n, generator=generator) < 0.5
+        out[mask] = out[mask].flip(-1)
+    return out

@@ -1,0 +1,137 @@
+"""Course profiles, device choice, seeding and the environment report.
+
+Two profiles exist and they only change *sizes and sources*, never the code path:
+
+* ``quick`` (default, what CI runs): CPU, offline, real Fashion-MNIST subsets, small real models;
+  each notebook runs in about a minute on a 2-core CPU.
+* ``full`` (opt-in with ``COURSE_PROFILE=full`` or ``get_profile("full")``): GPU if present,
+  standard datasets downloaded by torchvision (CIFAR-100) and paper-scale epochs.
+
+Every notebook starts with ``profile = get_profile(); print(environment_report(profile))``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+PROFILE_ENV = "COURSE_PROFILE"
+
+
+@dataclass(frozen=True)
+class VisionSettings:
+    """Sizes for the image notebooks (01-05, 07)."""
+
+    dataset: str                 # "fashion_mnist" or "cifar100"
+    train_size: int              # labelled images the students (and the teacher) see
+    test_size: int | None        # None = the full test split
+    teacher_epochs: int
+    student_epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seeds: tuple[int, ...]
+    eval_every: int              # evaluate on the held-out subset every k epochs
+    monitor_size: int            # images of the test split used for the learning curves
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    vision: VisionSettings
+    allow_download: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def replace_vision(self, **changes) -> "Profile":
+        """A copy with some vision settings changed (used by tests and the benchmark)."""
+        return dataclasses.replace(self, vision=dataclasses.replace(self.vision, **changes))
+
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(
+        name="quick",
+        vision=VisionSettings(
+            dataset="fashion_mnist", train_size=10_000, test_size=None,
+            teacher_epochs=10, student_epochs=60, batch_size=128, lr=3e-3, weight_decay=1e-2,
+            seeds=(0, 1, 2), eval_every=10, monitor_size=2_000,
+        ),
+        allow_download=False,
+    ),
+    "full": Profile(
+        name="full",
+        vision=VisionSettings(
+            dataset="cifar100", train_size=50_000, test_size=None,
+            teacher_epochs=60, student_epochs=200, batch_size=128, lr=3e-3, weight_decay=5e-4,
+            seeds=(0, 1, 2), eval_every=10, monitor_size=10_000,
+        ),
+        allow_download=True,
+    ),
+}
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """Return the profile named ``name``, else ``$COURSE_PROFILE``, else ``quick``."""
+    name = (name or os.environ.get(PROFILE_ENV) or "quick").strip().lower()
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)} "
+                         f"(set {PROFILE_ENV}=quick or {PROFILE_ENV}=full)")
+    return PROFILES[name]
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """The one place that picks a device: ``prefer`` if given, else cuda, then mps, then cpu."""
+    if prefer:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def configure_threads() -> int:
+    """Use one torch thread per available core and stop OpenMP threads from spin-waiting.
+
+    Spin-waiting (the OpenMP default) made 2-thread CPU training 10-60x slower on a 2-core machine
+    whenever another process was busy, so ``OMP_WAIT_POLICY=PASSIVE`` is set if the caller has not
+    chosen a policy. It only takes effect before OpenMP starts, so the Makefile also exports it.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        n = os.cpu_count() or 1
+    torch.set_num_threads(max(1, n))
+    return torch.get_num_threads()
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a torch.Generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _version(module: str) -> str:
+    try:
+        mod = __import__(module)
+        return getattr(mod, "__version__", "?")
+    except ImportError:
+        return "not installed"
+
+
+def environment_report(profile: Profile | None = None, device: torch.device | None = None) -> str:
+    """One line: profile, device, thread count and library versions."""
+    profile = profile or get_profile()
+    device = device or get_device()
+    return (f"profile={profile.name} device={device} threads={torch.get_num_threads()} "
+            f"python={platform.python_version()} torch={_version('torch')} "
+            f"torchvision={_version('torchvision')} transformers={_version('transformers')}")

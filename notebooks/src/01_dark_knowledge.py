@@ -1,0 +1,244 @@
+# %% md slide
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/kd-course/kd-course/blob/main/notebooks/01_dark_knowledge.ipynb)
+#
+# # 01 · Dark knowledge
+#
+# **Learning goals**
+# - read a trained teacher's output as a probability distribution, and soften it with a temperature;
+# - measure how much information the soft targets carry (entropy vs temperature);
+# - see *which* wrong classes the teacher thinks are close: the "dark knowledge" of Hinton et al. (2015);
+# - know which KL divergence `nn.KLDivLoss` really computes.
+#
+# Everything below is measured on a real teacher trained on real Fashion-MNIST images.
+
+# %% code skip
+# Setup: installs course_lib only on Colab (locally, `make setup` has done it already).
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("google.colab") is not None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "git+https://github.com/kd-course/kd-course.git"], check=True)
+    os.environ.setdefault("COURSE_ALLOW_DOWNLOAD", "1")   # torchvision downloads the data on Colab
+
+# %% code
+import torch
+import matplotlib.pyplot as plt
+from course_lib.profiles import configure_threads, environment_report, get_device, get_profile
+
+configure_threads()
+profile = get_profile()            # "quick" unless COURSE_PROFILE=full
+print(environment_report(profile))
+
+# %% md slide
+# ## The idea: softmax with a temperature
+#
+# A classifier's logits $z$ become probabilities with a softmax. Dividing the logits by a
+# temperature $T$ first,
+#
+# $$p_i^{T} = \frac{\exp(z_i / T)}{\sum_j \exp(z_j / T)},$$
+#
+# keeps the ranking of the classes but flattens the distribution as $T$ grows ($T \to \infty$:
+# uniform; $T \to 0$: one-hot on the arg-max). At $T = 1$ a well-trained network is so confident
+# that the small probabilities of the wrong classes are invisible. At higher $T$ they show: a shirt
+# is "a bit like a T-shirt, a little like a coat, nothing like a sneaker". Hinton, Vinyals and Dean
+# called this structure **dark knowledge**: the student in notebook 02 learns from it.
+
+# %% code fragment
+import inspect
+from course_lib import losses
+print(inspect.getsource(losses.softmax_with_temperature))
+print(inspect.getsource(losses.entropy))
+
+# %% md slide
+# ## The teacher
+#
+# A CNN (three conv-BN-ReLU-pool blocks, a 256-unit head, 390,634 parameters) trained on the
+# profile's training subset without augmentation. `make setup` trains it once and caches it
+# (`python -m course_lib.teachers`); here we only load it and **evaluate it again on the test set**.
+
+# %% code
+from course_lib.data import profile_data
+from course_lib.engine import evaluate, predict_logits
+from course_lib.models import count_parameters
+from course_lib.teachers import pretrained_teacher
+
+train, test = profile_data(profile)
+teacher, teacher_info = pretrained_teacher(profile, train, test)
+teacher_acc = evaluate(teacher, test)
+classes = test.classes
+print(f"train images: {len(train):,}  test images: {len(test):,}  classes: {len(classes)}")
+print(f"teacher: {count_parameters(teacher):,} parameters, trained {teacher_info['epochs']} epochs "
+      f"in {teacher_info['train_seconds']} s; test accuracy now: {teacher_acc:.2f}%")
+assert teacher_acc > 85, "the cached teacher is not the trained one: rerun `python -m course_lib.teachers --retrain`"
+
+# %% md slide
+# ## One image at five temperatures
+
+# %% code
+from course_lib.losses import entropy, softmax_with_temperature
+from course_lib.plots import tempered_softmax_bars
+
+test_logits = predict_logits(teacher, test.x)
+TEMPERATURES = [1, 2, 4, 8, 20]
+shirt = classes.index("Shirt")
+# a correctly classified shirt
+example = int(torch.nonzero((test.y == shirt) & (test_logits.argmax(1) == shirt))[0])
+probs_by_t = {t: softmax_with_temperature(test_logits[example], t) for t in TEMPERATURES}
+fig = tempered_softmax_bars(probs_by_t, classes, title=f"Teacher on test image {example} (true class: Shirt)")
+plt.show()
+for t, p in probs_by_t.items():
+    top = p.argsort(descending=True)[:3]
+    print(f"T={t:>2}: " + ", ".join(f"{classes[i]} {p[i]:.3f}" for i in top) + f"   entropy {entropy(p):.3f} nats")
+
+# %% md slide
+# ## Entropy grows with the temperature
+#
+# The mean entropy of the teacher's distribution over the test set, from almost 0 (one-hot) to
+# $\log 10 \approx 2.30$ nats (uniform). The useful range for distillation is in between: soft
+# enough to show the similarities, not so soft that everything is uniform.
+
+# %% code
+import math
+import numpy as np
+from course_lib.analysis import entropy_vs_temperature
+from course_lib.plots import line_plot
+
+t_grid = np.geomspace(0.5, 50, 25)
+mean_entropy = entropy_vs_temperature(test_logits, t_grid)
+fig = line_plot(t_grid, {"teacher, test set": mean_entropy.numpy()}, "temperature T",
+                "mean entropy (nats)", "Entropy of softmax(z / T)", logx=True)
+fig.axes[0].axhline(math.log(len(classes)), ls="--", c="gray", label="log 10 (uniform)")
+fig.axes[0].legend()
+plt.show()
+entropy_at = {t: float(entropy_vs_temperature(test_logits, [t])) for t in TEMPERATURES}
+print({t: round(h, 3) for t, h in entropy_at.items()})
+assert all(a < b for a, b in zip(mean_entropy, mean_entropy[1:])), "entropy must grow with T"
+assert entropy_at[1] < 0.5 * math.log(10) < entropy_at[20] < math.log(10)
+
+# %% md slide
+# ## Which classes does the teacher think alike?
+#
+# Average the teacher's tempered distribution over all test images of each true class:
+# $S_{ck} = \operatorname{mean}_{i: y_i = c}\, p^{T}_k(x_i)$. The diagonal is "how sure", the
+# off-diagonal entries are the dark knowledge. (Log colour scale: the small entries matter.)
+
+# %% code
+from course_lib.analysis import class_similarity, most_similar_pairs
+from course_lib.plots import heatmap
+
+T_SIM = 4
+similarity = class_similarity(softmax_with_temperature(test_logits, T_SIM), test.y, len(classes))
+fig = heatmap(similarity, classes, classes, f"Mean soft target per true class (T = {T_SIM})", log=True)
+plt.show()
+pairs = most_similar_pairs(similarity, classes, k=6)
+for a, b, s in pairs:
+    print(f"{a:>12} ~ {b:<12} {s:.3f}")
+
+# %% code fragment
+TOPS = {"T-shirt/top", "Pullover", "Coat", "Shirt", "Dress"}
+FOOTWEAR = {"Sandal", "Sneaker", "Ankle boot"}
+# The closest pairs stay within "upper-body garments" or within "footwear": the teacher has learnt
+# a similarity structure that the one-hot labels never told it.
+assert all({a, b} <= TOPS or {a, b} <= FOOTWEAR for a, b, _ in pairs[:4]), pairs
+nearest_to_shirt = classes[int(similarity[shirt].clone().index_fill_(0, torch.tensor(shirt), -1).argmax())]
+print("nearest class to Shirt:", nearest_to_shirt)
+assert nearest_to_shirt in {"T-shirt/top", "Pullover", "Coat"}
+
+# %% md slide
+# ## Which KL is it?
+#
+# Hinton's loss compares the student's and the teacher's tempered distributions with a KL
+# divergence. PyTorch's `nn.KLDivLoss()(input, target)` takes **log-probabilities of the student**
+# as `input` and **probabilities of the teacher** as `target`, and returns
+#
+# $$\sum_k p^T_{t,k}\,\big(\log p^T_{t,k} - \log p^T_{s,k}\big) = \mathrm{KL}(p_t \,\|\, p_s)$$
+#
+# the **forward** KL, *teacher* first: mass-covering, the student is penalised wherever the teacher
+# has mass it misses. The source article of this course writes the formula as
+# $\mathrm{KL}(p_s \| p_t)$ (the **reverse**, mode-seeking KL) and then computes the forward one.
+# Measure it:
+
+# %% code
+import torch.nn as nn
+import torch.nn.functional as F
+from course_lib.losses import soft_target_kl
+from course_lib.models import build_model
+
+torch.manual_seed(0)
+untrained_student = build_model("student_cnn", train)   # a student before any training
+s_logits = predict_logits(untrained_student, test.x[:512])
+t_logits = test_logits[:512]
+T = 4.0
+kldiv = nn.KLDivLoss(reduction="batchmean")(F.log_softmax(s_logits / T, -1), F.softmax(t_logits / T, -1))
+forward = soft_target_kl(s_logits, t_logits, T, direction="forward").mean()
+reverse = soft_target_kl(s_logits, t_logits, T, direction="reverse").mean()
+print(f"nn.KLDivLoss(log p_s, p_t)  = {kldiv:.5f}")
+print(f"KL(teacher || student)      = {forward:.5f}   <- what KLDivLoss computes")
+print(f"KL(student || teacher)      = {reverse:.5f}")
+assert torch.allclose(kldiv, forward, atol=1e-5) and not torch.allclose(kldiv, reverse, atol=1e-3)
+
+# %% md slide
+# ## Results
+
+# %% code
+from course_lib.results import record_many
+
+top_pairs = [f"{a} ~ {b}" for a, b, _ in pairs[:4]]
+figures = {
+    "teacher_test_accuracy": round(teacher_acc, 2),
+    "teacher_parameters": count_parameters(teacher),
+    "mean_entropy_by_T": {str(t): round(h, 4) for t, h in entropy_at.items()},
+    "most_similar_pairs": top_pairs,
+    "kldivloss_equals": "KL(teacher || student)",
+    "kl_forward_T4": round(float(forward), 5),
+    "kl_reverse_T4": round(float(reverse), 5),
+    "headline": ["teacher_test_accuracy", "mean_entropy_by_T.1", "mean_entropy_by_T.4"],
+}
+record_many("01_dark_knowledge", figures)
+print(f"| temperature | " + " | ".join(str(t) for t in TEMPERATURES) + " |")
+print("|---|" + "---|" * len(TEMPERATURES))
+print("| mean entropy (nats) | " + " | ".join(f"{entropy_at[t]:.3f}" for t in TEMPERATURES) + " |")
+print("closest pairs:", "; ".join(top_pairs))
+
+# %% md slide
+# ## Common mistakes
+#
+# - **Naming the KL the wrong way round.** `KLDivLoss(log_softmax(s/T), softmax(t/T))` is
+#   KL(teacher ‖ student). Say so, and use `direction="reverse"` when you mean the other one.
+# - **`log(softmax(z))` instead of `log_softmax(z)`.** At low temperature `softmax` underflows to 0
+#   and its log is `-inf`; `log_softmax` stays finite (next cell).
+# - **Hypothetical logits.** The article illustrates temperature on made-up logits; a real teacher's
+#   soft targets (above) are what the student actually sees.
+
+# %% code
+z = test_logits[example:example + 1]
+naive = torch.log(F.softmax(z / 0.05, -1))
+stable = F.log_softmax(z / 0.05, -1)
+print("log(softmax):", naive.min().item(), "   log_softmax:", stable.min().item())
+assert torch.isinf(naive).any() and torch.isfinite(stable).all()
+
+# %% md slide
+# ## Exercises (graded)
+#
+# Open `exercises/ex01_dark_knowledge.py` and implement `softmax_with_temperature`, `entropy` and
+# `soft_target_similarity` (their docstrings give the equations). Then grade your work with the
+# cell below or from a terminal: `python -m course_lib.grading exercises --only ex01`.
+
+# %% code skip
+from pathlib import Path
+from course_lib.grading import grade
+
+exercises = next(p for p in (Path("../exercises"), Path("exercises")) if p.is_dir())
+grade(exercises, only="ex01")
+
+# %% md slide
+# ## Summary and further reading
+#
+# - A temperature softens a teacher's distribution; its entropy rises from near 0 to $\log C$.
+# - The soft targets rank the wrong classes sensibly: the teacher's similarity structure
+#   (tops with tops, footwear with footwear) is information that one-hot labels never carry.
+# - `nn.KLDivLoss(log p_s, p_t)` is KL(teacher ‖ student).
+#
+# Reading: G. Hinton, O. Vinyals, J. Dean, *Distilling the Knowledge in a Neural Network*,
+# arXiv:1503.02531 (2015) - on MNIST they report a distilled 2x800 net making 74 test errors vs 146
+# for the same net trained alone (quoted from the paper, not measured here).
+# C. Buciluǎ, R. Caruana, A. Niculescu-Mizil, *Model Compression*, KDD 2006.

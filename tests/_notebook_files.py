@@ -1,0 +1,48 @@
+"""Shared helpers for the notebook tests: which notebooks exist, and the solution code lines."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+SOLUTION_NOTEBOOKS = sorted((REPO_ROOT / "solutions").glob("*.ipynb"))
+SOLUTION_DIR = REPO_ROOT / "solutions"
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+
+
+def ids(paths):
+    return [f"{p.parent.name}/{p.name}" for p in paths]
+
+
+def _solution_sources():
+    if not SOLUTION_DIR.is_dir():
+        return
+    for path in sorted(SOLUTION_DIR.rglob("*")):
+        if "__pycache__" in path.parts or "checkpoint" in str(path):
+            continue
+        if path.suffix == ".py":
+            yield path.read_text(encoding="utf-8")
+        elif path.suffix == ".ipynb":
+            nb = json.loads(path.read_text(encoding="utf-8"))
+            for cell in nb.get("cells", []):
+                src = cell.get("source", "")
+                yield "".join(src) if isinstance(src, list) else src
+
+
+def solution_lines(min_length: int = 30) -> set[str]:
+    """Stripped lines inside ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` regions of solutions/,
+    longer than ``min_length`` characters."""
+    lines: set[str] = set()
+    for text in _solution_sources():
+        inside = False
+        for line in text.splitlines():
+            stripped = line.strip()
+            if BEGIN in stripped:
+                inside = True
+            elif END in stripped:
+                inside = False
+            elif inside and len(stripped) > min_length:
+                lines.add(re.sub(r"\s+", " ", stripped))
+    return lines

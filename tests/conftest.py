@@ -1,0 +1,60 @@
+"""Session set-up shared by the unit tests and the notebook tests (nbval).
+
+* The test session writes its figures to ``build/test-results.json`` (``$COURSE_RESULTS``),
+  never to the course's ``build/results.json``.
+* ``COURSE_OFFLINE=1`` (the quick profile's network guard, see ``course_lib.netguard``; not with
+  ``COURSE_PROFILE=full``) and ``MPLBACKEND=Agg`` are set before any kernel starts, so nbval's
+  kernels inherit them.
+* The time nbval spends on each notebook (kernel start and every cell) is summed and recorded
+  with ``course_lib.results.record_suite`` at the end of the session.
+
+``make test`` runs ``pytest --nbval-lax --nbval-current-env -p no:cacheprovider
+--nbval-cell-timeout=900 tests notebooks``. This file is loaded because ``tests`` is on the
+command line; its timing plugin is registered globally so it also sees the items under
+``notebooks/``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+os.environ.setdefault("COURSE_RESULTS", str(REPO_ROOT / "build" / "test-results.json"))
+os.environ["MPLBACKEND"] = "Agg"
+if os.environ.get("COURSE_PROFILE", "quick").lower() != "full":  # the full profile may download
+    os.environ["COURSE_OFFLINE"] = "1"
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+class NotebookTimer:
+    """Sums setup + call + teardown durations of every ``*.ipynb`` item, per notebook."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.started = time.perf_counter()
+
+    @staticmethod
+    def notebook_of(nodeid: str) -> str | None:
+        file_part = nodeid.split("::", 1)[0]
+        return Path(file_part).stem if file_part.endswith(".ipynb") else None
+
+    def pytest_runtest_logreport(self, report) -> None:
+        notebook = self.notebook_of(report.nodeid)
+        if notebook is not None:
+            self.seconds[notebook] += float(getattr(report, "duration", 0.0) or 0.0)
+
+    def pytest_sessionfinish(self, session, exitstatus) -> None:
+        if not self.seconds:
+            return
+        from course_lib.results import record_suite
+
+        for notebook, seconds in sorted(self.seconds.items()):
+            record_suite(notebook, seconds)
+
+
+def pytest_configure(config) -> None:
+    if not config.pluginmanager.has_plugin("kd-course-notebook-timer"):
+        config.pluginmanager.register(NotebookTimer(), "kd-course-notebook-timer")

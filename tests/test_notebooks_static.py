@@ -1,0 +1,96 @@
+"""Static checks of the committed notebooks (no execution).
+
+Every ``notebooks/*.ipynb`` (and ``solutions/*.ipynb``, if any) must be committed with outputs
+stripped, open with a Colab badge, install ``course_lib`` only on Colab, and give every cell a
+``slideshow.slide_type`` so ``make slides`` can build a deck.
+"""
+from __future__ import annotations
+
+import re
+
+import nbformat
+import pytest
+
+from _notebook_files import NOTEBOOKS, SOLUTION_NOTEBOOKS, ids
+
+ALL = NOTEBOOKS + SOLUTION_NOTEBOOKS
+SLIDE_TYPES = {"slide", "subslide", "fragment", "skip", "notes", "-"}
+COLAB = "https://colab.research.google.com/github/"
+COURSE_NOTEBOOK = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
+
+
+def _source(cell) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def _read(path):
+    return nbformat.read(str(path), as_version=4)
+
+
+def test_at_least_two_notebooks():
+    assert len(NOTEBOOKS) >= 2, f"expected the course notebooks in notebooks/, found {[p.name for p in NOTEBOOKS]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))
+def test_course_notebook_name(path):
+    assert COURSE_NOTEBOOK.match(path.name), f"{path.name}: course notebooks are named NN_snake_case.ipynb"
+
+
+@pytest.mark.parametrize("path", ALL, ids=ids(ALL))
+def test_valid_nbformat(path):
+    nbformat.validate(_read(path))
+
+
+@pytest.mark.parametrize("path", ALL, ids=ids(ALL))
+def test_outputs_stripped(path):
+    nb = _read(path)
+    dirty = [
+        i for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)
+    ]
+    assert not dirty, (
+        f"{path.name}: cells {dirty} carry outputs or execution counts; strip them "
+        "(jupyter nbconvert --clear-output --inplace)"
+    )
+
+
+@pytest.mark.parametrize("path", ALL, ids=ids(ALL))
+def test_first_cell_is_colab_badge(path):
+    nb = _read(path)
+    assert nb.cells, f"{path.name} is empty"
+    first = nb.cells[0]
+    assert first.cell_type == "markdown", f"{path.name}: the first cell must be markdown with the Colab badge"
+    links = re.findall(r"https://colab\.research\.google\.com/github/[^\s)\"'>]+", _source(first))
+    assert links, f"{path.name}: no Colab badge link ({COLAB}...) in the first cell"
+    own = f"/{path.parent.name}/{path.name}"
+    assert any(link.endswith(own) for link in links), f"{path.name}: the Colab link must open this notebook ({own}), got {links}"
+
+
+@pytest.mark.parametrize("path", ALL, ids=ids(ALL))
+def test_colab_guarded_install_cell(path):
+    nb = _read(path)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        src = _source(cell)
+        if "google.colab" not in src:
+            continue
+        lines = src.splitlines()
+        pip_lines = [i for i, line in enumerate(lines) if re.search(r"\bpip\b.*\binstall\b", line)]
+        colab_line = next(i for i, line in enumerate(lines) if "google.colab" in line)
+        if pip_lines and all(i > colab_line and lines[i][:1].isspace() for i in pip_lines):
+            return
+    pytest.fail(
+        f"{path.name}: needs a code cell that pip-installs course_lib only on Colab, e.g.\n"
+        "    import importlib.util\n"
+        "    if importlib.util.find_spec('google.colab'):\n"
+        "        %pip install -q 'kd-course @ git+https://github.com/kd-course/kd-course'"
+    )
+
+
+@pytest.mark.parametrize("path", ALL, ids=ids(ALL))
+def test_every_cell_has_slide_type(path):
+    nb = _read(path)
+    missing = [i for i, cell in enumerate(nb.cells) if cell.get("metadata", {}).get("slideshow", {}).get("slide_type") not in SLIDE_TYPES]
+    assert not missing, f"{path.name}: cells {missing} lack metadata.slideshow.slide_type (one of {sorted(SLIDE_TYPES)})"
