@@ -6,6 +6,11 @@ from it. With ``COURSE_OFFLINE=1`` (set by the quick profile's runners: ``make c
 notebook that tries to download something fails at once with a clear message.
 """
 import os as _os
+import warnings as _warnings
+
+# Without ipywidgets, tqdm.auto falls back to text progress bars in notebooks; that is what we want
+# (widget output would need a CDN in the HTML export), so silence its warning about it.
+_warnings.filterwarnings("ignore", message="IProgress not found")
 
 __version__ = "0.1.0"
 

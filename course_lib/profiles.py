@@ -3,7 +3,10 @@
 Two profiles exist and they only change *sizes and sources*, never the code path:
 
 * ``quick`` (default, what CI runs): CPU, offline, real Fashion-MNIST subsets, small real models;
-  each notebook runs in about a minute on a 2-core CPU.
+  each notebook runs in about a minute on a 2-core CPU. The teacher learns from 10,000 labelled
+  images, the students from 2,000 of them for 100 epochs: measured on this kind of machine, KD
+  needs long schedules (10k images x 30 epochs recovered 36% of the teacher-student gap, x 60
+  epochs 61%), and 2k x 100 epochs gives a clear, seed-robust result at a fifth of the cost.
 * ``full`` (opt-in with ``COURSE_PROFILE=full`` or ``get_profile("full")``): GPU if present,
   standard datasets downloaded by torchvision (CIFAR-100) and paper-scale epochs.
 
@@ -29,7 +32,8 @@ class VisionSettings:
     """Sizes for the image notebooks (01-05, 07)."""
 
     dataset: str                 # "fashion_mnist" or "cifar100"
-    train_size: int              # labelled images the students (and the teacher) see
+    train_size: int              # labelled images the teacher is trained on
+    student_train_size: int | None  # the students' subset of those (None = all of them)
     test_size: int | None        # None = the full test split
     teacher_epochs: int
     student_epochs: int
@@ -57,8 +61,8 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         name="quick",
         vision=VisionSettings(
-            dataset="fashion_mnist", train_size=10_000, test_size=None,
-            teacher_epochs=10, student_epochs=60, batch_size=128, lr=3e-3, weight_decay=1e-2,
+            dataset="fashion_mnist", train_size=10_000, student_train_size=2_000, test_size=None,
+            teacher_epochs=10, student_epochs=100, batch_size=128, lr=3e-3, weight_decay=1e-2,
             seeds=(0, 1, 2), eval_every=10, monitor_size=2_000,
         ),
         allow_download=False,
@@ -66,8 +70,8 @@ PROFILES: dict[str, Profile] = {
     "full": Profile(
         name="full",
         vision=VisionSettings(
-            dataset="cifar100", train_size=50_000, test_size=None,
-            teacher_epochs=60, student_epochs=200, batch_size=128, lr=3e-3, weight_decay=5e-4,
+            dataset="cifar100", train_size=50_000, student_train_size=None, test_size=None,
+            teacher_epochs=60, student_epochs=100, batch_size=128, lr=3e-3, weight_decay=5e-4,
             seeds=(0, 1, 2), eval_every=10, monitor_size=10_000,
         ),
         allow_download=True,
@@ -120,11 +124,12 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _version(module: str) -> str:
+def _version(distribution: str) -> str:
+    """Installed version, read from package metadata (importing transformers would cost seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
     try:
-        mod = __import__(module)
-        return getattr(mod, "__version__", "?")
-    except ImportError:
+        return version(distribution)
+    except PackageNotFoundError:
         return "not installed"
 
 
@@ -133,5 +138,5 @@ def environment_report(profile: Profile | None = None, device: torch.device | No
     profile = profile or get_profile()
     device = device or get_device()
     return (f"profile={profile.name} device={device} threads={torch.get_num_threads()} "
-            f"python={platform.python_version()} torch={_version('torch')} "
+            f"python={platform.python_version()} torch={torch.__version__} "
             f"torchvision={_version('torchvision')} transformers={_version('transformers')}")

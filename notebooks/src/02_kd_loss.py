@@ -1,0 +1,295 @@
+# %% md slide
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/kd-course/kd-course/blob/main/notebooks/02_kd_loss.ipynb)
+#
+# # 02 · The knowledge-distillation loss
+#
+# **Learning goals**
+# - write Hinton's KD loss, and know why it carries a $T^2$;
+# - train a small student alone and distilled, over several seeds, and measure the gain honestly
+#   (paired by seed, against the teacher-student gap);
+# - see how the loss decomposes during training, and how $T$ and $\alpha$ change the result;
+# - make distillation cost no more than ordinary training by caching the teacher's logits.
+
+# %% code skip
+# Setup: installs course_lib only on Colab (locally, `make setup` has done it already).
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("google.colab") is not None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "git+https://github.com/kd-course/kd-course.git"], check=True)
+    os.environ.setdefault("COURSE_ALLOW_DOWNLOAD", "1")   # torchvision downloads the data on Colab
+
+# %% code
+import torch
+import matplotlib.pyplot as plt
+from course_lib.profiles import configure_threads, environment_report, get_device, get_profile
+
+configure_threads()
+profile = get_profile()            # "quick" unless COURSE_PROFILE=full
+device = get_device()
+print(environment_report(profile, device))
+
+# %% md slide
+# ## The loss
+#
+# $$\mathcal{L} = \alpha\, T^2\, \mathrm{KL}\!\left(p_t^{T} \,\middle\|\, p_s^{T}\right) + (1-\alpha)\,
+#   \mathrm{CE}\!\left(y,\ \mathrm{softmax}(z_s)\right), \qquad p^T = \mathrm{softmax}(z / T)$$
+#
+# - The KL is **teacher first** (forward KL) - it is what `nn.KLDivLoss(log p_s, p_t)` computes (notebook 01).
+# - **Why $T^2$?** $\partial\,\mathrm{KL}/\partial z_s = (p_s^T - p_t^T)/T$, and for large $T$ the
+#   difference of the two softmaxes itself shrinks like $1/T$: the soft gradient falls like $1/T^2$.
+#   Multiplying by $T^2$ keeps it on the scale of the hard-label term whatever $T$ is (Hinton et al. 2015, §2).
+# - $\alpha = 0$ is the student trained alone; $\alpha = 1$ uses the teacher only.
+
+# %% code fragment
+import inspect
+from course_lib import losses
+print(inspect.getsource(losses.kd_loss))
+
+# %% code fragment
+# The T^2 factor, measured: gradient norm of the soft term w.r.t. the student logits
+from course_lib.losses import kd_loss, soft_target_kl
+g = torch.Generator().manual_seed(0)
+zs, zt = torch.randn(256, 10, generator=g), 3 * torch.randn(256, 10, generator=g)
+print(" T   |grad| without T^2   |grad| with T^2")
+for T in (1, 2, 4, 8, 16):
+    z1 = zs.clone().requires_grad_(); soft_target_kl(z1, zt, T).mean().backward()
+    z2 = zs.clone().requires_grad_(); kd_loss(z2, zt, None, T, alpha=1.0).backward()
+    print(f"{T:>2}   {z1.grad.norm():.2e}            {z2.grad.norm():.2e}")
+
+# %% md slide
+# ## Data, teacher, cached teacher logits
+#
+# The teacher was trained on the profile's labelled training images (quick profile: 10,000
+# Fashion-MNIST images). The students get a class-balanced subset of those (quick: 2,000 images) -
+# the classic compression setting, a big model trained on all the labels and a small one distilled on
+# a small transfer set - and no augmentation. The teacher is frozen (a deep copy in eval mode, no
+# gradients) and run **once** over the students' images: every epoch afterwards reads its logits
+# from a table.
+
+# %% code
+import time
+from course_lib.data import profile_data
+from course_lib.engine import cache_logits, evaluate
+from course_lib.losses import softmax_with_temperature
+from course_lib.models import build_model, count_parameters
+from course_lib.teachers import pretrained_teacher
+
+train, test = profile_data(profile)
+teacher, teacher_info = pretrained_teacher(profile, train, test)
+teacher_acc = evaluate(teacher, test)
+student_train = train.subset(profile.vision.student_train_size, seed=0)
+t0 = time.perf_counter()
+teacher_logits = cache_logits(teacher, student_train)      # [n_student_train, classes], computed once
+cache_seconds = time.perf_counter() - t0
+make_student = lambda: build_model("student_cnn", train)
+print(f"teacher: {count_parameters(teacher):,} params, {teacher_info['train_size']:,} training images, "
+      f"test accuracy {teacher_acc:.2f}%")
+print(f"student: {count_parameters(make_student()):,} params, {len(student_train):,} training images; "
+      f"{len(test):,} test images; teacher logits cached in {cache_seconds:.2f} s")
+on_train = softmax_with_temperature(teacher_logits, 1.0).max(1).values.mean().item()
+on_train_t4 = softmax_with_temperature(teacher_logits, 4.0).max(1).values.mean().item()
+print(f"teacher's mean top probability on these images: {on_train:.3f} at T=1, {on_train_t4:.3f} at T=4")
+
+# %% md slide
+# ## The experiment: one stacked run
+#
+# Every row below is a separate student with its own seed (initial weights *and* batch order).
+# "alone" and "KD" runs with the same seed share both, so their difference is a paired comparison.
+# All of them are trained together as one stacked model (`course_lib.stacking`): the same
+# computation as training them one by one (a test checks it), in less time on a CPU.
+#
+# - main comparison, every seed: alone ($\alpha=0$) vs KD ($T=4$, $\alpha=0.9$);
+# - ablation, seed 0: $T \in \{1, 2, 8\}$ at $\alpha=0.9$ and $\alpha \in \{0.5, 1.0\}$ at $T=4$.
+
+# %% code
+from course_lib.engine import RunSpec, TrainConfig, fit
+
+SEEDS = profile.vision.seeds
+MAIN_T, MAIN_ALPHA = 4.0, 0.9
+specs = ([RunSpec("alone", s) for s in SEEDS]
+         + [RunSpec("kd", s, MAIN_T, MAIN_ALPHA) for s in SEEDS]
+         + [RunSpec(f"kd T={t:g}", SEEDS[0], t, MAIN_ALPHA) for t in (1.0, 2.0, 8.0)]
+         + [RunSpec(f"kd alpha={a:g}", SEEDS[0], MAIN_T, a) for a in (0.5, 1.0)])
+config = TrainConfig.from_profile(profile, eval_every=10)
+monitor = test.subset(profile.vision.monitor_size, seed=1)   # learning curves on a test subset
+print(f"{len(specs)} students x {config.epochs} epochs, batch {config.batch_size}, AdamW lr {config.lr}, cosine")
+runs = fit(make_student, specs, student_train, config, teacher_logits=teacher_logits,
+           monitor=monitor, test=test, device=device, desc="students")
+print(f"trained in {sum(r.seconds for r in runs):.0f} s")
+
+# %% md slide
+# ## Results: alone vs distilled, per seed
+
+# %% code
+import numpy as np
+by = {(r.spec.name, r.spec.seed): r for r in runs}
+alone = np.array([by["alone", s].test_accuracy for s in SEEDS])
+distilled = np.array([by["kd", s].test_accuracy for s in SEEDS])
+gains = distilled - alone
+gap_recovered = float((distilled.mean() - alone.mean()) / (teacher_acc - alone.mean()))
+print("| seed | teacher | alone | distilled | gain |")
+print("|---|---|---|---|---|")
+for s, a, d in zip(SEEDS, alone, distilled):
+    print(f"| {s} | {teacher_acc:.2f} | {a:.2f} | {d:.2f} | {d - a:+.2f} |")
+print(f"| mean +- std | {teacher_acc:.2f} | {alone.mean():.2f} +- {alone.std(ddof=1):.2f} | "
+      f"{distilled.mean():.2f} +- {distilled.std(ddof=1):.2f} | {gains.mean():+.2f} |")
+print(f"\nfraction of the teacher-student gap recovered: {gap_recovered:.2f}")
+
+# %% code fragment
+from course_lib.plots import bars_with_errors
+fig, ax = plt.subplots(figsize=(6, 4))
+bars_with_errors(["student alone", f"distilled (T={MAIN_T:g}, α={MAIN_ALPHA})", "teacher"],
+                 [alone.mean(), distilled.mean(), teacher_acc], [alone.std(ddof=1), distilled.std(ddof=1), 0],
+                 "test accuracy (%)", f"{len(SEEDS)} seeds, full test set", ax=ax,
+                 ylim=(min(alone.min(), distilled.min()) - 2, teacher_acc + 1))
+plt.show()
+# The claim of this notebook, asserted: the distilled student beats the one trained alone on every seed.
+assert (gains > 0).all(), gains
+assert gap_recovered >= 0.4, gap_recovered
+
+# %% md slide
+# ## The loss during training, and why KD needs patience
+#
+# Left: the two terms of the KD loss for one distilled student - the soft term is shown as it enters
+# the loss, $\alpha T^2\,\mathrm{KL}$. Right: accuracy on a held-out test subset every 10 epochs.
+# The student trained alone drives its cross-entropy towards zero - it has memorised its 2,000
+# labels and gets no more signal - while its held-out accuracy stays flat. The distilled student's
+# soft term stays far from zero (matching the teacher's whole distribution is harder than matching
+# a label), so it keeps learning: its advantage is small after 10 epochs and grows for tens of
+# epochs more. Judged on a short schedule, KD looks useless.
+
+# %% code
+r = by["kd", SEEDS[0]]
+ep = r.history["epoch"]
+fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+axes[0].plot(ep, [MAIN_ALPHA * MAIN_T**2 * k for k in r.history["kl"]], label="α T² KL(teacher‖student)")
+axes[0].plot(ep, [(1 - MAIN_ALPHA) * c for c in r.history["ce"]], label="(1-α) CE(labels)")
+axes[0].plot(ep, r.history["loss"], "k--", label="total")
+axes[0].plot(ep, by["alone", SEEDS[0]].history["ce"], ":", label="CE of the student alone")
+axes[0].set(xlabel="epoch", ylabel="training loss", yscale="log", title="Loss decomposition (seed 0)")
+axes[0].legend()
+for name, style in (("alone", "-"), ("kd", "-")):
+    curves = np.array([by[name, s].history["monitor_acc"] for s in SEEDS])
+    x = by[name, SEEDS[0]].history["monitor_epoch"]
+    axes[1].plot(x, curves.mean(0), style, marker="o", label=name)
+    axes[1].fill_between(x, curves.min(0), curves.max(0), alpha=0.2)
+axes[1].set(xlabel="epoch", ylabel="held-out accuracy (%)", title="Learning curves (min-max over seeds)")
+axes[1].legend()
+plt.show()
+curve_gain = (np.array([by["kd", s].history["monitor_acc"] for s in SEEDS]).mean(0)
+              - np.array([by["alone", s].history["monitor_acc"] for s in SEEDS]).mean(0))
+print("mean KD advantage on the held-out subset by epoch:",
+      {e: round(float(g), 2) for e, g in zip(by["kd", SEEDS[0]].history["monitor_epoch"], curve_gain)})
+
+# %% md slide
+# ## Ablation: temperature and α (seed 0)
+
+# %% code
+ablation_t = {1.0: by["kd T=1", SEEDS[0]], 2.0: by["kd T=2", SEEDS[0]], MAIN_T: by["kd", SEEDS[0]],
+              8.0: by["kd T=8", SEEDS[0]]}
+ablation_a = {0.0: by["alone", SEEDS[0]], 0.5: by["kd alpha=0.5", SEEDS[0]],
+              MAIN_ALPHA: by["kd", SEEDS[0]], 1.0: by["kd alpha=1", SEEDS[0]]}
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+ts = sorted(ablation_t)
+axes[0].plot(ts, [ablation_t[t].test_accuracy for t in ts], "o-")
+axes[0].set(xscale="log", xlabel="temperature T (α = 0.9)", ylabel="test accuracy (%)", title="Temperature")
+axes[0].set_xticks(ts, [f"{t:g}" for t in ts])
+axes[0].minorticks_off()
+al = sorted(ablation_a)
+axes[1].plot(al, [ablation_a[a].test_accuracy for a in al], "o-")
+axes[1].set(xlabel="α (T = 4)", ylabel="test accuracy (%)", title="Weight of the soft term")
+for ax in axes:
+    ax.axhline(alone[0], ls=":", c="gray", label="alone (seed 0)")
+    ax.axhline(teacher_acc, ls="--", c="k", label="teacher")
+    ax.grid(alpha=0.3)
+axes[1].legend()
+plt.show()
+print("| setting | test accuracy |\n|---|---|")
+for t in ts:
+    print(f"| T={t:g}, α={MAIN_ALPHA} | {ablation_t[t].test_accuracy:.2f} |")
+for a in al:
+    if a != MAIN_ALPHA:
+        print(f"| T={MAIN_T:g}, α={a:g} | {ablation_a[a].test_accuracy:.2f} |")
+
+# %% md slide
+# ## What does distillation cost per epoch?
+#
+# One student, one epoch: (a) alone, (b) KD with a teacher forward pass every batch, (c) KD from the
+# cached logits. Three epochs each, the best of two measurements.
+
+# %% code
+from course_lib.engine import time_epochs
+epoch_times = time_epochs(make_student, student_train, config, teacher, teacher_logits, epochs=3, repeats=2)
+for name, sec in epoch_times.items():
+    print(f"{name:>20}: {sec:.2f} s/epoch  ({sec / epoch_times['student_alone']:.2f}x alone)")
+fig, ax = plt.subplots(figsize=(6, 3))
+ax.barh(list(epoch_times), list(epoch_times.values()), color=["tab:gray", "tab:red", "tab:green"])
+ax.set(xlabel="seconds per epoch", title="Epoch time of one student")
+plt.show()
+
+# %% md slide
+# ## Results recorded
+
+# %% code
+from course_lib.results import record_many
+figures = {
+    "setting": {"temperature": MAIN_T, "alpha": MAIN_ALPHA, "epochs": config.epochs,
+                "teacher_train_images": teacher_info["train_size"], "student_train_images": len(student_train),
+                "test_images": len(test), "student": "student_cnn",
+                "student_parameters": count_parameters(make_student())},
+    "teacher_accuracy": round(teacher_acc, 2),
+    "seeds": {str(s): {"teacher": round(teacher_acc, 2), "alone": round(float(a), 2),
+                       "distilled": round(float(d), 2), "gain": round(float(d - a), 2)}
+              for s, a, d in zip(SEEDS, alone, distilled)},
+    "alone_mean": round(float(alone.mean()), 2), "alone_std": round(float(alone.std(ddof=1)), 2),
+    "distilled_mean": round(float(distilled.mean()), 2), "distilled_std": round(float(distilled.std(ddof=1)), 2),
+    "gap_recovered": round(gap_recovered, 3),
+    "ablation_seed0": {**{f"T={t:g}": round(ablation_t[t].test_accuracy, 2) for t in ts},
+                       **{f"alpha={a:g}": round(ablation_a[a].test_accuracy, 2) for a in al}},
+    "epoch_seconds": {k: round(v, 3) for k, v in epoch_times.items()},
+    "cached_over_alone": round(epoch_times["kd_cached_logits"] / epoch_times["student_alone"], 3),
+    "headline": ["alone_mean", "distilled_mean", "gap_recovered", "cached_over_alone"],
+}
+record_many("02_kd_loss", figures)
+print({k: v for k, v in figures.items() if k not in ("seeds", "headline")})
+
+# %% md slide
+# ## Common mistakes
+#
+# - **Forgetting $T^2$**: the soft term's gradient then shrinks like $1/T^2$ (measured above) and
+#   $\alpha$ silently means something different at every temperature.
+# - **Naming the KL backwards**: `KLDivLoss(log_softmax(s/T), softmax(t/T))` is KL(teacher ‖ student).
+# - **`reduction="mean"` in `KLDivLoss`** averages over classes too (divides by $C$); use `"batchmean"`
+#   or sum over classes yourself.
+# - **A teacher in training mode** (dropout on, BatchNorm updating) gives noisy targets and changes the
+#   teacher; **a teacher that is the student** (same module object) trains itself. Freeze a deep copy.
+# - **A teacher forward pass every batch** when inputs are not augmented: the same logits are recomputed
+#   every epoch (compare (b) and (c) above).
+# - **Judging KD after a few epochs**: early in training the student alone is as good; the gain comes later.
+
+# %% md slide
+# ## Exercises (graded)
+#
+# Open `exercises/ex02_kd_loss.py`: implement `kd_loss`, `reverse_kl` and `kd_gradient` (the
+# closed-form gradient of the soft term). Grade with the cell below or
+# `python -m course_lib.grading exercises --only ex02`.
+
+# %% code skip
+from pathlib import Path
+from course_lib.grading import grade
+
+exercises = next(p for p in (Path("../exercises"), Path("exercises")) if p.is_dir())
+grade(exercises, only="ex02")
+
+# %% md slide
+# ## Summary and further reading
+#
+# - KD loss = $\alpha T^2$ KL(teacher ‖ student) + $(1-\alpha)$ CE; the $T^2$ keeps the soft gradient's scale.
+# - Measured here: the distilled student beats the same student trained alone on every seed and recovers
+#   a large part of the gap to a teacher 19x its size (table above).
+# - With cached logits a KD epoch costs what a plain epoch costs.
+#
+# Reading: G. Hinton, O. Vinyals, J. Dean, *Distilling the Knowledge in a Neural Network* (2015);
+# L. Beyer et al., *Knowledge distillation: A good teacher is patient and consistent*, CVPR 2022
+# (long schedules and consistent views); J. H. Cho, B. Hariharan, *On the Efficacy of Knowledge
+# Distillation*, ICCV 2019 (when larger teachers stop helping).
