@@ -1,0 +1,101 @@
+"""Speed figures of the engine, written to build/benchmark.json (never asserted in tests).
+
+    python scripts/benchmark.py [--repeats 5] [--out build/benchmark.json]
+
+Measures, on this machine, for the quick profile's student (StudentCNN, 20,490 parameters):
+
+1. seconds per epoch of one student (a) trained alone, (b) distilled with a teacher forward pass
+   every batch, (c) distilled from cached teacher logits - on the students' 2k images and on the
+   teacher's 10k images; the issue's budget is (c) <= 1.15 x (a);
+2. seconds per model-epoch when N students are trained one by one vs stacked (N = 1, 4, 6, 11),
+   the figure behind ``fit(max_stack=6)``;
+3. the notebooks' own timings, copied from build/results.json ("suite") when present.
+
+Timings are the best of ``--repeats`` runs (a shared machine only ever makes things slower).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from course_lib.data import profile_data  # noqa: E402
+from course_lib.engine import RunSpec, TrainConfig, cache_logits, fit, time_epochs  # noqa: E402
+from course_lib.models import build_model  # noqa: E402
+from course_lib.profiles import configure_threads, get_profile  # noqa: E402
+from course_lib.results import load_results  # noqa: E402
+from course_lib.teachers import pretrained_teacher  # noqa: E402
+
+
+def stacking(train, config, sizes, repeats, epochs=2):
+    make = lambda: build_model("student_cnn", train)
+    cfg = TrainConfig(epochs=epochs, batch_size=config.batch_size, lr=config.lr,
+                      weight_decay=config.weight_decay, eval_every=0)
+    out = {}
+    for n in sizes:
+        specs = [RunSpec("alone", s) for s in range(n)]
+        best = {}
+        for mode, kw in (("one_by_one", dict(stack=False)), ("stacked", dict(stack=True, max_stack=n))):
+            if mode == "stacked" and n == 1:
+                continue
+            t = min(_timed(lambda: fit(make, specs, train, cfg, progress=False, **kw)) for _ in range(repeats))
+            best[mode] = round(t / (n * epochs), 4)
+        if "stacked" in best:
+            best["speedup"] = round(best["one_by_one"] / best["stacked"], 2)
+        out[str(n)] = best
+        print(f"N={n}: seconds per model-epoch {best}", flush=True)
+    return out
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=str(ROOT / "build" / "benchmark.json"))
+    args = parser.parse_args(argv)
+    threads = configure_threads()
+    profile = get_profile()
+    train, test = profile_data(profile)
+    teacher, _ = pretrained_teacher(profile, train, test, progress=False)
+    student_train = train.subset(profile.vision.student_train_size, seed=0)
+    config = TrainConfig.from_profile(profile)
+    make = lambda: build_model("student_cnn", train)
+    report = {"machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": threads,
+                          "cpu": platform.processor() or platform.machine(),
+                          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
+              "epoch_seconds": {}}
+    for name, data in (("students_2k", student_train), ("teacher_10k", train)):
+        times = time_epochs(make, data, config, teacher, cache_logits(teacher, data), epochs=1, repeats=args.repeats)
+        times = {k: round(v, 4) for k, v in times.items()}
+        times["cached_over_alone"] = round(times["kd_cached_logits"] / times["student_alone"], 3)
+        times["teacher_forward_over_alone"] = round(times["kd_teacher_forward"] / times["student_alone"], 2)
+        report["epoch_seconds"][name] = times
+        print(f"{name} ({len(data)} images): {times}", flush=True)
+    report["stacking_2k"] = stacking(student_train, config, (1, 4, 6, 11), repeats=max(1, args.repeats // 2))
+    suite = load_results().get("suite")
+    if suite:
+        report["notebook_suite_seconds"] = suite
+        report["notebooks_01_02_seconds"] = round(sum(v for k, v in suite.items() if k[:2] in ("01", "02")), 1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
