@@ -1,0 +1,74 @@
+import json
+import math
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from course_lib.analysis import class_similarity, entropy_vs_temperature, most_similar_pairs  # noqa: E402
+from course_lib.data import TensorData  # noqa: E402
+from course_lib import plots  # noqa: E402
+from course_lib.profiles import get_profile  # noqa: E402
+
+
+def test_class_similarity_by_hand():
+    probs = torch.tensor([[0.8, 0.2, 0.0], [0.6, 0.4, 0.0], [0.1, 0.1, 0.8]])
+    labels = torch.tensor([0, 0, 2])
+    s = class_similarity(probs, labels, 3)
+    assert torch.allclose(s[0], torch.tensor([0.7, 0.3, 0.0]))
+    assert torch.equal(s[1], torch.zeros(3))            # no example of class 1
+    assert torch.allclose(s[2], probs[2])
+    with pytest.raises(ValueError):
+        class_similarity(probs, labels[:2], 3)
+
+
+def test_most_similar_pairs_symmetrises_and_sorts():
+    s = torch.tensor([[0.8, 0.15, 0.05], [0.05, 0.9, 0.05], [0.3, 0.1, 0.6]])
+    pairs = most_similar_pairs(s, ["a", "b", "c"], k=2)
+    assert [(a, b) for a, b, _ in pairs] == [("a", "c"), ("a", "b")]
+    assert pairs[0][2] == pytest.approx((0.05 + 0.3) / 2)
+
+
+def test_entropy_vs_temperature_monotone_and_bounded():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 10, generator=g) * 5
+    h = entropy_vs_temperature(logits, [0.5, 1, 2, 4, 8, 1000])
+    assert all(a < b for a, b in zip(h, h[1:]))
+    assert h[-1].item() == pytest.approx(math.log(10), rel=1e-4)
+
+
+def test_plot_helpers_return_figures():
+    figs = [
+        plots.tempered_softmax_bars({1: torch.softmax(torch.randn(3), 0), 4: torch.ones(3) / 3}, ["a", "b", "c"]),
+        plots.heatmap(torch.rand(3, 3) + 0.01, list("abc"), list("abc"), log=True),
+        plots.heatmap(torch.rand(2, 2), list("ab"), list("ab")),
+        plots.line_plot([1, 2, 3], {"x": [1, 2, 3]}, "x", "y", logx=True),
+        plots.bars_with_errors(["a", "b"], [1.0, 2.0], [0.1, 0.2], "acc", ylim=(0, 3)),
+    ]
+    assert all(isinstance(f, matplotlib.figure.Figure) for f in figs)
+    plt.close("all")
+
+
+def toy(n=64):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(n) % 10
+    x = torch.randn(n, 1, 28, 28, generator=g)
+    x[torch.arange(n), 0, y * 2, :] += 3
+    return TensorData(x, y, tuple(str(i) for i in range(10)))
+
+
+def test_pretrained_teacher_trains_once_then_loads(tmp_path, monkeypatch):
+    from course_lib import teachers
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    profile = get_profile("quick").replace_vision(teacher_epochs=1, batch_size=32)
+    data = toy()
+    model, info = teachers.pretrained_teacher(profile, data, data, progress=False)
+    path = teachers.teacher_path(profile)
+    assert path.exists() and json.loads(path.with_suffix(".json").read_text())["epochs"] == 1
+    assert info["parameters"] == 390_634 and 0 <= info["test_accuracy"] <= 100 and not model.training
+    again, info2 = teachers.pretrained_teacher(profile, data, data, progress=False)
+    assert info2 == info
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
