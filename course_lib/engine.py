@@ -51,6 +51,20 @@ class RunSpec:
 
 
 @dataclass
+class Step:
+    """What an ``extra_loss`` module sees at each training step (N models, batch B)."""
+
+    epoch: int
+    group: nn.Module               # the stacked module, or the single model being trained
+    stacked: bool
+    x: torch.Tensor                # [N, B, ...] inputs (after augmentation)
+    y: torch.Tensor                # [N, B] labels
+    idx: torch.Tensor              # [N, B] row numbers in the training set (to read cached tensors)
+    logits: torch.Tensor           # [N, B, classes] student outputs
+    teacher_logits: torch.Tensor | None   # [N, B, classes] or None
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
@@ -147,6 +161,7 @@ def fit(make_model: Callable[[], nn.Module], specs: list[RunSpec], train: Tensor
         monitor: TensorData | None = None, test: TensorData | None = None,
         augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         stack: bool = True, max_stack: int | None = 6, device: torch.device | str | None = None,
+        extra_loss: Callable[[nn.Module, int], nn.Module] | None = None,
         progress: bool = True, desc: str = "") -> list[Run]:
     """Train one model per spec; return the runs in the order of ``specs``.
 
@@ -158,6 +173,11 @@ def fit(make_model: Callable[[], nn.Module], specs: list[RunSpec], train: Tensor
     otherwise they are trained one after another with the same loop; ``max_stack`` caps how many
     models share one stack: on 2 CPU cores, stacks of 4-6 students ran 0.09 s per model-epoch
     (2k images) against 0.11-0.13 s for one stack of 11 and 0.15 s one by one (scripts/benchmark.py).
+
+    ``extra_loss(group, n_models)`` builds, for each group trained, a module that maps a ``Step`` to
+    per-model losses ``[N]`` added to the KD loss (hints, attention transfer, relational losses).
+    Its parameters - e.g. FitNets regressors - are **optimised together with the students'**; a
+    ``close()`` method, if any, is called when the group is done (to remove feature hooks).
     """
     if not specs:
         raise ValueError("fit needs at least one RunSpec")
@@ -189,7 +209,7 @@ def fit(make_model: Callable[[], nn.Module], specs: list[RunSpec], train: Tensor
         group_models = [models[i] for i in members]
         trained, histories, seconds = _train_group(
             group_models, group_specs, stacked, train, config, teacher_logits, frozen_teacher,
-            monitor, augment, device, progress, desc)
+            monitor, augment, device, progress, desc, extra_loss)
         for i, m, h in zip(members, trained, histories):
             runs[i] = Run(specs[i], m, h, seconds / len(members))
     if test is not None:
@@ -199,10 +219,13 @@ def fit(make_model: Callable[[], nn.Module], specs: list[RunSpec], train: Tensor
 
 
 def _train_group(models, specs, stacked, train, config, teacher_logits, teacher, monitor, augment,
-                 device, progress, desc):
+                 device, progress, desc, extra_loss=None):
     n = len(models)
     group = (stack_models(models) if stacked else models[0]).to(device).train()
+    extra = extra_loss(group, n).to(device).train() if extra_loss is not None else None
     params = [p for p in group.parameters() if p.requires_grad]
+    if extra is not None:
+        params += [p for p in extra.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
@@ -222,14 +245,14 @@ def _train_group(models, specs, stacked, train, config, teacher_logits, teacher,
     tl_all = teacher_logits.to(device) if teacher_logits is not None else None
     needs_teacher = any(s.uses_teacher for s in specs)
 
-    keys = ("loss", "ce", "kl")
+    keys = ("loss", "ce", "kl", "extra")
     history = [{"epoch": [], **{k: [] for k in keys}, "monitor_epoch": [], "monitor_acc": []} for _ in range(n)]
     label = desc or (specs[0].name if n == 1 else f"{n} runs")
     bar = tqdm(range(1, config.epochs + 1), desc=label, disable=not progress, leave=False)
     start = time.perf_counter()
     for epoch in bar:
         perms = torch.stack([torch.randperm(len(train), generator=g) for g in generators]).to(device)
-        sums = torch.zeros(3, n, device=device)
+        sums = torch.zeros(len(keys), n, device=device)
         for step in range(steps_per_epoch):
             idx = perms[:, step * config.batch_size:(step + 1) * config.batch_size]   # [N, B]
             xb, yb = x_all[idx], y_all[idx]
@@ -246,12 +269,19 @@ def _train_group(models, specs, stacked, train, config, teacher_logits, teacher,
             loss, parts = kd_loss(logits, tb if tb is not None else logits.detach(), yb, temperature,
                                   alpha, direction=direction, reduction="none", return_parts=True)
             per_model = loss.mean(1)
+            extra_term = torch.zeros_like(per_model)
+            if extra is not None:
+                extra_term = extra(Step(epoch, group, stacked, xb, yb, idx, logits, tb))
+                if extra_term.shape != per_model.shape:
+                    raise ValueError(f"extra_loss must return one value per model, shape {tuple(per_model.shape)}; "
+                                     f"got {tuple(extra_term.shape)}")
+                per_model = per_model + extra_term
             opt.zero_grad(set_to_none=True)
             per_model.sum().backward()      # sum: each model gets exactly its own gradient
             opt.step()
             sched.step()
             with torch.no_grad():
-                sums += torch.stack([per_model, parts["ce"].mean(1), parts["kl"].mean(1)]) * idx.shape[1]
+                sums += torch.stack([per_model, parts["ce"].mean(1), parts["kl"].mean(1), extra_term]) * idx.shape[1]
         means = (sums / len(train)).cpu()
         for i in range(n):
             history[i]["epoch"].append(epoch)
@@ -264,6 +294,8 @@ def _train_group(models, specs, stacked, train, config, teacher_logits, teacher,
                 history[i]["monitor_acc"].append(accs[i])
             bar.set_postfix(loss=f"{means[0].mean():.3f}", acc=f"{sum(accs) / len(accs):.1f}")
     seconds = time.perf_counter() - start
+    if extra is not None and hasattr(extra, "close"):
+        extra.close()
     trained = group.unstack() if stacked else [group]
     for m in trained:
         m.eval()
