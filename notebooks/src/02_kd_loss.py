@@ -272,6 +272,29 @@ print({k: v for k, v in figures.items() if k not in ("seeds", "headline")})
 #   every epoch (compare (b) and (c) above).
 # - **Judging KD after a few epochs**: early in training the student alone is as good; the gain comes later.
 
+# %% code
+# Three of these mistakes, measured on real logits
+import copy
+import torch.nn as nn
+import torch.nn.functional as F
+from course_lib.engine import predict_logits
+s_logits = predict_logits(by["alone", SEEDS[0]].model, student_train.x[:512])
+t_logits = teacher_logits[:512]
+log_ps, p_t = F.log_softmax(s_logits / MAIN_T, -1), F.softmax(t_logits / MAIN_T, -1)
+kl_mean = nn.KLDivLoss(reduction="mean")(log_ps, p_t)
+kl_batchmean = nn.KLDivLoss(reduction="batchmean")(log_ps, p_t)
+print(f"KLDivLoss reduction='batchmean' {kl_batchmean:.4f} vs 'mean' {kl_mean:.5f}: "
+      f"{kl_batchmean / kl_mean:.1f}x smaller with 'mean' (= the number of classes)")
+assert torch.isclose(kl_batchmean / kl_mean, torch.tensor(float(len(test.classes))), rtol=1e-4)
+
+noisy_teacher = copy.deepcopy(teacher).train()          # dropout active, BatchNorm in batch mode
+with torch.no_grad():
+    a, b = noisy_teacher(student_train.x[:512]), noisy_teacher(student_train.x[:512])
+print(f"teacher left in train mode: two passes over the same images disagree on "
+      f"{(a.argmax(1) != b.argmax(1)).float().mean() * 100:.1f}% of the predictions, "
+      f"mean |logit difference| {(a - b).abs().mean():.3f}")
+assert not torch.allclose(a, b)
+
 # %% md slide
 # ## Exercises (graded)
 #
