@@ -21,13 +21,14 @@ LAB_ARGS ?=
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 PYTEST_NB_ARGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
 
-.PHONY: help setup course test lab slides clean
+.PHONY: help setup course test lab slides benchmark clean
 
 help:
 	@echo "make course   run every notebook (quick profile), write build/ and the README results table"
 	@echo "make test     unit tests + every notebook under nbval"
 	@echo "make lab      JupyterLab on notebooks/ (kernel 'KD course (.venv)')"
 	@echo "make slides   offline reveal.js decks in build/slides/"
+	@echo "make benchmark  engine speed figures -> build/benchmark.json"
 	@echo "make setup    venv + pinned packages + offline assets + quick-profile teacher (idempotent)"
 
 $(PY):
@@ -45,6 +46,12 @@ setup: $(STAMP)
 
 course: setup
 	$(PY) scripts/run_course.py
+	$(PY) scripts/benchmark.py --repeats 3
+	$(PY) -m course_lib.results report
+
+# speed figures only (build/benchmark.json and the "benchmark" entry of build/results.json)
+benchmark: setup
+	$(PY) scripts/benchmark.py
 
 # pytest exits 5 when it collects nothing: make fails on any non-zero status, so that fails too.
 test: setup
