@@ -1,5 +1,26 @@
 """course_lib: the companion package of the knowledge-distillation course.
 
+Modules (one idea each; notebooks import one or two):
+
+- ``profiles``  quick/full settings, device choice, threads, seeding, the environment report
+- ``data``      Fashion-MNIST (Debian package) / CIFAR-100 (torchvision) as in-memory tensors
+- ``models``    the CNN teacher and the small students, parameter counts
+- ``losses``    ``kd_loss`` (forward or reverse KL), tempered softmax, entropy
+- ``stacking``  several students of one architecture trained as one module (grouped layers)
+- ``engine``    ``fit``: train / distill / evaluate with teacher-logit caching, history, tqdm;
+                ``extra_loss`` adds per-model terms whose parameters are optimised with the students
+- ``hooks``     ``FeatureCapture``: intermediate features by module path, hooks always removed
+- ``teachers``  the cached, re-evaluated teacher of each profile
+- ``analysis``, ``plots``  soft-target statistics and the notebooks' figures
+- ``results``   ``record(notebook, name, value)`` -> build/results.json -> report and README table
+- ``grading``   solutions -> exercises generator and the autograder
+- ``netguard``  blocks non-loopback sockets when ``COURSE_OFFLINE=1``
+
+How the later notebooks fit: feature distillation and attention transfer are ``extra_loss``
+modules reading ``FeatureCapture`` features (adapters on the student side, trained with it);
+born-again generations pass the previous generation's cached logits as ``teacher_logits``; the
+LLM notebooks subclass ``transformers.Trainer.compute_loss`` with a padding-masked ``kd_loss``.
+
 Each module holds one idea (profiles, data, models, losses, engine, ...); the notebooks import
 from it. With ``COURSE_OFFLINE=1`` (set by the quick profile's runners: ``make course``,
 ``make test``) importing the package blocks every non-loopback network connection, so a
