@@ -44,6 +44,7 @@ class RunSpec:
     temperature: float = 1.0
     alpha: float = 0.0
     direction: str = "forward"
+    label_smoothing: float = 0.0   # applied to the hard-label cross-entropy term
 
     @property
     def uses_teacher(self) -> bool:
@@ -198,8 +199,9 @@ def fit(make_model: Callable[[], nn.Module], specs: list[RunSpec], train: Tensor
         torch.manual_seed(s.seed)
         models.append(make_model())
     if stack and len(specs) > 1 and can_stack(models):
-        size = max_stack or len(specs)
-        groups = [(list(range(i, min(i + size, len(specs)))), True) for i in range(0, len(specs), size)]
+        n_groups = math.ceil(len(specs) / (max_stack or len(specs)))   # balanced: 14 -> 5, 5, 4
+        bounds = [round(i * len(specs) / n_groups) for i in range(n_groups + 1)]
+        groups = [(list(range(a, b)), True) for a, b in zip(bounds, bounds[1:])]
     else:
         groups = [([i], False) for i in range(len(specs))]
 
@@ -240,6 +242,7 @@ def _train_group(models, specs, stacked, train, config, teacher_logits, teacher,
     if len(directions) > 1:
         raise ValueError("runs trained together must share the KL direction")
     direction = directions.pop()
+    smoothing = torch.tensor([[s.label_smoothing] for s in specs], device=device)
     generators = [torch.Generator().manual_seed(s.seed) for s in specs]
     aug_gen = torch.Generator().manual_seed(specs[0].seed + 10_007)
     x_all, y_all = train.x.to(device), train.y.to(device)
@@ -267,8 +270,10 @@ def _train_group(models, specs, stacked, train, config, teacher_logits, teacher,
                 with torch.no_grad():
                     tb = teacher(xb.flatten(0, 1)).view(*idx.shape, -1)
             logits = _group_forward(group, stacked, xb)
-            loss, parts = kd_loss(logits, tb if tb is not None else logits.detach(), yb, temperature,
-                                  alpha, direction=direction, reduction="none", return_parts=True)
+            # alpha = 0 everywhere in a group without a teacher: kd_loss then skips the KL entirely
+            loss, parts = kd_loss(logits, tb if tb is not None else logits.detach(), yb, temperature, alpha,
+                                  direction=direction, label_smoothing=smoothing, reduction="none",
+                                  return_parts=True)
             per_model = loss.mean(1)
             extra_term = torch.zeros_like(per_model)
             if extra is not None:

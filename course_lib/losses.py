@@ -79,7 +79,8 @@ def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None,
             temperature: float | torch.Tensor = 4.0, alpha: float | torch.Tensor = 0.9,
-            direction: str = "forward", reduction: str = "mean", return_parts: bool = False):
+            direction: str = "forward", reduction: str = "mean", return_parts: bool = False,
+            label_smoothing: float | torch.Tensor = 0.0):
     """Hinton's knowledge-distillation loss.
 
     ``alpha * T^2 * KL + (1 - alpha) * CE(targets, student)``, with ``KL = KL(teacher || student)``
@@ -89,6 +90,12 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
     ``[...]`` class indices. ``temperature`` and ``alpha`` are floats or tensors that broadcast
     against ``logits.shape[:-1]`` (e.g. shape ``[N, 1]`` for one value per stacked model).
     ``targets=None`` is allowed only with ``alpha == 1`` (pure soft-target distillation).
+    The teacher's logits are detached: no gradient ever flows into the teacher (in mutual learning,
+    each peer is a fixed target for the other at every step, as in Zhang et al. 2018).
+
+    ``label_smoothing`` (float or broadcastable tensor, like ``alpha``) smooths the hard-label term
+    as ``nn.CrossEntropyLoss(label_smoothing=eps)`` does: ``(1 - eps) * NLL + eps * mean_k(-log p_k)``.
+    When ``alpha == 0`` everywhere the KL is not computed (it would be multiplied by 0).
 
     ``reduction``: ``"mean"`` over all examples, or ``"none"`` for per-example values.
     With ``return_parts=True`` returns ``(loss, {"kl": ..., "ce": ...})`` with the unweighted,
@@ -112,10 +119,18 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
         if targets.shape != student_logits.shape[:-1]:
             raise ValueError(f"targets shape {tuple(targets.shape)} does not match logits "
                              f"{tuple(student_logits.shape)} without the class dimension")
-        c = student_logits.shape[-1]
-        ce = F.cross_entropy(student_logits.reshape(-1, c), targets.reshape(-1),
-                             reduction="none").view(targets.shape)
-    kl = soft_target_kl(student_logits, teacher_logits, temperature, direction)
+        eps = torch.as_tensor(label_smoothing)
+        if not torch.isfinite(eps).all() or (eps < 0).any() or (eps > 1).any():
+            raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
+        logp = F.log_softmax(student_logits, dim=-1)
+        ce = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        if bool((eps > 0).any()):
+            e = label_smoothing.to(ce) if torch.is_tensor(label_smoothing) else float(label_smoothing)
+            ce = (1 - e) * ce - e * logp.mean(-1)
+    if bool((a > 0).any()):
+        kl = soft_target_kl(student_logits, teacher_logits.detach(), temperature, direction)
+    else:
+        kl = torch.zeros_like(ce)
     t = temperature if not torch.is_tensor(temperature) else temperature.to(kl)
     a = alpha if not torch.is_tensor(alpha) else alpha.to(kl)
     loss = a * t * t * kl + (1 - a) * ce

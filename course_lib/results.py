@@ -142,6 +142,7 @@ def _write_atomic(path: Path, data: dict) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the results file is meant to be read by all
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -44,7 +44,8 @@ def test_stacked_training_matches_one_by_one():
     """Same seeds -> same initial weights and batch order -> the same trajectory, stacked or not."""
     data = toy_images()
     teacher_logits = torch.randn(len(data), 10)
-    specs = [RunSpec("alone", 0), RunSpec("kd", 1, 4.0, 0.9), RunSpec("kd", 2, 2.0, 0.5)]
+    specs = [RunSpec("alone", 0), RunSpec("kd", 1, 4.0, 0.9), RunSpec("kd", 2, 2.0, 0.5),
+             RunSpec("smooth", 3, label_smoothing=0.1)]
     stacked = fit(StudentCNN, specs, data, CFG, teacher_logits=teacher_logits, progress=False, stack=True)
     single = fit(StudentCNN, specs, data, CFG, teacher_logits=teacher_logits, progress=False, stack=False)
     for a, b in zip(stacked, single):
@@ -153,3 +154,12 @@ def test_time_epochs_reports_three_variants():
                     torch.randn(64, 10), repeats=1)
     assert set(t) == {"student_alone", "kd_teacher_forward", "kd_cached_logits"}
     assert all(v > 0 for v in t.values())
+
+
+def test_groups_are_balanced():
+    data = toy_images(64)
+    runs = fit(StudentCNN, [RunSpec("a", s) for s in range(7)], data, TrainConfig(epochs=1, batch_size=32, eval_every=0),
+               progress=False, max_stack=3)
+    # 7 runs, at most 3 per stack -> stacks of 2, 3, 2 (balanced); seconds are shared within a stack
+    secs = [round(r.seconds, 9) for r in runs]
+    assert len(set(secs[0:2])) == 1 and len(set(secs[2:5])) == 1 and len(set(secs[5:7])) == 1

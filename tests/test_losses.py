@@ -140,3 +140,23 @@ def test_properties_nonnegative_and_finite(s, t, T, alpha, label):
     assert parts["kl"].item() >= -1e-4
     rev = soft_target_kl(s, t, T, "reverse")
     assert torch.isfinite(rev).all() and (rev >= -1e-4).all()
+
+
+def test_label_smoothing_matches_torch_and_is_validated():
+    g = torch.Generator().manual_seed(4)
+    s, y = torch.randn(2, 6, 10, generator=g), torch.randint(0, 10, (2, 6), generator=g)
+    per = kd_loss(s, s, y, 4.0, 0.0, label_smoothing=torch.tensor([[0.0], [0.2]]), reduction="none")
+    assert per[0].mean().item() == pytest.approx(F.cross_entropy(s[0], y[0]).item(), rel=1e-5)
+    assert per[1].mean().item() == pytest.approx(F.cross_entropy(s[1], y[1], label_smoothing=0.2).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        kd_loss(s, s, y, 4.0, 0.5, label_smoothing=1.5)
+
+
+def test_no_gradient_reaches_the_teacher_and_alpha_zero_skips_kl():
+    s = torch.randn(4, 10, requires_grad=True)
+    t = torch.randn(4, 10, requires_grad=True)
+    y = torch.randint(0, 10, (4,))
+    kd_loss(s, t, y, 4.0, 0.9).backward()
+    assert s.grad is not None and t.grad is None
+    _, parts = kd_loss(s, t, y, 4.0, 0.0, return_parts=True)
+    assert parts["kl"].item() == 0.0
