@@ -172,9 +172,10 @@ def fit(make_model: Callable[[], nn.Module], specs: list[RunSpec], train: Tensor
     ``config.eval_every`` epochs and at the end (learning curves); ``test`` once at the end.
     ``stack=True`` trains all specs as one stacked module when the model class supports it,
     otherwise they are trained one after another with the same loop; ``max_stack`` caps how many
-    models share one stack: on 2 CPU cores (scripts/benchmark.py, 2k images) stacks of 4 and 6
-    students ran 0.086 and 0.089 s per model-epoch against 0.10-0.13 s one by one (1.2-1.5x), but
-    one stack of 11 ran 0.15 s, slower than one by one.
+    models share one stack (stacks are balanced: 14 runs with max 6 -> 5, 5, 4). On 2 CPU cores
+    (scripts/benchmark.py, 2k images) stacks of 4-6 students ran 0.083-0.11 s per model-epoch against
+    0.125-0.13 s one by one (1.2-1.5x) in three runs; a stack of 11 measured anywhere from 0.074 to
+    0.15 s, so the default caps stacks at 6.
 
     ``extra_loss(group, n_models)`` builds, for each group trained, a module that maps a ``Step`` to
     per-model losses ``[N]`` added to the KD loss (hints, attention transfer, relational losses).
