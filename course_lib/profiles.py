@@ -3,8 +3,9 @@
 Two profiles exist and they only change *sizes and sources*, never the code path:
 
 * ``quick`` (default, what CI runs): CPU, offline, real Fashion-MNIST subsets, small real models;
-  each notebook runs in about a minute on a 2-core CPU. The teacher learns from 10,000 labelled
-  images, the students from 2,000 of them for 100 epochs: measured on this kind of machine, KD
+  each notebook runs in minutes on a 2-core CPU (measured in build/results.json, "suite"). The
+  teacher learns from 10,000 labelled images, the students from 2,000 of them for 100 epochs:
+  in calibration runs on this kind of machine, KD
   needs long schedules (10k images x 30 epochs recovered 36% of the teacher-student gap, x 60
   epochs 61%), and 2k x 100 epochs gives a clear, seed-robust result at a fifth of the cost.
 * ``full`` (opt-in with ``COURSE_PROFILE=full`` or ``get_profile("full")``): GPU if present,
