@@ -121,6 +121,22 @@ def strip_solutions(nb):
     return nb
 
 
+def collapse_progress(nb):
+    """A copy of ``nb`` whose stream outputs keep only what a terminal would show.
+
+    Text progress bars (tqdm without widgets) redraw themselves with carriage returns; a live
+    notebook front end collapses them, but nbconvert's HTML would show every intermediate state
+    (hundreds of lines per training loop). Keep, on each line, the text after its last ``\r``.
+    """
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and "\r" in out.get("text", ""):
+                lines = [line.rsplit("\r", 1)[-1] for line in out["text"].split("\n")]
+                out["text"] = "\n".join(line for line in lines if line.strip() or not line)
+    return nb
+
+
 def _configure(exporter) -> None:
     for name, value in VENDOR_URLS.items():
         if exporter.has_trait(name):
@@ -130,7 +146,13 @@ def _configure(exporter) -> None:
 def slides_exporter():
     from nbconvert import SlidesExporter
 
-    exporter = SlidesExporter()
+    from traitlets.config import Config
+
+    # cells tagged "hide-input" (long plotting code) show only their figures in the decks
+    config = Config()
+    config.TagRemovePreprocessor.enabled = True
+    config.TagRemovePreprocessor.remove_input_tags = {"hide-input"}
+    exporter = SlidesExporter(config=config)
     exporter.reveal_url_prefix = REVEAL_PREFIX
     exporter.reveal_scroll = True  # long code cells scroll instead of overflowing
     exporter.reveal_number = "c/t"
@@ -161,7 +183,7 @@ def build_deck(notebook, out_dir: Path, name: str | None = None, assets_dir: Pat
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     copy_web_assets(out_dir, assets_dir)
-    body, _ = slides_exporter().from_notebook_node(strip_solutions(nb), resources={"metadata": {"name": name}})
+    body, _ = slides_exporter().from_notebook_node(collapse_progress(strip_solutions(nb)), resources={"metadata": {"name": name}})
     target = out_dir / f"{name}.slides.html"
     target.write_text(body, encoding="utf-8")
     return target
@@ -176,7 +198,7 @@ def build_html(notebook, out_dir: Path, name: str | None = None, assets_dir: Pat
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     copy_web_assets(out_dir, assets_dir, reveal=False)
-    body, _ = html_exporter().from_notebook_node(nb, resources={"metadata": {"name": name}})
+    body, _ = html_exporter().from_notebook_node(collapse_progress(nb), resources={"metadata": {"name": name}})
     target = out_dir / f"{name}.html"
     target.write_text(body, encoding="utf-8")
     return target

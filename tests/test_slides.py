@@ -114,3 +114,23 @@ def test_solution_lines_are_found():
                                                   for p in (REPO_ROOT / "solutions").glob("*.py")):
         assert lines, "solutions/ has solution regions but no line longer than 30 characters was found"
     assert all(len(line) > 30 for line in lines)
+
+
+def test_progress_bars_are_collapsed_in_exports():
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stderr",
+                                                  text="\rbar 10%\rbar 50%\rbar 100%\ndone\n")]
+    out = build_slides.collapse_progress(nb)
+    assert out.cells[0].outputs[0]["text"] == "bar 100%\ndone\n"
+    assert "\r" in nb.cells[0].outputs[0]["text"]  # the input is not modified
+
+
+def test_hide_input_cells_show_only_their_output(tmp_path):
+    import nbformat
+    cell = nbformat.v4.new_code_cell("plot_code_that_should_not_show = 1", metadata={
+        "tags": ["hide-input"], "slideshow": {"slide_type": "slide"}})
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="visible_output_line\n")]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    html = build_slides.build_deck(nb, tmp_path, name="hidden").read_text()
+    assert "visible_output_line" in html and "plot_code_that_should_not_show" not in html

@@ -19,7 +19,7 @@ if importlib.util.find_spec("google.colab") is not None:
                     "git+https://github.com/kd-course/kd-course.git"], check=True)
     os.environ.setdefault("COURSE_ALLOW_DOWNLOAD", "1")   # torchvision downloads the data on Colab
 
-# %% code
+# %% code subslide
 import torch
 import matplotlib.pyplot as plt
 from course_lib.profiles import configure_threads, environment_report, get_device, get_profile
@@ -55,7 +55,7 @@ print(inspect.getsource(losses.entropy))
 # profile's training subset without augmentation. `make setup` trains it once and caches it
 # (`python -m course_lib.teachers`); here we only load it and **evaluate it again on the test set**.
 
-# %% code
+# %% code subslide
 from course_lib.data import profile_data
 from course_lib.engine import evaluate, predict_logits
 from course_lib.models import count_parameters
@@ -73,7 +73,7 @@ assert teacher_acc > 85, "the cached teacher is not the trained one: rerun `pyth
 # %% md slide
 # ## One image at five temperatures
 
-# %% code
+# %% code subslide
 from course_lib.losses import entropy, softmax_with_temperature
 from course_lib.plots import tempered_softmax_bars
 
@@ -96,7 +96,7 @@ for t, p in probs_by_t.items():
 # $\log 10 \approx 2.30$ nats (uniform). The useful range for distillation is in between: soft
 # enough to show the similarities, not so soft that everything is uniform.
 
-# %% code
+# %% code subslide
 import math
 import numpy as np
 from course_lib.analysis import entropy_vs_temperature
@@ -121,7 +121,7 @@ assert entropy_at[1] < 0.5 * math.log(10) < entropy_at[20] < math.log(10)
 # $S_{ck} = \operatorname{mean}_{i: y_i = c}\, p^{T}_k(x_i)$. The diagonal is "how sure", the
 # off-diagonal entries are the dark knowledge. (Log colour scale: the small entries matter.)
 
-# %% code
+# %% code subslide
 from course_lib.analysis import class_similarity, most_similar_pairs
 from course_lib.plots import heatmap
 
@@ -157,7 +157,7 @@ assert nearest_to_shirt in {"T-shirt/top", "Pullover", "Coat"}
 # $\mathrm{KL}(p_s \| p_t)$ (the **reverse**, mode-seeking KL) and then computes the forward one.
 # Measure it:
 
-# %% code
+# %% code subslide
 import torch.nn as nn
 import torch.nn.functional as F
 from course_lib.losses import soft_target_kl
@@ -179,7 +179,7 @@ assert torch.allclose(kldiv, forward, atol=1e-5) and not torch.allclose(kldiv, r
 # %% md slide
 # ## Results
 
-# %% code
+# %% code subslide
 from course_lib.results import record_many
 
 top_pairs = [f"{a} ~ {b}" for a, b, _ in pairs[:4]]
@@ -209,7 +209,7 @@ print("closest pairs:", "; ".join(top_pairs))
 # - **Hypothetical logits.** The article illustrates temperature on made-up logits; a real teacher's
 #   soft targets (above) are what the student actually sees.
 
-# %% code
+# %% code subslide
 z = test_logits[example:example + 1]
 naive = torch.log(F.softmax(z / 0.05, -1))
 stable = F.log_softmax(z / 0.05, -1)

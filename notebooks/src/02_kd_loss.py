@@ -18,7 +18,7 @@ if importlib.util.find_spec("google.colab") is not None:
                     "git+https://github.com/kd-course/kd-course.git"], check=True)
     os.environ.setdefault("COURSE_ALLOW_DOWNLOAD", "1")   # torchvision downloads the data on Colab
 
-# %% code
+# %% code subslide
 import torch
 import matplotlib.pyplot as plt
 from course_lib.profiles import configure_threads, environment_report, get_device, get_profile
@@ -70,7 +70,7 @@ assert raw[0] / raw[-1] > 100 and max(scaled) / min(scaled) < 2   # without T^2:
 # gradients) and run **once** over the students' images: every epoch afterwards reads its logits
 # from a table.
 
-# %% code
+# %% code subslide
 import time
 from course_lib.data import profile_data
 from course_lib.engine import cache_logits, evaluate
@@ -108,7 +108,7 @@ print(f"teacher's mean top probability on these images: {on_train:.3f} at T=1, {
 #   target?
 # - ablation, seed 0: $T \in \{1, 2, 8\}$ at $\alpha=0.9$ and $\alpha \in \{0.5, 1.0\}$ at $T=4$.
 
-# %% code
+# %% code subslide
 from course_lib.engine import RunSpec, TrainConfig, fit
 
 SEEDS = profile.vision.seeds
@@ -128,7 +128,7 @@ print(f"trained in {sum(r.seconds for r in runs):.0f} s")
 # %% md slide
 # ## Results: alone vs distilled, per seed
 
-# %% code
+# %% code subslide
 import numpy as np
 by = {(r.spec.name, r.spec.seed): r for r in runs}
 alone = np.array([by["alone", s].test_accuracy for s in SEEDS])
@@ -176,7 +176,7 @@ assert (distilled > smoothed).all(), (distilled, smoothed)
 # the rest of the distribution shows, but it is a small signal next to the label, and a small student
 # needs many passes to pick it up (Beyer et al. 2022 make the same point at ImageNet scale).
 
-# %% code
+# %% code subslide tags=hide-input
 r = by["kd", SEEDS[0]]
 ep = r.history["epoch"]
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
@@ -206,7 +206,7 @@ print("mean KD advantage on the held-out subset by epoch:",
 # A fair short run is a *complete* schedule: the same students, alone and distilled, trained
 # for 10 epochs with the cosine schedule annealed to zero.
 
-# %% code
+# %% code subslide
 SHORT_EPOCHS = max(1, config.epochs // 10)
 short_specs = [RunSpec("alone", s) for s in SEEDS] + [RunSpec("kd", s, MAIN_T, MAIN_ALPHA) for s in SEEDS]
 short = fit(make_student, short_specs, student_train, TrainConfig.from_profile(profile, epochs=SHORT_EPOCHS, eval_every=0),
@@ -234,7 +234,7 @@ assert (short_gains < gains).all() and short_gains.mean() < gains.mean() - 1.0
 # spread of the main comparison (the std in the table above) are noise. Note $\alpha = 1$: a
 # student that never sees a label, only the teacher's soft targets.
 
-# %% code
+# %% code subslide tags=hide-input
 ablation_t = {1.0: by["kd T=1", SEEDS[0]], 2.0: by["kd T=2", SEEDS[0]], MAIN_T: by["kd", SEEDS[0]],
               8.0: by["kd T=8", SEEDS[0]]}
 ablation_a = {0.0: by["alone", SEEDS[0]], 0.5: by["kd alpha=0.5", SEEDS[0]],
@@ -267,7 +267,7 @@ for a in al:
 # One student, one epoch: (a) alone, (b) KD with a teacher forward pass every batch, (c) KD from the
 # cached logits. Three epochs each, the best of two measurements.
 
-# %% code
+# %% code subslide
 from course_lib.engine import time_epochs
 epoch_times = time_epochs(make_student, student_train, config, teacher, teacher_logits, epochs=3, repeats=2)
 for name, sec in epoch_times.items():
@@ -280,7 +280,7 @@ plt.show()
 # %% md slide
 # ## Results recorded
 
-# %% code
+# %% code subslide
 from course_lib.results import record_many
 figures = {
     "setting": {"temperature": MAIN_T, "alpha": MAIN_ALPHA, "epochs": config.epochs,
@@ -323,7 +323,7 @@ print({k: v for k, v in figures.items() if k not in ("seeds", "headline")})
 #   every epoch (compare (b) and (c) above).
 # - **Judging KD after a few epochs**: early in training the student alone is as good; the gain comes later.
 
-# %% code
+# %% code subslide
 # Two of these mistakes, measured on real logits
 import copy
 import torch.nn as nn
