@@ -130,6 +130,15 @@ def collapse_progress(nb):
     """
     nb = copy.deepcopy(nb)
     for cell in nb.cells:
+        merged = []   # nbclient keeps every write as its own output: merge consecutive ones first
+        for out in cell.get("outputs", []):
+            if (merged and out.get("output_type") == "stream" and merged[-1].get("output_type") == "stream"
+                    and merged[-1].get("name") == out.get("name")):
+                merged[-1]["text"] += out.get("text", "")
+            else:
+                merged.append(out)
+        if "outputs" in cell:
+            cell["outputs"] = merged
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream" and "\r" in out.get("text", ""):
                 lines = [line.rsplit("\r", 1)[-1] for line in out["text"].split("\n")]
