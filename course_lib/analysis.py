@@ -31,3 +31,15 @@ def most_similar_pairs(similarity: torch.Tensor, classes, k: int = 5) -> list[tu
     n = sym.shape[0]
     pairs = [(classes[i], classes[j], float(sym[i, j])) for i in range(n) for j in range(i + 1, n)]
     return sorted(pairs, key=lambda p: -p[2])[:k]
+
+
+
+def fraction_within_groups(pairs, group_of: dict[str, str]) -> float:
+    """Fraction of class pairs ``(a, b, ...)`` whose two classes lie in the same group
+    (``group_of``: class name -> group, e.g. ``course_lib.data.group_of("cifar100")``)."""
+    if not pairs:
+        raise ValueError("no pairs given")
+    missing = {c for a, b, *_ in pairs for c in (a, b)} - set(group_of)
+    if missing:
+        raise ValueError(f"classes without a group: {sorted(missing)}")
+    return sum(group_of[a] == group_of[b] for a, b, *_ in pairs) / len(pairs)

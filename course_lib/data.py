@@ -158,6 +158,56 @@ def profile_data(profile, seed: int = 0) -> tuple[TensorData, TensorData]:
     return train, test
 
 
+# Which classes belong together, for checking what a teacher's soft targets say (notebook 01).
+# Fashion-MNIST has no official grouping; these two groups are the obvious ones. CIFAR-100's are
+# its 20 official superclasses (Krizhevsky 2009), spelt as torchvision's fine class names.
+CLASS_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
+    "fashion_mnist": {
+        "upper-body garments": ("T-shirt/top", "Pullover", "Dress", "Coat", "Shirt"),
+        "footwear": ("Sandal", "Sneaker", "Ankle boot"),
+        "trousers": ("Trouser",),
+        "bags": ("Bag",),
+    },
+    "cifar100": {
+        "aquatic mammals": ("beaver", "dolphin", "otter", "seal", "whale"),
+        "fish": ("aquarium_fish", "flatfish", "ray", "shark", "trout"),
+        "flowers": ("orchid", "poppy", "rose", "sunflower", "tulip"),
+        "food containers": ("bottle", "bowl", "can", "cup", "plate"),
+        "fruit and vegetables": ("apple", "mushroom", "orange", "pear", "sweet_pepper"),
+        "household electrical devices": ("clock", "keyboard", "lamp", "telephone", "television"),
+        "household furniture": ("bed", "chair", "couch", "table", "wardrobe"),
+        "insects": ("bee", "beetle", "butterfly", "caterpillar", "cockroach"),
+        "large carnivores": ("bear", "leopard", "lion", "tiger", "wolf"),
+        "large man-made outdoor things": ("bridge", "castle", "house", "road", "skyscraper"),
+        "large natural outdoor scenes": ("cloud", "forest", "mountain", "plain", "sea"),
+        "large omnivores and herbivores": ("camel", "cattle", "chimpanzee", "elephant", "kangaroo"),
+        "medium-sized mammals": ("fox", "porcupine", "possum", "raccoon", "skunk"),
+        "non-insect invertebrates": ("crab", "lobster", "snail", "spider", "worm"),
+        "people": ("baby", "boy", "girl", "man", "woman"),
+        "reptiles": ("crocodile", "dinosaur", "lizard", "snake", "turtle"),
+        "small mammals": ("hamster", "mouse", "rabbit", "shrew", "squirrel"),
+        "trees": ("maple_tree", "oak_tree", "palm_tree", "pine_tree", "willow_tree"),
+        "vehicles 1": ("bicycle", "bus", "motorcycle", "pickup_truck", "train"),
+        "vehicles 2": ("lawn_mower", "rocket", "streetcar", "tank", "tractor"),
+    },
+}
+# The class notebook 01 shows at five temperatures: one with near neighbours in its group.
+EXAMPLE_CLASS = {"fashion_mnist": "Shirt", "cifar100": "maple_tree"}
+
+
+def class_groups(dataset: str) -> dict[str, tuple[str, ...]]:
+    """The groups of similar classes of ``dataset`` ("fashion_mnist" or "cifar100"); every class
+    belongs to exactly one group."""
+    if dataset not in CLASS_GROUPS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(CLASS_GROUPS)}")
+    return CLASS_GROUPS[dataset]
+
+
+def group_of(dataset: str) -> dict[str, str]:
+    """Class name -> the name of its group in ``class_groups(dataset)``."""
+    return {c: g for g, members in class_groups(dataset).items() for c in members}
+
+
 def random_shift_flip(x: torch.Tensor, generator: torch.Generator | None = None,
                       max_shift: int = 2, flip: bool = True) -> torch.Tensor:
     """Augment a batch: random translation by up to ``max_shift`` pixels and horizontal flips."""

@@ -51,7 +51,16 @@ class Profile:
     name: str
     vision: VisionSettings
     allow_download: bool
-    extra: dict[str, Any] = field(default_factory=dict)
+    # The margins the notebooks assert, as settings: "notebook.claim" -> threshold (or True for a
+    # plain comparison). None = not asserted in this profile: the figure is measured, printed and
+    # recorded, but no run has calibrated a margin for it (the full profile has not been run here).
+    claims: dict[str, Any] = field(default_factory=dict)
+
+    def claim(self, key: str) -> Any:
+        """The threshold of claim ``key`` in this profile; None when it is not asserted here."""
+        if key not in self.claims:
+            raise KeyError(f"unknown claim {key!r}; known: {sorted(self.claims)}")
+        return self.claims[key]
 
     def replace_vision(self, **changes) -> "Profile":
         """A copy with some vision settings changed (used by tests and the benchmark)."""
@@ -67,6 +76,17 @@ PROFILES: dict[str, Profile] = {
             seeds=(0, 1, 2), eval_every=10, monitor_size=2_000,
         ),
         allow_download=False,
+        claims={
+            "01.teacher_min_accuracy": 85.0,        # a trained teacher, not a stale cache
+            "01.entropy_brackets": True,            # H(T=1) < log(K)/2 < H(T=20) < log(K)
+            "01.top_pairs": 4,                      # how many closest class pairs are checked ...
+            "01.top_pairs_within_group": 1.0,       # ... and the fraction of them inside one group
+            "01.nearest_in_group": True,            # the example class's nearest class shares its group
+            "02.kd_beats_alone": True,              # on every seed
+            "02.gap_recovered_min": 0.4,
+            "02.kd_beats_label_smoothing": True,    # on every seed
+            "02.short_schedule_margin": 1.0,        # mean gain, long minus short schedule
+        },
     ),
     "full": Profile(
         name="full",
@@ -76,6 +96,17 @@ PROFILES: dict[str, Profile] = {
             seeds=(0, 1, 2), eval_every=10, monitor_size=10_000,
         ),
         allow_download=True,
+        claims={
+            "01.teacher_min_accuracy": 20.0,        # 100 classes: chance is 1%
+            "01.entropy_brackets": None,
+            "01.top_pairs": 10,
+            "01.top_pairs_within_group": 0.3,       # CIFAR-100 superclasses; chance is 4/99
+            "01.nearest_in_group": None,
+            "02.kd_beats_alone": None,
+            "02.gap_recovered_min": None,
+            "02.kd_beats_label_smoothing": None,
+            "02.short_schedule_margin": None,
+        },
     ),
 }
 

@@ -7,7 +7,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from course_lib.analysis import class_similarity, entropy_vs_temperature, most_similar_pairs  # noqa: E402
+from course_lib.analysis import (class_similarity, entropy_vs_temperature, fraction_within_groups,  # noqa: E402
+                                 most_similar_pairs)
 from course_lib.data import TensorData  # noqa: E402
 from course_lib import plots  # noqa: E402
 from course_lib.profiles import get_profile  # noqa: E402
@@ -22,6 +23,16 @@ def test_class_similarity_by_hand():
     assert torch.allclose(s[2], probs[2])
     with pytest.raises(ValueError):
         class_similarity(probs, labels[:2], 3)
+
+
+def test_fraction_within_groups():
+    groups = {"a": "x", "b": "x", "c": "y", "d": "y"}
+    assert fraction_within_groups([("a", "b", 0.3), ("a", "c", 0.2), ("c", "d", 0.1), ("b", "d", 0.0)], groups) == 0.5
+    assert fraction_within_groups([("a", "b")], groups) == 1.0
+    with pytest.raises(ValueError, match="without a group"):
+        fraction_within_groups([("a", "z", 0.1)], groups)
+    with pytest.raises(ValueError, match="no pairs"):
+        fraction_within_groups([], groups)
 
 
 def test_most_similar_pairs_symmetrises_and_sorts():

@@ -112,3 +112,51 @@ def test_profiles_and_environment(monkeypatch):
     g = seed_everything(3)
     a = torch.rand(1).item(); seed_everything(3); assert torch.rand(1).item() == a
     assert isinstance(g, torch.Generator)
+
+
+# The 100 fine classes of CIFAR-100 in the order of the dataset's meta file ("fine_label_names"),
+# which is also torchvision's ``CIFAR100.classes``.
+CIFAR100_FINE = (
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly "
+    "camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup "
+    "dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower "
+    "leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid "
+    "otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road "
+    "rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower "
+    "sweet_pepper table tank telephone television tiger tractor train trout tulip turtle wardrobe whale "
+    "willow_tree wolf woman worm").split()
+
+
+def test_class_groups_cover_each_class_once():
+    from course_lib.data import CLASS_GROUPS, EXAMPLE_CLASS, FASHION_MNIST_CLASSES, class_groups, group_of
+    cifar = class_groups("cifar100")
+    assert len(cifar) == 20 and all(len(m) == 5 for m in cifar.values())
+    assert sorted(c for m in cifar.values() for c in m) == sorted(CIFAR100_FINE) and len(CIFAR100_FINE) == 100
+    fashion = group_of("fashion_mnist")
+    assert sorted(fashion) == sorted(FASHION_MNIST_CLASSES)
+    assert fashion["Shirt"] == fashion["Coat"] != fashion["Sneaker"] == fashion["Ankle boot"]
+    assert group_of("cifar100")["oak_tree"] == group_of("cifar100")["maple_tree"] == "trees"
+    for name in CLASS_GROUPS:
+        assert EXAMPLE_CLASS[name] in group_of(name)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        class_groups("imagenet")
+
+
+def test_profile_claims_are_settings_with_the_same_keys():
+    quick, full = get_profile("quick"), get_profile("full")
+    assert set(quick.claims) == set(full.claims) and quick.claims
+    # the quick profile (what CI runs) asserts every claim of the notebooks
+    assert all(v is not None for v in quick.claims.values())
+    assert quick.claim("02.gap_recovered_min") == 0.4 and full.claim("02.gap_recovered_min") is None
+    with pytest.raises(KeyError, match="unknown claim"):
+        quick.claim("02.no_such_claim")
+
+
+def test_every_claim_a_notebook_reads_exists():
+    import re
+    from pathlib import Path
+    used = set()
+    for src in (Path(__file__).resolve().parent.parent / "notebooks" / "src").glob("*.py"):
+        used |= set(re.findall(r'profile\.claim\("([^"]+)"\)', src.read_text()))
+    assert used, "no notebook reads a claim"
+    assert used <= set(get_profile("quick").claims), used - set(get_profile("quick").claims)

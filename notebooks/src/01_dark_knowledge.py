@@ -68,22 +68,28 @@ classes = test.classes
 print(f"train images: {len(train):,}  test images: {len(test):,}  classes: {len(classes)}")
 print(f"teacher: {count_parameters(teacher):,} parameters, trained {teacher_info['epochs']} epochs "
       f"in {teacher_info['train_seconds']} s; test accuracy now: {teacher_acc:.2f}%")
-assert teacher_acc > 85, "the cached teacher is not the trained one: rerun `python -m course_lib.teachers --retrain`"
+# The margins this notebook asserts are profile settings (`profile.claims`), calibrated in the quick profile.
+assert teacher_acc > profile.claim("01.teacher_min_accuracy"), \
+    "the cached teacher is not the trained one: rerun `python -m course_lib.teachers --retrain`"
 
 # %% md slide
 # ## One image at five temperatures
 
 # %% code subslide
+from course_lib.data import EXAMPLE_CLASS
 from course_lib.losses import entropy, softmax_with_temperature
 from course_lib.plots import tempered_softmax_bars
 
 test_logits = predict_logits(teacher, test.x)
 TEMPERATURES = [1, 2, 4, 8, 20]
-shirt = classes.index("Shirt")
-# a correctly classified shirt
-example = int(torch.nonzero((test.y == shirt) & (test_logits.argmax(1) == shirt))[0])
+EXAMPLE = EXAMPLE_CLASS[profile.vision.dataset]          # "Shirt" on Fashion-MNIST
+shirt = classes.index(EXAMPLE)
+# the first correctly classified example of that class (or its first example, if none is)
+of_class = test.y == shirt
+correct = of_class & (test_logits.argmax(1) == shirt)
+example = int(torch.nonzero(correct if correct.any() else of_class)[0])
 probs_by_t = {t: softmax_with_temperature(test_logits[example], t) for t in TEMPERATURES}
-fig = tempered_softmax_bars(probs_by_t, classes, title=f"Teacher on test image {example} (true class: Shirt)")
+fig = tempered_softmax_bars(probs_by_t, classes, title=f"Teacher on test image {example} (true class: {EXAMPLE})")
 plt.show()
 for t, p in probs_by_t.items():
     top = p.argsort(descending=True)[:3]
@@ -93,8 +99,9 @@ for t, p in probs_by_t.items():
 # ## Entropy grows with the temperature
 #
 # The mean entropy of the teacher's distribution over the test set, from almost 0 (one-hot) to
-# $\log 10 \approx 2.30$ nats (uniform). The useful range for distillation is in between: soft
-# enough to show the similarities, not so soft that everything is uniform.
+# $\log K$ nats for $K$ classes (uniform; $\log 10 \approx 2.30$ on Fashion-MNIST). The useful
+# range for distillation is in between: soft enough to show the similarities, not so soft that
+# everything is uniform.
 
 # %% code subslide
 import math
@@ -106,13 +113,14 @@ t_grid = np.geomspace(0.5, 50, 25)
 mean_entropy = entropy_vs_temperature(test_logits, t_grid)
 fig = line_plot(t_grid, {"teacher, test set": mean_entropy.numpy()}, "temperature T",
                 "mean entropy (nats)", "Entropy of softmax(z / T)", logx=True)
-fig.axes[0].axhline(math.log(len(classes)), ls="--", c="gray", label="log 10 (uniform)")
+fig.axes[0].axhline(math.log(len(classes)), ls="--", c="gray", label=f"log {len(classes)} (uniform)")
 fig.axes[0].legend()
 plt.show()
 entropy_at = {t: float(entropy_vs_temperature(test_logits, [t])) for t in TEMPERATURES}
 print({t: round(h, 3) for t, h in entropy_at.items()})
 assert all(a < b for a, b in zip(mean_entropy, mean_entropy[1:])), "entropy must grow with T"
-assert entropy_at[1] < 0.5 * math.log(10) < entropy_at[20] < math.log(10)
+if profile.claim("01.entropy_brackets"):
+    assert entropy_at[1] < 0.5 * math.log(len(classes)) < entropy_at[20] < math.log(len(classes))
 
 # %% md slide
 # ## Which classes does the teacher think alike?
@@ -129,19 +137,28 @@ T_SIM = 4
 similarity = class_similarity(softmax_with_temperature(test_logits, T_SIM), test.y, len(classes))
 fig = heatmap(similarity, classes, classes, f"Mean soft target per true class (T = {T_SIM})", log=True)
 plt.show()
-pairs = most_similar_pairs(similarity, classes, k=6)
+pairs = most_similar_pairs(similarity, classes, k=max(6, profile.claim("01.top_pairs")))
 for a, b, s in pairs:
     print(f"{a:>12} ~ {b:<12} {s:.3f}")
 
 # %% code fragment
-TOPS = {"T-shirt/top", "Pullover", "Coat", "Shirt", "Dress"}
-FOOTWEAR = {"Sandal", "Sneaker", "Ankle boot"}
-# The closest pairs stay within "upper-body garments" or within "footwear": the teacher has learnt
-# a similarity structure that the one-hot labels never told it.
-assert all({a, b} <= TOPS or {a, b} <= FOOTWEAR for a, b, _ in pairs[:4]), pairs
+from course_lib.analysis import fraction_within_groups
+from course_lib.data import class_groups, group_of
+
+# Groups of similar classes (Fashion-MNIST: upper-body garments, footwear, trousers, bags;
+# CIFAR-100: its 20 superclasses). The labels never told the teacher about them.
+for g, members in class_groups(profile.vision.dataset).items():
+    print(f"{g}: {', '.join(members)}")
+groups = group_of(profile.vision.dataset)
+k = profile.claim("01.top_pairs")
+within = fraction_within_groups(pairs[:k], groups)
 nearest_to_shirt = classes[int(similarity[shirt].clone().index_fill_(0, torch.tensor(shirt), -1).argmax())]
-print("nearest class to Shirt:", nearest_to_shirt)
-assert nearest_to_shirt in {"T-shirt/top", "Pullover", "Coat"}
+print(f"\n{within:.0%} of the {k} closest pairs lie inside one group; nearest class to {EXAMPLE}: {nearest_to_shirt}")
+# The closest pairs stay inside a group (quick profile: all four inside "upper-body garments" or
+# "footwear"): the teacher has learnt a similarity structure that the one-hot labels never told it.
+assert within >= profile.claim("01.top_pairs_within_group"), pairs[:k]
+if profile.claim("01.nearest_in_group"):
+    assert groups[nearest_to_shirt] == groups[EXAMPLE], nearest_to_shirt
 
 # %% md slide
 # ## Which KL is it?
@@ -174,7 +191,7 @@ reverse = soft_target_kl(s_logits, t_logits, T, direction="reverse").mean()
 print(f"nn.KLDivLoss(log p_s, p_t)  = {kldiv:.5f}")
 print(f"KL(teacher || student)      = {forward:.5f}   <- what KLDivLoss computes")
 print(f"KL(student || teacher)      = {reverse:.5f}")
-assert torch.allclose(kldiv, forward, atol=1e-5) and not torch.allclose(kldiv, reverse, atol=1e-3)
+assert torch.allclose(kldiv, forward, rtol=1e-4, atol=1e-6) and not torch.allclose(kldiv, reverse, rtol=1e-2)
 
 # %% md slide
 # ## Results
@@ -188,6 +205,7 @@ figures = {
     "teacher_parameters": count_parameters(teacher),
     "mean_entropy_by_T": {str(t): round(h, 4) for t, h in entropy_at.items()},
     "most_similar_pairs": top_pairs,
+    "top_pairs_within_group": round(within, 3),
     "kldivloss_equals": "KL(teacher || student)",
     "kl_forward_T4": round(float(forward), 5),
     "kl_reverse_T4": round(float(reverse), 5),

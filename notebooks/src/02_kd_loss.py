@@ -154,11 +154,15 @@ bars_with_errors(["alone", "alone + LS 0.1", f"distilled\n(T={MAIN_T:g}, α={MAI
                  "test accuracy (%)", f"{len(SEEDS)} seeds, full test set", ax=ax,
                  ylim=(min(alone.min(), distilled.min()) - 2, teacher_acc + 1))
 plt.show()
-# The claim of this notebook, asserted: the distilled student beats the one trained alone on every seed.
-assert (gains > 0).all(), gains
-assert gap_recovered >= 0.4, gap_recovered
+# The claim of this notebook, asserted: the distilled student beats the one trained alone on every seed,
+# and recovers a good part of the gap (margins are profile settings, calibrated in the quick profile) ...
+if profile.claim("02.kd_beats_alone"):
+    assert (gains > 0).all(), gains
+min_gap = profile.claim("02.gap_recovered_min")
+assert min_gap is None or gap_recovered >= min_gap, gap_recovered
 # ... and label smoothing alone does not explain it: KD beats the smoothed baseline on every seed too
-assert (distilled > smoothed).all(), (distilled, smoothed)
+if profile.claim("02.kd_beats_label_smoothing"):
+    assert (distilled > smoothed).all(), (distilled, smoothed)
 
 # %% md slide
 # ## The loss during training, and why KD needs patience
@@ -217,7 +221,8 @@ print(f"| schedule | alone | distilled | gain per seed |\n|---|---|---|---|")
 print(f"| {SHORT_EPOCHS} epochs | {np.mean([short_by['alone', s] for s in SEEDS]):.2f} | "
       f"{np.mean([short_by['kd', s] for s in SEEDS]):.2f} | {', '.join(f'{g:+.2f}' for g in short_gains)} |")
 print(f"| {config.epochs} epochs | {alone.mean():.2f} | {distilled.mean():.2f} | {', '.join(f'{g:+.2f}' for g in gains)} |")
-assert (short_gains < gains).all() and short_gains.mean() < gains.mean() - 1.0
+margin = profile.claim("02.short_schedule_margin")
+assert margin is None or ((short_gains < gains).all() and short_gains.mean() < gains.mean() - margin)
 
 # %% md fragment
 # Read the table: after a short schedule the student trained alone has already reached about its

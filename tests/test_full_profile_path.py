@@ -1,0 +1,71 @@
+"""The full profile's code path, run offline: the image notebooks execute with ``COURSE_PROFILE=full``.
+
+The full profile (CIFAR-100, GPU, downloads) cannot run here: no network, no GPU. What can be
+checked is that the same cells work on its *shapes*: 3x32x32 images, 100 classes with CIFAR-100's
+class names. A first cell, added to a copy of each notebook, replaces the CIFAR-100 loader with
+seeded stand-in data (random images with a class-dependent pattern, the real class names) and
+shrinks the full profile's sizes; the network stays blocked. The profile's claims (accuracy
+margins) are switched off here - random data says nothing about them - except the structural ones.
+Any cell that assumes Fashion-MNIST (class names, 10 classes, 1 channel) fails this test.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import nbformat
+import pytest
+
+from _notebook_files import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+import run_course  # noqa: E402
+
+# The notebooks whose data comes from the profile's vision settings.
+VISION_NOTEBOOKS = ["01_dark_knowledge", "02_kd_loss"]
+
+STAND_IN = '''
+import dataclasses, torch
+from course_lib import data, profiles
+from course_lib.data import CLASS_GROUPS, TensorData
+
+_names = tuple(sorted(c for members in CLASS_GROUPS["cifar100"].values() for c in members))
+_pattern = torch.randn(100, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+
+def _stand_in_cifar100(split="train", root=None, allow_download=True):
+    n = 1000 if split == "train" else 600
+    y = torch.arange(n) % 100
+    x = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(int(split == "test"))) + 6 * _pattern[y]
+    return TensorData(x, y, _names, f"stand-in cifar100/{split}")
+
+data.load_cifar100 = _stand_in_cifar100
+_full = profiles.PROFILES["full"]
+profiles.PROFILES["full"] = dataclasses.replace(
+    _full.replace_vision(train_size=1000, student_train_size=500, test_size=None, teacher_epochs=12,
+                         student_epochs=10, monitor_size=200),
+    claims={**{k: None for k in _full.claims}, "01.teacher_min_accuracy": 20.0,
+            "01.top_pairs": _full.claims["01.top_pairs"], "01.top_pairs_within_group": 0.0})
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", VISION_NOTEBOOKS)
+def test_notebook_runs_on_the_full_profile_shapes(name, tmp_path, monkeypatch):
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("COURSE_PROFILE", "full")
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))            # never the real teacher cache
+    monkeypatch.setenv("COURSE_RESULTS", str(tmp_path / "results.json"))
+    nb = nbformat.read(str(REPO_ROOT / "notebooks" / f"{name}.ipynb"), as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(STAND_IN))
+    env = run_course.kernel_environment()
+    env["COURSE_OFFLINE"] = "1"                                            # still no download
+    client = NotebookClient(nb, km=run_course._kernel_manager(), timeout=600, startup_timeout=120,
+                            resources={"metadata": {"path": str(REPO_ROOT / "notebooks")}})
+    client.execute(env=env)                                               # raises on a failing cell
+    printed = "".join(out.get("text", "") for cell in nb.cells for out in cell.get("outputs", []))
+    assert "profile=full" in printed
+    recorded = json.loads((tmp_path / "results.json").read_text())
+    assert recorded[name]                                                 # the results cell ran too
+    if name == "01_dark_knowledge":
+        assert "classes: 100" in printed and "maple_tree" in printed
