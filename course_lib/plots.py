@@ -57,6 +57,7 @@ def bars_with_errors(names, means, stds, ylabel: str, title: str = "", ax=None, 
     if ylim:
         ax.set_ylim(*ylim)
     ax.grid(axis="y", alpha=0.3)
-    for i, m in enumerate(means):
-        ax.text(i, m, f"{m:.2f}", ha="center", va="bottom", fontsize=8)
+    for i, (m, sd) in enumerate(zip(means, stds)):   # the value above its error bar
+        ax.annotate(f"{m:.2f}", (i, m + sd), xytext=(0, 3), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=8)
     return fig
