@@ -311,10 +311,15 @@ def _train_group(models, specs, stacked, train, config, teacher_logits, teacher,
 
 def time_epochs(make_model: Callable[[], nn.Module], train: TensorData, config: TrainConfig,
                 teacher: nn.Module, teacher_logits: torch.Tensor, epochs: int = 1,
-                repeats: int = 3) -> dict[str, float]:
+                repeats: int = 6) -> dict[str, float]:
     """Seconds per epoch of one model trained (a) alone, (b) with KD and a teacher forward every
-    batch, (c) with KD from cached logits. The best of ``repeats`` measurements is kept (timings
-    on a shared machine are only ever too slow, never too fast)."""
+    batch, (c) with KD from cached logits.
+
+    (a) and (c), the pair whose ratio matters, are measured back to back ``repeats`` times, in
+    alternating order (so that a drift of the machine's speed hits both alike); (b), several times
+    slower, is measured twice. The best measurement of each is kept: timings on a shared machine
+    are only ever too slow, never too fast.
+    """
     cfg = dataclasses.replace(config, epochs=epochs, eval_every=0)
     variants = {
         "student_alone": dict(specs=[RunSpec("alone")]),
@@ -322,9 +327,11 @@ def time_epochs(make_model: Callable[[], nn.Module], train: TensorData, config: 
         "kd_cached_logits": dict(specs=[RunSpec("kd", temperature=4, alpha=0.9)], teacher_logits=teacher_logits),
     }
     best = {k: float("inf") for k in variants}
-    for _ in range(repeats):
-        for name, kw in variants.items():
+    for r in range(max(1, repeats)):
+        pair = ["student_alone", "kd_cached_logits"]
+        order = (pair if r % 2 == 0 else pair[::-1]) + (["kd_teacher_forward"] if r < 2 else [])
+        for name in order:
             t0 = time.perf_counter()
-            fit(make_model, train=train, config=cfg, progress=False, **kw)
+            fit(make_model, train=train, config=cfg, progress=False, **variants[name])
             best[name] = min(best[name], (time.perf_counter() - t0) / epochs)
     return best
