@@ -33,7 +33,6 @@ def most_similar_pairs(similarity: torch.Tensor, classes, k: int = 5) -> list[tu
     return sorted(pairs, key=lambda p: -p[2])[:k]
 
 
-
 def fraction_within_groups(pairs, group_of: dict[str, str]) -> float:
     """Fraction of class pairs ``(a, b, ...)`` whose two classes lie in the same group
     (``group_of``: class name -> group, e.g. ``course_lib.data.group_of("cifar100")``)."""
