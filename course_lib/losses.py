@@ -7,15 +7,22 @@ Hinton et al. 2015, "Distilling the Knowledge in a Neural Network" (arXiv:1503.0
 
     L = alpha * T^2 * KL(p_t^T || p_s^T) + (1 - alpha) * CE(y, softmax(z_s))
 
-**Which KL is it?** ``nn.KLDivLoss()(log_softmax(z_s / T), softmax(z_t / T))`` computes
-``sum p_t (log p_t - log p_s) = KL(teacher || student)`` - the *forward* KL, mass-covering: the
-student is pushed to put probability wherever the teacher does. Many write-ups (including the
-article this course corrects) label it KL(student || teacher); that is the *reverse*, mode-seeking
-KL, available here as ``direction="reverse"``.
+**Which KL is it?** ``nn.KLDivLoss(reduction="batchmean")(log_softmax(z_s / T), softmax(z_t / T))``
+computes ``sum p_t (log p_t - log p_s) = KL(teacher || student)`` averaged over the examples - the
+*forward* KL, mass-covering: the student is pushed to put probability wherever the teacher does.
+(With the default ``reduction="mean"``, ``nn.KLDivLoss`` divides the sum by ``B * C``, not ``B``.)
+Many write-ups (including the article this course corrects) label it KL(student || teacher); that is
+the *reverse*, mode-seeking KL, available here as ``direction="reverse"``.
 
 The ``T^2`` factor: the gradient of the soft term w.r.t. the student logits is
-``(p_s^T - p_t^T) / T``, which shrinks like ``1/T^2`` for large ``T`` (Hinton 2015, sec. 2.1);
-multiplying by ``T^2`` keeps its scale comparable to the hard-label term as ``T`` changes.
+``(p_s^T - p_t^T) / T``; when ``T`` is large compared with the (zero-mean) logits it tends to
+``(z_s - z_t) / (C T^2)`` (Hinton 2015, eq. 4), so soft gradients scale as ``1/T^2``. Multiplying
+by ``T^2`` keeps the soft term's gradient contribution, relative to the hard-label term, roughly
+unchanged as ``T`` changes (Hinton 2015, sec. 2).
+
+``kd_loss`` is the readable core; ``check_kd_inputs`` holds its input checks, which read tensor
+values and so wait for the GPU. Training loops validate once, then call
+``kd_loss(..., validate=False, use_kl=..., use_smoothing=...)``, which never synchronises.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 DIRECTIONS = ("forward", "reverse")
+REDUCTIONS = ("mean", "sum", "none")
 
 
 def _check_temperature(temperature) -> None:
@@ -77,63 +85,153 @@ def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return (log_ps.exp() * (log_ps - log_pt)).sum(-1)
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None,
-            temperature: float | torch.Tensor = 4.0, alpha: float | torch.Tensor = 0.9,
-            direction: str = "forward", reduction: str = "mean", return_parts: bool = False,
-            label_smoothing: float | torch.Tensor = 0.0):
-    """Hinton's knowledge-distillation loss.
+def check_kd_inputs(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None,
+                    temperature: float | torch.Tensor = 4.0, alpha: float | torch.Tensor = 0.9,
+                    direction: str = "forward", reduction: str = "mean", label_smoothing: float | torch.Tensor = 0.0,
+                    *, mask: torch.Tensor | None = None, ignore_index: int | None = -100,
+                    use_kl: bool | None = None, use_smoothing: bool | None = None) -> tuple[bool, bool]:
+    """Raise a clear error if ``kd_loss`` would get bad inputs; return ``(use_kl, use_smoothing)``.
 
-    ``alpha * T^2 * KL + (1 - alpha) * CE(targets, student)``, with ``KL = KL(teacher || student)``
-    at temperature ``T`` by default (``direction="reverse"`` for KL(student || teacher)).
+    Takes ``kd_loss``'s arguments. It reads tensor values (NaN checks, target ranges, whether ``alpha``
+    or ``label_smoothing`` is zero everywhere), so on a GPU it waits for the device: call it once (per
+    batch, or once per training run for the fixed settings), then ``kd_loss(..., validate=False,
+    use_kl=use_kl, use_smoothing=use_smoothing)``, which never synchronises.
 
-    Shapes: logits ``[..., C]`` (e.g. ``[B, C]``, or ``[N, B, C]`` for N stacked models), targets
-    ``[...]`` class indices. ``temperature`` and ``alpha`` are floats or tensors that broadcast
-    against ``logits.shape[:-1]`` (e.g. shape ``[N, 1]`` for one value per stacked model).
-    ``targets=None`` is allowed only with ``alpha == 1`` (pure soft-target distillation).
-    The teacher's logits are detached: no gradient ever flows into the teacher (in mutual learning,
-    each peer is a fixed target for the other at every step, as in Zhang et al. 2018).
-
-    ``label_smoothing`` (float or broadcastable tensor, like ``alpha``) smooths the hard-label term
-    as ``nn.CrossEntropyLoss(label_smoothing=eps)`` does: ``(1 - eps) * NLL + eps * mean_k(-log p_k)``.
-    When ``alpha == 0`` everywhere the KL is not computed (it would be multiplied by 0).
-
-    ``reduction``: ``"mean"`` over all examples, or ``"none"`` for per-example values.
-    With ``return_parts=True`` returns ``(loss, {"kl": ..., "ce": ...})`` with the unweighted,
-    identically reduced terms (``kl`` without the ``T^2`` factor).
+    ``use_kl`` is False iff ``alpha == 0`` everywhere (the KL would be multiplied by 0, so it is not
+    computed); ``use_smoothing`` is False iff there are no targets or ``label_smoothing == 0``
+    everywhere. Both depend only on ``alpha`` and ``label_smoothing``; passing ``False`` for a term
+    whose weight is not zero everywhere is an error.
     """
     _check_logits(("student_logits", student_logits), ("teacher_logits", teacher_logits))
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student and teacher logits differ in shape: {tuple(student_logits.shape)} "
                          f"vs {tuple(teacher_logits.shape)} (same batch and number of classes needed)")
+    positions, n_classes = student_logits.shape[:-1], student_logits.shape[-1]
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     _check_temperature(temperature)
-    a = torch.as_tensor(alpha)
+    a, eps = torch.as_tensor(alpha), torch.as_tensor(label_smoothing)
     if not torch.isfinite(a).all() or (a < 0).any() or (a > 1).any():
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    if reduction not in ("mean", "none"):
-        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    if not torch.isfinite(eps).all() or (eps < 0).any() or (eps > 1).any():
+        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
+    counted = None
+    if mask is not None:
+        if not torch.is_tensor(mask) or mask.shape != positions:
+            raise ValueError(f"mask must be a tensor of shape {tuple(positions)} (the logits without the class "
+                             f"dimension), got {tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__}")
+        if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
+            raise ValueError("mask must be boolean or hold only 0 and 1")
+        counted = mask.bool()
     if targets is None:
         if not bool((a == 1).all()):
             raise ValueError("targets are required unless alpha == 1")
-        ce = torch.zeros(student_logits.shape[:-1], dtype=student_logits.dtype, device=student_logits.device)
     else:
-        if targets.shape != student_logits.shape[:-1]:
+        if not torch.is_tensor(targets) or targets.dtype.is_floating_point or targets.dtype.is_complex \
+                or targets.dtype == torch.bool:
+            raise TypeError(f"targets must be integer class indices (e.g. torch.long), got "
+                            f"{targets.dtype if torch.is_tensor(targets) else type(targets).__name__}; "
+                            f"soft targets (probabilities or logits) go in teacher_logits")
+        if targets.shape != positions:
             raise ValueError(f"targets shape {tuple(targets.shape)} does not match logits "
                              f"{tuple(student_logits.shape)} without the class dimension")
-        eps = torch.as_tensor(label_smoothing)
-        if not torch.isfinite(eps).all() or (eps < 0).any() or (eps > 1).any():
-            raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
+        real = targets != ignore_index if ignore_index is not None else torch.ones_like(targets, dtype=torch.bool)
+        counted = real if counted is None else counted & real
+        bad = targets[counted & ((targets < 0) | (targets >= n_classes))]
+        if bad.numel():
+            ignored = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
+            raise ValueError(f"targets must be class indices in [0, {n_classes}){ignored} for {n_classes} classes; "
+                             f"found {bad[0].item()} ({bad.numel()} out-of-range value(s))")
+    needs_kl, needs_smoothing = bool((a != 0).any()), targets is not None and bool((eps != 0).any())
+    if use_kl is False and needs_kl:
+        raise ValueError(f"use_kl=False but alpha is not zero everywhere ({alpha})")
+    if use_smoothing is False and needs_smoothing:
+        raise ValueError(f"use_smoothing=False but label_smoothing is not zero everywhere ({label_smoothing})")
+    return needs_kl if use_kl is None else use_kl, needs_smoothing if use_smoothing is None else use_smoothing
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None,
+            temperature: float | torch.Tensor = 4.0, alpha: float | torch.Tensor = 0.9,
+            direction: str = "forward", reduction: str = "mean", return_parts: bool = False,
+            label_smoothing: float | torch.Tensor = 0.0, *, mask: torch.Tensor | None = None,
+            ignore_index: int | None = -100, validate: bool = True,
+            use_kl: bool | None = None, use_smoothing: bool | None = None):
+    """Hinton's knowledge-distillation loss, per position::
+
+        loss = alpha * T^2 * KL(p_t^T || p_s^T) + (1 - alpha) * CE(y, softmax(z_s))
+
+    ``direction="reverse"`` uses KL(p_s^T || p_t^T). ``label_smoothing=eps`` makes the CE term
+    ``(1 - eps) * CE + eps * mean_k(-log p_s[k])``, as ``nn.CrossEntropyLoss(label_smoothing=eps)``.
+    The teacher is detached: no gradient ever reaches it.
+
+    Shapes: logits ``[..., C]`` (e.g. ``[B, C]``, ``[B, L, C]`` tokens, ``[N, B, C]`` stacked models),
+    ``targets`` ``[...]`` class indices or ``None`` (only with ``alpha == 1``). ``temperature``,
+    ``alpha`` and ``label_smoothing`` are floats or tensors broadcasting against ``[...]``
+    (e.g. ``[N, 1]``: one value per stacked model).
+
+    A position counts iff ``mask`` (``[...]``, bool or 0/1; e.g. an attention mask) is true there
+    AND its target is not ``ignore_index`` (``None``: no target is ignored). Other positions add
+    nothing to either term and get no gradient. ``reduction``: ``"mean"`` over counted positions
+    (0 if none counts), ``"sum"``, or ``"none"`` (per position, exactly 0 where not counted).
+    ``return_parts=True`` also returns ``{"kl": ..., "ce": ...}``, reduced alike, KL without ``T^2``.
+
+    ``validate=False`` skips ``check_kd_inputs`` and never waits for the GPU; ``use_kl=False`` /
+    ``use_smoothing=False`` skip a term whose weight is 0 everywhere (``None``: decided by the checks,
+    or, without them, from a float weight; a tensor weight then counts as non-zero).
+    """
+    if validate:
+        use_kl, use_smoothing = check_kd_inputs(student_logits, teacher_logits, targets, temperature, alpha,
+                                                direction, reduction, label_smoothing, mask=mask,
+                                                ignore_index=ignore_index, use_kl=use_kl, use_smoothing=use_smoothing)
+    keep = _counted(targets, mask, ignore_index, may_sync=validate)   # None: every position counts
+    if targets is None:
+        ce = student_logits.new_zeros(student_logits.shape[:-1])
+    else:
         logp = F.log_softmax(student_logits, dim=-1)
-        ce = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        if bool((eps > 0).any()):
+        y = targets if keep is None else targets.masked_fill(~keep, 0)   # any valid index where not counted
+        ce = -logp.gather(-1, y.long().unsqueeze(-1)).squeeze(-1)
+        if _needed(label_smoothing, use_smoothing):
             e = label_smoothing.to(ce) if torch.is_tensor(label_smoothing) else float(label_smoothing)
             ce = (1 - e) * ce - e * logp.mean(-1)
-    if bool((a > 0).any()):
+    if _needed(alpha, use_kl):
         kl = soft_target_kl(student_logits, teacher_logits.detach(), temperature, direction)
     else:
         kl = torch.zeros_like(ce)
     t = temperature if not torch.is_tensor(temperature) else temperature.to(kl)
     a = alpha if not torch.is_tensor(alpha) else alpha.to(kl)
     loss = a * t * t * kl + (1 - a) * ce
-    if reduction == "mean":
-        loss, kl, ce = loss.mean(), kl.mean(), ce.mean()
+    loss, kl, ce = (_reduce(v, keep, reduction) for v in (loss, kl, ce))
     return (loss, {"kl": kl, "ce": ce}) if return_parts else loss
+
+
+def _needed(weight, flag: bool | None) -> bool:
+    """Whether a term with this weight must be computed: ``flag`` if given, else ``weight != 0`` for
+    a Python number; a tensor counts as non-zero (looking inside it would wait for the GPU)."""
+    if flag is not None:
+        return flag
+    return torch.is_tensor(weight) or weight != 0
+
+
+def _counted(targets: torch.Tensor | None, mask: torch.Tensor | None, ignore_index: int | None,
+             may_sync: bool) -> torch.Tensor | None:
+    """Bool tensor of the positions that count (``mask`` and target != ``ignore_index``), or ``None``
+    when all do. Without ``may_sync`` that is decided from the arguments alone, never from values."""
+    keep = None if mask is None else mask.bool()
+    if targets is not None and ignore_index is not None:
+        keep = targets != ignore_index if keep is None else keep & (targets != ignore_index)
+    if may_sync and keep is not None and bool(keep.all()):
+        return None                  # the plain path: same operations as without any mask
+    return keep
+
+
+def _reduce(values: torch.Tensor, keep: torch.Tensor | None, reduction: str) -> torch.Tensor:
+    """Per-position values -> ``reduction``, over the positions in ``keep`` (all when ``None``)."""
+    if keep is not None:
+        values = torch.where(keep, values, values.new_zeros(()))
+    if reduction == "none":
+        return values
+    if reduction == "sum":
+        return values.sum()
+    return values.mean() if keep is None else values.sum() / keep.sum().clamp_min(1)
