@@ -1,21 +1,33 @@
 """One train / evaluate / distill loop for every image notebook.
 
-``fit`` trains a list of runs. A run is a seed plus its loss settings (``alpha = 0`` is the
-student trained alone with cross-entropy; ``alpha > 0`` distils from the teacher at temperature
-``T``). For each run the seed fixes both the initial weights and the order of the batches, so
-"alone" and "distilled" with the same seed are a paired comparison.
+``fit(make_model, specs, train, config)`` trains one model per ``RunSpec`` and returns the runs.
+What each run minimises is its **objective**: a small module that reads one training step (all N
+models' outputs, the labels, the row indices, each run's teacher targets) and returns one loss per
+model. The default, ``HintonKD``, is Hinton's loss with each run's ``temperature`` and ``alpha``
+(``alpha = 0``: the student trained alone with cross-entropy). Other methods bring their own:
+DeiT's two heads (notebook 04), deep mutual learning, where each model reads the *other* models'
+logits (05). ``extra_loss`` adds terms on top (hints, attention transfer: 03); the parameters of
+both (e.g. FitNets regressors) are optimised together with the students'.
 
-Speed, which is what makes a seeds-by-methods grid affordable on a CPU:
+Teacher targets are cached logits: one table for every run (``[n, classes]``), or one table per
+run (``[N, n, classes]`` or a list), so that born-again generation k of seed s distils from
+generation k-1 of seed s while all seeds train together. ``teacher=`` runs a live teacher forward
+every batch instead (needed with augmentation, where the teacher must see each augmented view).
 
-* **Teacher-logit caching.** Without augmentation the teacher sees the same images every epoch,
-  so ``cache_logits`` runs it once and the loop reads rows of that table; a KD epoch then costs
-  what a cross-entropy epoch costs. With augmentation the teacher must see each augmented view,
-  so pass ``teacher=`` instead (a forward per batch).
-* **Stacking.** Runs whose models support it (``course_lib.stacking``) are trained together as one
-  stacked module, each with its own data order, temperature and alpha.
+Seeds: ``RunSpec.seed`` fixes the initial weights, ``RunSpec.data_seed`` (default: the same) the
+order of the batches, so "alone" and "distilled" with the same seed are a paired comparison, and
+peers with different weights can share their batches.
+
+Speed, what makes a seeds-by-methods grid affordable on a CPU:
+
+* **Teacher-logit caching**: a KD epoch costs what a cross-entropy epoch costs.
+* **Stacking** (``course_lib.stacking``): runs of one architecture train as one stacked module,
+  each with its own data order and settings; ``Execution`` says whether, how many per stack
+  and on which device (the one place for those settings).
 
 Teachers are deep-copied, frozen and kept in eval mode (``freeze``): a teacher is never the same
-object as a student.
+object as a student. Models may return several outputs (a tuple of logits, e.g. a class head and a
+distillation head): every head is evaluated, and the prediction is the mean of their logits.
 """
 from __future__ import annotations
 
@@ -24,7 +36,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -32,12 +44,15 @@ from tqdm.auto import tqdm
 
 from .data import TensorData
 from .losses import kd_loss
+from .profiles import get_device
 from .stacking import can_stack, stack_models
-
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One training run: a name (the method), a seed and the KD settings (alpha=0: no teacher)."""
+    """One training run: a name (the method), seeds and the KD settings (alpha=0: no teacher).
+
+    ``seed`` fixes the initial weights; ``data_seed`` the batch order (None: ``seed``).
+    """
 
     name: str
     seed: int = 0
@@ -45,28 +60,21 @@ class RunSpec:
     alpha: float = 0.0
     direction: str = "forward"
     label_smoothing: float = 0.0   # applied to the hard-label cross-entropy term
+    data_seed: int | None = None
 
     @property
     def uses_teacher(self) -> bool:
         return self.alpha > 0
 
-
-@dataclass
-class Step:
-    """What an ``extra_loss`` module sees at each training step (N models, batch B)."""
-
-    epoch: int
-    group: nn.Module               # the stacked module, or the single model being trained
-    stacked: bool
-    x: torch.Tensor                # [N, B, ...] inputs (after augmentation)
-    y: torch.Tensor                # [N, B] labels
-    idx: torch.Tensor              # [N, B] row numbers in the training set (to read cached tensors)
-    logits: torch.Tensor           # [N, B, classes] student outputs
-    teacher_logits: torch.Tensor | None   # [N, B, classes] or None
+    @property
+    def order_seed(self) -> int:
+        return self.seed if self.data_seed is None else self.data_seed
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
+    """What is trained how long: epochs, batch size, AdamW settings, schedule, monitoring."""
+
     epochs: int = 10
     batch_size: int = 128
     lr: float = 3e-3
@@ -74,12 +82,58 @@ class TrainConfig:
     schedule: str = "cosine"       # "cosine" (per step) or "constant"
     eval_every: int = 10           # epochs between evaluations on the monitor set (0: never)
 
+    def __post_init__(self):
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+
     @classmethod
     def from_profile(cls, profile, epochs: int | None = None, **changes) -> "TrainConfig":
         v = profile.vision
         settings = dict(epochs=epochs if epochs is not None else v.student_epochs, batch_size=v.batch_size,
                         lr=v.lr, weight_decay=v.weight_decay, eval_every=v.eval_every)
         return cls(**{**settings, **changes})
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where and how runs execute - never what they compute.
+
+    ``device``: None picks ``profiles.get_device()`` (cuda, then mps, then cpu). ``stack``: train
+    runs of one stackable architecture as one module, at most ``max_stack`` per stack (balanced:
+    14 runs with 6 -> 5, 5, 4); ``stack_method`` is passed to ``stacking.stack_models``.
+    ``progress``: tqdm bars.
+    """
+
+    device: str | torch.device | None = None
+    stack: bool = True
+    max_stack: int | None = 6
+    stack_method: str = "auto"
+    progress: bool = True
+
+    def resolved_device(self) -> torch.device:
+        return torch.device(self.device) if self.device is not None else get_device()
+
+
+@dataclass
+class Step:
+    """One training step of a group of N models (batch B), as objectives and extra losses see it."""
+
+    epoch: int
+    group: nn.Module               # the stacked module, or the single model being trained
+    stacked: bool
+    specs: list[RunSpec]           # the N runs of this group
+    x: torch.Tensor                # [N, B, ...] inputs (after augmentation)
+    y: torch.Tensor                # [N, B] labels
+    idx: torch.Tensor              # [N, B] row numbers in the training set (to read cached tensors)
+    outputs: torch.Tensor | tuple  # [N, B, classes], or a tuple of them (one per head)
+    teacher_logits: torch.Tensor | None   # [N, B, classes]: each run's own targets, or None
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """The first (or only) head's logits, ``[N, B, classes]``."""
+        return heads(self.outputs)[0]
 
 
 @dataclass
@@ -90,7 +144,93 @@ class Run:
     model: nn.Module
     history: dict[str, list] = field(default_factory=dict)
     seconds: float = 0.0
-    test_accuracy: float | None = None
+    test_accuracy: float | None = None            # of the prediction (mean of the heads' logits)
+    test_accuracy_heads: list[float] | None = None  # one per head, when the model has several
+
+
+def heads(outputs) -> tuple[torch.Tensor, ...]:
+    """A model's outputs as a tuple of logits tensors (one per head)."""
+    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+
+
+def prediction(outputs) -> torch.Tensor:
+    """The logits a model predicts with: its only head, or the mean of its heads' logits (DeiT)."""
+    hs = heads(outputs)
+    return hs[0] if len(hs) == 1 else torch.stack(hs).mean(0)
+
+
+class HintonKD(nn.Module):
+    """The default objective: ``alpha T^2 KL(p_t^T || p_s^T) + (1 - alpha) CE`` for each run.
+
+    Reads each run's temperature, alpha, KL direction and label smoothing from its ``RunSpec``.
+    Returns ``(loss [N], {"ce": [N], "kl": [N]})``.
+    """
+
+    def __init__(self, specs: Sequence[RunSpec], device=None):
+        super().__init__()
+        directions = {s.direction for s in specs}
+        if len(directions) > 1:
+            raise ValueError("runs trained together must share the KL direction")
+        self.direction = directions.pop()
+        self.register_buffer("temperature", torch.tensor([[s.temperature] for s in specs], device=device))
+        self.register_buffer("alpha", torch.tensor([[s.alpha] for s in specs], device=device))
+        self.register_buffer("smoothing", torch.tensor([[s.label_smoothing] for s in specs], device=device))
+        self.any_teacher = any(s.alpha > 0 for s in specs)          # decided once, on the host
+        self.any_smoothing = any(s.label_smoothing > 0 for s in specs)
+
+    def forward(self, step: Step):
+        if len(heads(step.outputs)) > 1:
+            raise ValueError("HintonKD trains a single head; a model with several heads needs its own "
+                             "objective (e.g. course_lib.engine.DeiT-style two-head loss)")
+        logits = step.outputs
+        target = step.teacher_logits if step.teacher_logits is not None else logits.detach()
+        loss, parts = kd_loss(logits, target, step.y, self.temperature, self.alpha, direction=self.direction,
+                              label_smoothing=self.smoothing, reduction="none", return_parts=True,
+                              validate=False, use_kl=self.any_teacher, use_smoothing=self.any_smoothing,
+                              ignore_index=None)
+        return loss.mean(1), {"ce": parts["ce"].mean(1), "kl": parts["kl"].mean(1)}
+
+
+ObjectiveFactory = Callable[["GroupContext"], nn.Module]
+
+
+@dataclass
+class GroupContext:
+    """What an objective or extra-loss factory is given when a group of runs starts training."""
+
+    module: nn.Module              # the stacked module (or single model) being trained
+    specs: list[RunSpec]
+    stacked: bool
+    device: torch.device
+
+    @property
+    def n_models(self) -> int:
+        return len(self.specs)
+
+
+def default_objective(ctx: GroupContext) -> nn.Module:
+    return HintonKD(ctx.specs, ctx.device)
+
+
+class ModelList(nn.Module):
+    """Several models of any class as one module on ``[N, B, ...]`` inputs (a Python loop).
+
+    The fallback for runs that must train together (``couples_runs`` objectives such as mutual
+    learning) when their architecture cannot be stacked. Sub-module paths are ``"0.conv1"``, ...
+    """
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__()
+        self.models = nn.ModuleList(models)
+        self.n_models = len(models)
+
+    def forward(self, x: torch.Tensor):
+        outs = [heads(m(x[i])) for i, m in enumerate(self.models)]
+        stacked = tuple(torch.stack(h) for h in zip(*outs))
+        return stacked[0] if len(stacked) == 1 else stacked
+
+    def unstack(self) -> list[nn.Module]:
+        return list(self.models)
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -107,14 +247,19 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Logits of ``model`` (in eval mode; its mode is restored) over ``x``, on the CPU."""
+def predict_outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, ...]:
+    """Every head's logits of ``model`` (in eval mode; its mode is restored) over ``x``, on the CPU."""
     was_training = model.training
     model.eval()
     device = _device_of(model)
-    out = [model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    chunks = [heads(model(x[i:i + batch_size].to(device))) for i in range(0, len(x), batch_size)]
     model.train(was_training)
-    return torch.cat(out)
+    return tuple(torch.cat([c[h].float().cpu() for c in chunks]) for h in range(len(chunks[0])))
+
+
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The logits ``model`` predicts with (mean over heads if it has several), ``[n, classes]``."""
+    return prediction(predict_outputs(model, x, batch_size))
 
 
 def cache_logits(teacher: nn.Module, data: TensorData | torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
@@ -131,207 +276,272 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1000) -> float:
-    """Top-1 test accuracy (percent) of one model."""
+    """Top-1 test accuracy (percent) of one model's prediction."""
     return accuracy(predict_logits(model, data.x, batch_size), data.y)
 
 
+def evaluate_heads(model: nn.Module, data: TensorData, batch_size: int = 1000) -> dict:
+    """Accuracy of the prediction and of each head: ``{"prediction": a, "heads": [a1, a2, ...]}``."""
+    outs = predict_outputs(model, data.x, batch_size)
+    return {"prediction": accuracy(prediction(outs), data.y), "heads": [accuracy(h, data.y) for h in outs]}
+
+
+def _forward(group: nn.Module, stacked: bool, x: torch.Tensor):
+    """``x`` is ``[N, B, ...]``; returns ``[N, B, classes]`` (or a tuple of them, one per head)."""
+    if stacked:
+        return group(x)
+    out = tuple(h.unsqueeze(0) for h in heads(group(x[0])))
+    return out[0] if len(out) == 1 else out
+
+
 @torch.no_grad()
-def _evaluate_group(group: nn.Module, n: int, data: TensorData, batch_size: int = 500) -> list[float]:
-    """Accuracies of the n models of a stacked group (or [acc] of a single model)."""
+def _evaluate_group(group: nn.Module, stacked: bool, n: int, data: TensorData,
+                    batch_size: int = 500) -> tuple[list[float], list[list[float]]]:
+    """Per model: accuracy of the prediction, and of each head."""
     was_training = group.training
     group.eval()
     device = _device_of(group)
-    correct = torch.zeros(n)
+    correct, correct_heads = torch.zeros(n), None
     for i in range(0, len(data), batch_size):
         x = data.x[i:i + batch_size].to(device)
         y = data.y[i:i + batch_size].to(device)
-        logits = group(x.unsqueeze(0).expand(n, *x.shape)) if n > 1 or hasattr(group, "n_models") \
-            else group(x).unsqueeze(0)
-        correct += (logits.argmax(-1) == y).sum(-1).float().cpu()
+        out = _forward(group, stacked, x.unsqueeze(0).expand(n, *x.shape))
+        correct += (prediction(out).argmax(-1) == y).sum(-1).float().cpu()
+        per_head = torch.stack([(h.argmax(-1) == y).sum(-1).float().cpu() for h in heads(out)])  # [H, N]
+        correct_heads = per_head if correct_heads is None else correct_heads + per_head
     group.train(was_training)
-    return (100.0 * correct / len(data)).tolist()
+    to_pct = lambda c: (100.0 * c / len(data)).tolist()
+    return to_pct(correct), [to_pct(c) for c in correct_heads.t()]
 
 
-def _group_forward(group: nn.Module, stacked: bool, x: torch.Tensor) -> torch.Tensor:
-    """``x`` is ``[N, B, ...]``; returns ``[N, B, classes]``."""
-    return group(x) if stacked else group(x[0]).unsqueeze(0)
+@dataclass
+class _Job:
+    """Everything ``fit`` was given, in one place, for the training of each group."""
+
+    train: TensorData
+    config: TrainConfig
+    execution: Execution
+    device: torch.device
+    tables: list[torch.Tensor | None]      # per spec: its cached teacher logits [n, classes], or None
+    teacher: nn.Module | None              # a frozen live teacher, or None
+    monitor: TensorData | None
+    augment: Callable | None
+    objective: ObjectiveFactory
+    extra_loss: ObjectiveFactory | None
+    desc: str
+
+
+def _per_run_tables(teacher_logits, specs: list[RunSpec], n_rows: int) -> list[torch.Tensor | None]:
+    """``teacher_logits`` as one table (or None) per spec."""
+    if teacher_logits is None:
+        return [None] * len(specs)
+    if torch.is_tensor(teacher_logits) and teacher_logits.dim() == 2:
+        tables = [teacher_logits] * len(specs)           # one table shared by every run
+    elif torch.is_tensor(teacher_logits) and teacher_logits.dim() == 3:
+        tables = list(teacher_logits.unbind(0))
+    elif isinstance(teacher_logits, (list, tuple)):
+        tables = list(teacher_logits)
+    else:
+        raise TypeError("teacher_logits must be a [n, classes] tensor (shared), a [runs, n, classes] tensor "
+                        "or a list with one [n, classes] tensor (or None) per RunSpec")
+    if len(tables) != len(specs):
+        raise ValueError(f"{len(tables)} teacher-logit tables for {len(specs)} runs: give one per RunSpec "
+                         "(or a single [n, classes] table shared by all)")
+    checked = set()
+    for s, t in zip(specs, tables):
+        if t is None or id(t) in checked:
+            continue
+        if t.dim() != 2 or t.shape[0] != n_rows:
+            raise ValueError(f"teacher_logits for run {s.name!r} (seed {s.seed}) has shape {tuple(t.shape)}; "
+                             f"expected [{n_rows} rows (one per training image), classes]")
+        if not t.is_floating_point() or not torch.isfinite(t).all():
+            raise ValueError(f"teacher_logits for run {s.name!r} (seed {s.seed}) must be finite floats")
+        checked.add(id(t))
+    return tables
 
 
 def fit(make_model: Callable[[], nn.Module], specs: list[RunSpec], train: TensorData, config: TrainConfig,
-        *, teacher_logits: torch.Tensor | None = None, teacher: nn.Module | None = None,
+        *, teacher_logits=None, teacher: nn.Module | None = None,
+        objective: ObjectiveFactory | None = None, extra_loss: ObjectiveFactory | None = None,
         monitor: TensorData | None = None, test: TensorData | None = None,
         augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
-        stack: bool = True, max_stack: int | None = 6, device: torch.device | str | None = None,
-        extra_loss: Callable[[nn.Module, int], nn.Module] | None = None,
-        progress: bool = True, desc: str = "") -> list[Run]:
+        execution: Execution | None = None, desc: str = "") -> list[Run]:
     """Train one model per spec; return the runs in the order of ``specs``.
 
     ``make_model()`` builds a fresh model; it is called after ``torch.manual_seed(spec.seed)``.
-    Runs using a teacher need ``teacher_logits`` (cached, ``[len(train), classes]``) or ``teacher``
-    (a forward pass per batch; required with ``augment``). ``monitor`` is evaluated every
-    ``config.eval_every`` epochs and at the end (learning curves); ``test`` once at the end.
-    ``stack=True`` trains all specs as one stacked module when the model class supports it,
-    otherwise they are trained one after another with the same loop; ``max_stack`` caps how many
-    models share one stack (stacks are balanced: 14 runs with max 6 -> 5, 5, 4). On 2 CPU cores
-    (scripts/benchmark.py, 2k images) stacks of 4-6 students ran 0.083-0.11 s per model-epoch against
-    0.125-0.13 s one by one (1.2-1.5x) in three runs; a stack of 11 measured anywhere from 0.074 to
-    0.15 s, so the default caps stacks at 6.
+    Teacher targets: ``teacher_logits`` - a ``[len(train), classes]`` table shared by all runs, a
+    ``[len(specs), len(train), classes]`` tensor or a list with one table (or None) per spec - or
+    ``teacher``, a live teacher run on every batch (required with ``augment``).
 
-    ``extra_loss(group, n_models)`` builds, for each group trained, a module that maps a ``Step`` to
-    per-model losses ``[N]`` added to the KD loss (hints, attention transfer, relational losses).
-    Its parameters - e.g. FitNets regressors - are **optimised together with the students'**; a
-    ``close()`` method, if any, is called when the group is done (to remove feature hooks).
+    ``objective(ctx)`` builds, for each group of runs trained together, the module that maps a
+    ``Step`` to per-model losses ``[N]`` (or ``(losses, {"part": [N], ...})``, parts go to the
+    history); default ``HintonKD``. If the module has ``couples_runs = True`` (its loss for one model
+    reads the others' outputs, as in mutual learning), all specs train in one group. ``extra_loss(ctx)``
+    builds a module whose per-model losses are added (history key ``"extra"``). Parameters of both
+    are optimised together with the students'; a ``close()`` method is called when the group is done.
+
+    ``monitor`` is evaluated every ``config.eval_every`` epochs and at the end (learning curves);
+    ``test`` once at the end. ``execution`` (default ``Execution()``) says on which device and
+    whether runs are stacked.
     """
     if not specs:
         raise ValueError("fit needs at least one RunSpec")
-    if any(s.uses_teacher for s in specs) and teacher_logits is None and teacher is None:
+    execution = execution or Execution()
+    tables = _per_run_tables(teacher_logits, specs, len(train))
+    if teacher is None and any(s.uses_teacher and t is None for s, t in zip(specs, tables)):
         raise ValueError("a run with alpha > 0 needs teacher_logits (cached) or teacher")
-    if teacher_logits is not None:
-        if augment is not None:
-            raise ValueError("cached teacher logits belong to the un-augmented images; with augment= "
-                             "pass teacher= so the teacher sees each augmented view")
-        if teacher_logits.shape[0] != len(train):
-            raise ValueError(f"teacher_logits has {teacher_logits.shape[0]} rows for {len(train)} images")
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    frozen_teacher = freeze(teacher).to(device) if teacher is not None else None
+    if teacher_logits is not None and augment is not None:
+        raise ValueError("cached teacher logits belong to the un-augmented images; with augment= "
+                         "pass teacher= so the teacher sees each augmented view")
+    if train.y.dtype != torch.long or not len(train) or int(train.y.min()) < 0:
+        raise ValueError("the training set must be non-empty, its labels int64 class indices >= 0")
+    device = execution.resolved_device()
+    job = _Job(train, config, execution, device, tables,
+               freeze(teacher).to(device) if teacher is not None else None, monitor, augment,
+               objective or default_objective, extra_loss, desc)
 
     models = []
     for s in specs:
         torch.manual_seed(s.seed)
         models.append(make_model())
-    if stack and len(specs) > 1 and can_stack(models):
-        n_groups = math.ceil(len(specs) / (max_stack or len(specs)))   # balanced: 14 -> 5, 5, 4
+    coupled = bool(getattr(objective, "couples_runs", False))
+    stackable = execution.stack and len(specs) > 1 and can_stack(models)
+    if coupled:
+        groups = [list(range(len(specs)))]
+    elif stackable:
+        n_groups = math.ceil(len(specs) / (execution.max_stack or len(specs)))   # balanced: 14 -> 5, 5, 4
         bounds = [round(i * len(specs) / n_groups) for i in range(n_groups + 1)]
-        groups = [(list(range(a, b)), True) for a, b in zip(bounds, bounds[1:])]
+        groups = [list(range(a, b)) for a, b in zip(bounds, bounds[1:])]
     else:
-        groups = [([i], False) for i in range(len(specs))]
+        groups = [[i] for i in range(len(specs))]
 
     runs: list[Run | None] = [None] * len(specs)
-    for members, stacked in groups:
-        stacked = stacked and len(members) > 1
-        group_specs = [specs[i] for i in members]
+    for members in groups:
         group_models = [models[i] for i in members]
-        trained, histories, seconds = _train_group(
-            group_models, group_specs, stacked, train, config, teacher_logits, frozen_teacher,
-            monitor, augment, device, progress, desc, extra_loss)
+        if len(members) == 1:
+            module, stacked = group_models[0], False
+        elif stackable:
+            module, stacked = stack_models(group_models, method=execution.stack_method), True
+        else:
+            module, stacked = ModelList(group_models), True
+        trained, histories, seconds = _train_group(job, module, stacked, [specs[i] for i in members],
+                                                   [tables[i] for i in members])
         for i, m, h in zip(members, trained, histories):
             runs[i] = Run(specs[i], m, h, seconds / len(members))
     if test is not None:
         for r in runs:
-            r.test_accuracy = evaluate(r.model, test)
+            result = evaluate_heads(r.model, test)
+            r.test_accuracy = result["prediction"]
+            r.test_accuracy_heads = result["heads"] if len(result["heads"]) > 1 else None
     return runs
 
 
-def _train_group(models, specs, stacked, train, config, teacher_logits, teacher, monitor, augment,
-                 device, progress, desc, extra_loss=None):
-    n = len(models)
-    group = (stack_models(models) if stacked else models[0]).to(device).train()
-    extra = extra_loss(group, n).to(device).train() if extra_loss is not None else None
-    params = [p for p in group.parameters() if p.requires_grad]
-    if extra is not None:
-        params += [p for p in extra.parameters() if p.requires_grad]
+def _targets_reader(tables: list[torch.Tensor | None], device):
+    """A function ``idx [N, B] -> [N, B, classes]`` reading each run's own table (None: no table)."""
+    present = [t for t in tables if t is not None]
+    if not present:
+        return None
+    if all(t is present[0] for t in tables):        # one table shared by every run of the group
+        table = present[0].to(device)
+        return lambda idx: table[idx]
+    stacked = torch.stack([t if t is not None else torch.zeros_like(present[0]) for t in tables]).to(device)
+    rows = torch.arange(len(tables), device=device)[:, None]
+    return lambda idx: stacked[rows, idx]
+
+
+def _as_loss_and_parts(out, n: int, what: str):
+    loss, parts = out if isinstance(out, tuple) else (out, {})
+    if not torch.is_tensor(loss) or loss.shape != (n,):
+        shape = tuple(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
+        raise ValueError(f"{what} must return one value per model, shape ({n},); got {shape}")
+    return loss, parts
+
+
+def _train_group(job: _Job, module: nn.Module, stacked: bool, specs: list[RunSpec],
+                 tables: list[torch.Tensor | None]):
+    n, config, device = len(specs), job.config, job.device
+    group = module.to(device).train()
+    ctx = GroupContext(group, specs, stacked, device)
+    objective = job.objective(ctx).to(device).train()
+    extra = job.extra_loss(ctx).to(device).train() if job.extra_loss is not None else None
+    params = [p for m in (group, objective, extra) if m is not None for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    steps_per_epoch = math.ceil(len(job.train) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
     schedule = (lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps))) \
         if config.schedule == "cosine" else (lambda step: 1.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
-    temperature = torch.tensor([[s.temperature] for s in specs], device=device)
-    alpha = torch.tensor([[s.alpha] for s in specs], device=device)
-    directions = {s.direction for s in specs}
-    if len(directions) > 1:
-        raise ValueError("runs trained together must share the KL direction")
-    direction = directions.pop()
-    smoothing = torch.tensor([[s.label_smoothing] for s in specs], device=device)
-    generators = [torch.Generator().manual_seed(s.seed) for s in specs]
-    aug_gen = torch.Generator().manual_seed(specs[0].seed + 10_007)
-    x_all, y_all = train.x.to(device), train.y.to(device)
-    tl_all = teacher_logits.to(device) if teacher_logits is not None else None
-    needs_teacher = any(s.uses_teacher for s in specs)
+    generators = [torch.Generator().manual_seed(s.order_seed) for s in specs]
+    aug_gen = torch.Generator().manual_seed(specs[0].order_seed + 10_007)
+    x_all, y_all = job.train.x.to(device), job.train.y.to(device)
+    read_targets = _targets_reader(tables, device)
+    live_teacher = job.teacher if read_targets is None and any(s.uses_teacher for s in specs) else None
+    max_label = int(job.train.y.max())     # checked against the models' class count at the first step
 
-    keys = ("loss", "ce", "kl", "extra")
-    history = [{"epoch": [], **{k: [] for k in keys}, "monitor_epoch": [], "monitor_acc": []} for _ in range(n)]
-    label = desc or (specs[0].name if n == 1 else f"{n} runs")
-    bar = tqdm(range(1, config.epochs + 1), desc=label, disable=not progress, leave=False)
+    history = [{"epoch": [], "monitor_epoch": [], "monitor_acc": []} for _ in range(n)]
+    label = job.desc or (specs[0].name if n == 1 else f"{n} runs")
+    bar = tqdm(range(1, config.epochs + 1), desc=label, disable=not job.execution.progress, leave=False)
     start = time.perf_counter()
     for epoch in bar:
-        perms = torch.stack([torch.randperm(len(train), generator=g) for g in generators]).to(device)
-        sums = torch.zeros(len(keys), n, device=device)
+        perms = torch.stack([torch.randperm(len(job.train), generator=g) for g in generators]).to(device)
+        sums: dict[str, torch.Tensor] = {}
         for step in range(steps_per_epoch):
             idx = perms[:, step * config.batch_size:(step + 1) * config.batch_size]   # [N, B]
             xb, yb = x_all[idx], y_all[idx]
-            if augment is not None:
-                xb = augment(xb.flatten(0, 1), aug_gen).view_as(xb)
-            if not needs_teacher:
-                tb = None
-            elif tl_all is not None:
-                tb = tl_all[idx]
-            else:
+            if job.augment is not None:
+                xb = job.augment(xb.flatten(0, 1), aug_gen).view_as(xb)
+            if read_targets is not None:
+                tb = read_targets(idx)
+            elif live_teacher is not None:
                 with torch.no_grad():
-                    tb = teacher(xb.flatten(0, 1)).view(*idx.shape, -1)
-            logits = _group_forward(group, stacked, xb)
-            # alpha = 0 everywhere in a group without a teacher: kd_loss then skips the KL entirely
-            loss, parts = kd_loss(logits, tb if tb is not None else logits.detach(), yb, temperature, alpha,
-                                  direction=direction, label_smoothing=smoothing, reduction="none",
-                                  return_parts=True)
-            per_model = loss.mean(1)
-            extra_term = torch.zeros_like(per_model)
+                    tb = live_teacher(xb.flatten(0, 1)).view(*idx.shape, -1)
+            else:
+                tb = None
+            outputs = _forward(group, stacked, xb)
+            if max_label is not None:
+                classes = heads(outputs)[0].shape[-1]
+                if max_label >= classes:
+                    raise ValueError(f"label {max_label} in the training set, but the model outputs {classes} "
+                                     f"classes (labels must lie in 0..{classes - 1})")
+                max_label = None
+            s = Step(epoch, group, stacked, specs, xb, yb, idx, outputs, tb)
+            per_model, parts = _as_loss_and_parts(objective(s), n, "the objective")
+            terms = {"loss": per_model, **parts}
             if extra is not None:
-                extra_term = extra(Step(epoch, group, stacked, xb, yb, idx, logits, tb))
-                if extra_term.shape != per_model.shape:
-                    raise ValueError(f"extra_loss must return one value per model, shape {tuple(per_model.shape)}; "
-                                     f"got {tuple(extra_term.shape)}")
+                extra_term, _ = _as_loss_and_parts(extra(s), n, "extra_loss")
                 per_model = per_model + extra_term
+                terms["loss"], terms["extra"] = per_model, extra_term
             opt.zero_grad(set_to_none=True)
             per_model.sum().backward()      # sum: each model gets exactly its own gradient
             opt.step()
             sched.step()
             with torch.no_grad():
-                sums += torch.stack([per_model, parts["ce"].mean(1), parts["kl"].mean(1), extra_term]) * idx.shape[1]
-        means = (sums / len(train)).cpu()
+                for k, v in terms.items():
+                    v = v.detach() * idx.shape[1]
+                    sums[k] = sums[k] + v if k in sums else v
+        for k, v in sums.items():
+            means = (v / len(job.train)).cpu().tolist()
+            for i in range(n):
+                history[i].setdefault(k, []).append(float(means[i]))
         for i in range(n):
             history[i]["epoch"].append(epoch)
-            for k, row in zip(keys, means):
-                history[i][k].append(float(row[i]))
-        if monitor is not None and config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs):
-            accs = _evaluate_group(group, n if stacked else 1, monitor)
+        if job.monitor is not None and config.eval_every and (epoch % config.eval_every == 0
+                                                               or epoch == config.epochs):
+            accs, accs_heads = _evaluate_group(group, stacked, n, job.monitor)
             for i in range(n):
                 history[i]["monitor_epoch"].append(epoch)
                 history[i]["monitor_acc"].append(accs[i])
-            bar.set_postfix(loss=f"{means[0].mean():.3f}", acc=f"{sum(accs) / len(accs):.1f}")
+                if len(accs_heads[i]) > 1:
+                    history[i].setdefault("monitor_acc_heads", []).append(accs_heads[i])
+            bar.set_postfix(loss=f"{sum(history[i]['loss'][-1] for i in range(n)) / n:.3f}",
+                            acc=f"{sum(accs) / len(accs):.1f}")
     seconds = time.perf_counter() - start
-    if extra is not None and hasattr(extra, "close"):
-        extra.close()
+    for m in (objective, extra):
+        if m is not None and hasattr(m, "close"):
+            m.close()
     trained = group.unstack() if stacked else [group]
     for m in trained:
         m.eval()
     return trained, history, seconds
 
-
-def time_epochs(make_model: Callable[[], nn.Module], train: TensorData, config: TrainConfig,
-                teacher: nn.Module, teacher_logits: torch.Tensor, epochs: int = 1,
-                repeats: int = 6) -> dict[str, float]:
-    """Seconds per epoch of one model trained (a) alone, (b) with KD and a teacher forward every
-    batch, (c) with KD from cached logits.
-
-    (a) and (c), the pair whose ratio matters, are measured back to back ``repeats`` times, in
-    alternating order (so that a drift of the machine's speed hits both alike); (b), several times
-    slower, is measured twice. The best measurement of each is kept: timings on a shared machine
-    are only ever too slow, never too fast.
-    """
-    cfg = dataclasses.replace(config, epochs=epochs, eval_every=0)
-    variants = {
-        "student_alone": dict(specs=[RunSpec("alone")]),
-        "kd_teacher_forward": dict(specs=[RunSpec("kd", temperature=4, alpha=0.9)], teacher=teacher),
-        "kd_cached_logits": dict(specs=[RunSpec("kd", temperature=4, alpha=0.9)], teacher_logits=teacher_logits),
-    }
-    best = {k: float("inf") for k in variants}
-    for r in range(max(1, repeats)):
-        pair = ["student_alone", "kd_cached_logits"]
-        order = (pair if r % 2 == 0 else pair[::-1]) + (["kd_teacher_forward"] if r < 2 else [])
-        for name in order:
-            t0 = time.perf_counter()
-            fit(make_model, train=train, config=cfg, progress=False, **variants[name])
-            best[name] = min(best[name], (time.perf_counter() - t0) / epochs)
-    return best

@@ -20,11 +20,11 @@ the teacher-forward variant, several times slower, is timed twice (see ``engine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from course_lib.data import profile_data  # noqa: E402
-from course_lib.engine import RunSpec, TrainConfig, cache_logits, fit, time_epochs  # noqa: E402
+from course_lib.engine import Execution, RunSpec, TrainConfig, cache_logits, fit  # noqa: E402
+from course_lib.timing import best_of, time_epochs  # noqa: E402
 from course_lib.models import build_model  # noqa: E402
 from course_lib.profiles import configure_threads, get_profile  # noqa: E402
 from course_lib.results import load_results, record_many  # noqa: E402
@@ -43,28 +44,22 @@ from course_lib.teachers import pretrained_teacher  # noqa: E402
 
 def stacking(train, config, sizes, repeats, epochs=2):
     make = lambda: build_model("student_cnn", train)
-    cfg = TrainConfig(epochs=epochs, batch_size=config.batch_size, lr=config.lr,
-                      weight_decay=config.weight_decay, eval_every=0)
+    cfg = dataclasses.replace(config, epochs=epochs, eval_every=0)
     out = {}
     for n in sizes:
         specs = [RunSpec("alone", s) for s in range(n)]
         best = {}
-        for mode, kw in (("one_by_one", dict(stack=False)), ("stacked", dict(stack=True, max_stack=n))):
+        for mode, execution in (("one_by_one", Execution(stack=False, progress=False)),
+                                ("stacked", Execution(stack=True, max_stack=n, progress=False))):
             if mode == "stacked" and n == 1:
                 continue
-            t = min(_timed(lambda: fit(make, specs, train, cfg, progress=False, **kw)) for _ in range(repeats))
+            t = best_of(lambda: fit(make, specs, train, cfg, execution=execution), repeats=repeats)
             best[mode] = round(t / (n * epochs), 4)
         if "stacked" in best:
             best["speedup"] = round(best["one_by_one"] / best["stacked"], 2)
         out[str(n)] = best
         print(f"N={n}: seconds per model-epoch {best}", flush=True)
     return out
-
-
-def _timed(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def main(argv=None):

@@ -7,7 +7,7 @@ from course_lib.engine import RunSpec, TrainConfig, fit
 from course_lib.hooks import FeatureCapture
 from course_lib.models import StudentCNN
 from course_lib.stacking import split_models, stack_models
-from test_engine import toy_images
+from test_engine import QUIET, toy_images
 
 CFG = TrainConfig(epochs=2, batch_size=32, eval_every=0)
 
@@ -37,9 +37,9 @@ def test_capture_on_stacked_model_matches_each_model():
 
 
 class Zero(nn.Module):
-    def __init__(self, group, n):
+    def __init__(self, ctx):
         super().__init__()
-        self.n = n
+        self.n = ctx.n_models
 
     def forward(self, step):
         return step.logits.new_zeros(self.n)
@@ -48,10 +48,10 @@ class Zero(nn.Module):
 class HintWithAdapter(nn.Module):
     """A FitNets-style regressor on the student side: it must be trained with the student."""
 
-    def __init__(self, group, n):
+    def __init__(self, ctx):
         super().__init__()
-        self.n = n
-        self.capture = FeatureCapture(group, ["conv2"])
+        self.n = ctx.n_models
+        self.capture = FeatureCapture(ctx.module, ["conv2"])
         self.adapter = nn.Conv2d(32, 8, 1)
         self.target = torch.randn(8, 7, 7)
 
@@ -67,8 +67,8 @@ class HintWithAdapter(nn.Module):
 
 def test_zero_extra_loss_changes_nothing():
     data = toy_images(96)
-    a = fit(StudentCNN, [RunSpec("a", 0)], data, CFG, progress=False)
-    b = fit(StudentCNN, [RunSpec("a", 0)], data, CFG, progress=False, extra_loss=Zero)
+    a = fit(StudentCNN, [RunSpec("a", 0)], data, CFG, execution=QUIET)
+    b = fit(StudentCNN, [RunSpec("a", 0)], data, CFG, execution=QUIET, extra_loss=Zero)
     for p, q in zip(a[0].model.parameters(), b[0].model.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
     assert b[0].history["extra"] == [0.0, 0.0]
@@ -78,12 +78,12 @@ def test_extra_loss_parameters_are_optimised_and_hooks_removed():
     data = toy_images(96)
     built = []
 
-    def factory(group, n):
-        module = HintWithAdapter(group, n)
+    def factory(ctx):
+        module = HintWithAdapter(ctx)
         built.append((module, module.adapter.weight.detach().clone()))
         return module
 
-    runs = fit(StudentCNN, [RunSpec("a", 0), RunSpec("b", 1)], data, CFG, progress=False, extra_loss=factory)
+    runs = fit(StudentCNN, [RunSpec("a", 0), RunSpec("b", 1)], data, CFG, execution=QUIET, extra_loss=factory)
     module, before = built[0]
     assert not torch.allclose(module.adapter.weight, before), "the adapter was never trained"
     assert runs[0].history["extra"][-1] < runs[0].history["extra"][0]
@@ -98,4 +98,4 @@ def test_extra_loss_shape_is_checked():
             return step.logits.sum()
 
     with pytest.raises(ValueError, match="one value per model"):
-        fit(StudentCNN, [RunSpec("a", 0)], data, CFG, progress=False, extra_loss=Bad)
+        fit(StudentCNN, [RunSpec("a", 0)], data, CFG, execution=QUIET, extra_loss=Bad)

@@ -112,7 +112,7 @@ print(f"teacher's mean top probability on these images: {on_train:.3f} at T=1, {
 # - ablation, seed 0: $T \in \{1, 2, 8\}$ at $\alpha=0.9$ and $\alpha \in \{0.5, 1.0\}$ at $T=4$.
 
 # %% code subslide
-from course_lib.engine import RunSpec, TrainConfig, fit
+from course_lib.engine import Execution, RunSpec, TrainConfig, fit
 
 SEEDS = profile.vision.seeds
 MAIN_T, MAIN_ALPHA = 4.0, 0.9
@@ -122,13 +122,14 @@ specs = ([RunSpec("alone", s) for s in SEEDS]
          + [RunSpec(f"kd T={t:g}", SEEDS[0], t, MAIN_ALPHA) for t in (1.0, 2.0, 8.0)]
          + [RunSpec(f"kd alpha={a:g}", SEEDS[0], MAIN_T, a) for a in (0.5, 1.0)])
 config = TrainConfig.from_profile(profile, eval_every=10)
+execution = Execution(device=device)      # where runs execute; stacking and progress bars by default
 monitor = test.subset(profile.vision.monitor_size, seed=1)   # for the learning curves only
 print(f"{len(specs)} students x {config.epochs} epochs, batch {config.batch_size}, AdamW lr {config.lr}, cosine")
 runs = fit(make_student, specs, student_train, config, teacher_logits=teacher_logits,
-           monitor=monitor, test=test, device=device, desc="students")
+           monitor=monitor, test=test, execution=execution, desc="students")
 from course_lib.data import random_shift_flip
 runs += fit(make_student, [RunSpec("alone + augmentation", s) for s in SEEDS], student_train, config,
-            augment=random_shift_flip, test=test, device=device, desc="augmented students")
+            augment=random_shift_flip, test=test, execution=execution, desc="augmented students")
 print(f"trained in {sum(r.seconds for r in runs):.0f} s")
 
 # %% md slide
@@ -224,7 +225,7 @@ print("mean KD advantage on the held-out subset by epoch:",
 SHORT_EPOCHS = max(1, config.epochs // 10)
 short_specs = [RunSpec("alone", s) for s in SEEDS] + [RunSpec("kd", s, MAIN_T, MAIN_ALPHA) for s in SEEDS]
 short = fit(make_student, short_specs, student_train, TrainConfig.from_profile(profile, epochs=SHORT_EPOCHS, eval_every=0),
-            teacher_logits=teacher_logits, test=test, device=device, desc=f"{SHORT_EPOCHS}-epoch students")
+            teacher_logits=teacher_logits, test=test, execution=execution, desc=f"{SHORT_EPOCHS}-epoch students")
 short_by = {(r.spec.name, r.spec.seed): r.test_accuracy for r in short}
 short_gains = np.array([short_by["kd", s] - short_by["alone", s] for s in SEEDS])
 print(f"| schedule | alone | distilled | gain per seed |\n|---|---|---|---|")
@@ -285,7 +286,7 @@ for a in al:
 # a run slower).
 
 # %% code subslide
-from course_lib.engine import time_epochs
+from course_lib.timing import time_epochs
 epoch_times = time_epochs(make_student, student_train, config, teacher, teacher_logits, epochs=3, repeats=6)
 for name, sec in epoch_times.items():
     print(f"{name:>20}: {sec:.2f} s/epoch  ({sec / epoch_times['student_alone']:.2f}x alone)")
