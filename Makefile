@@ -21,11 +21,12 @@ LAB_ARGS ?=
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 PYTEST_NB_ARGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
 
-.PHONY: help setup course test lab slides benchmark clean
+.PHONY: help setup course test lint lab slides benchmark clean
 
 help:
 	@echo "make course   run every notebook (quick profile), write build/ and the README results table"
-	@echo "make test     unit tests + every notebook under nbval"
+	@echo "make test     ruff + unit tests + every notebook under nbval"
+	@echo "make lint     ruff over course_lib, scripts, tests and notebook sources"
 	@echo "make lab      JupyterLab on notebooks/ (kernel 'KD course (.venv)')"
 	@echo "make slides   offline reveal.js decks in build/slides/"
 	@echo "make benchmark  engine speed figures -> build/benchmark.json"
@@ -54,8 +55,12 @@ benchmark: setup
 	$(PY) scripts/benchmark.py
 
 # pytest exits 5 when it collects nothing: make fails on any non-zero status, so that fails too.
-test: setup
+test: setup lint
 	$(PY) -m pytest $(PYTEST_NB_ARGS) tests notebooks
+
+# ruff (configured in pyproject.toml) over the package, scripts, tests and notebook sources
+lint: setup
+	$(PY) -m ruff check course_lib scripts tests notebooks/src
 
 lab: setup
 	$(PY) -m ipykernel install --sys-prefix --name kd-course --display-name "KD course (.venv)" >/dev/null

@@ -3,26 +3,25 @@
 Two profiles exist and they only change *sizes and sources*, never the code path:
 
 * ``quick`` (default, what CI runs): CPU, offline, real Fashion-MNIST subsets, small real models;
-  each notebook runs in minutes on a 2-core CPU (measured in build/results.json, "suite"). The
-  teacher learns from 10,000 labelled images, the students from 2,000 of them for 100 epochs:
-  in calibration runs on this kind of machine, KD
-  needs long schedules (10k images x 30 epochs recovered 36% of the teacher-student gap, x 60
-  epochs 61%), and 2k x 100 epochs gives a clear, seed-robust result at a fifth of the cost.
+  each notebook runs in minutes on a 2-core CPU (measured by every run: build/results.json, "suite").
+  The teacher learns from ``train_size`` labelled images, the students from a ``student_train_size``
+  subset of them for ``student_epochs`` epochs: KD needs long schedules to pay off, and a small
+  subset with many epochs gives a clear, seed-robust result at a fraction of the cost (notebook 02
+  measures the short schedule too).
 * ``full`` (opt-in with ``COURSE_PROFILE=full`` or ``get_profile("full")``): GPU if present,
   standard datasets downloaded by torchvision (CIFAR-100) and paper-scale epochs.
 
 Every notebook starts with ``profile = get_profile(); print(environment_report(profile))``.
+``get_device`` is the one place that picks a device (``engine.Execution`` defaults to it).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import platform
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 PROFILE_ENV = "COURSE_PROFILE"
@@ -62,7 +61,7 @@ class Profile:
             raise KeyError(f"unknown claim {key!r}; known: {sorted(self.claims)}")
         return self.claims[key]
 
-    def replace_vision(self, **changes) -> "Profile":
+    def replace_vision(self, **changes) -> Profile:
         """A copy with some vision settings changed (used by tests and the benchmark)."""
         return dataclasses.replace(self, vision=dataclasses.replace(self.vision, **changes))
 
@@ -148,14 +147,6 @@ def configure_threads() -> int:
         n = os.cpu_count() or 1
     torch.set_num_threads(max(1, n))
     return torch.get_num_threads()
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; return a torch.Generator seeded the same way."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 def _version(distribution: str) -> str:
