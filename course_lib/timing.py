@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -54,7 +54,8 @@ def time_epochs(make_model: Callable[[], nn.Module], train: TensorData, config: 
         pair = ["student_alone", "kd_cached_logits"]
         order = (pair if r % 2 == 0 else pair[::-1]) + (["kd_teacher_forward"] if r < 2 else [])
         for name in order:
-            seconds = best_of(lambda: fit(make_model, train=train, config=cfg, execution=execution,
-                                          **variants[name]), repeats=1)
+            kwargs = variants[name]
+            seconds = best_of(lambda kw=kwargs: fit(make_model, train=train, config=cfg, execution=execution, **kw),
+                              repeats=1)
             best[name] = min(best[name], seconds / epochs)
     return best
