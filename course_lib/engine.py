@@ -32,11 +32,10 @@ distillation head): every head is evaluated, and the prediction is the mean of t
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -89,7 +88,7 @@ class TrainConfig:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
 
     @classmethod
-    def from_profile(cls, profile, epochs: int | None = None, **changes) -> "TrainConfig":
+    def from_profile(cls, profile, epochs: int | None = None, **changes) -> TrainConfig:
         v = profile.vision
         settings = dict(epochs=epochs if epochs is not None else v.student_epochs, batch_size=v.batch_size,
                         lr=v.lr, weight_decay=v.weight_decay, eval_every=v.eval_every)
