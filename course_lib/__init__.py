@@ -10,7 +10,10 @@ Modules (one idea each; notebooks import one or two):
 - ``engine``    ``fit``: train / distill / evaluate with teacher-logit caching, history, tqdm;
                 ``extra_loss`` adds per-model terms whose parameters are optimised with the students
 - ``hooks``     ``FeatureCapture``: intermediate features by module path, hooks always removed
-- ``teachers``  the cached, re-evaluated teacher of each profile
+- ``teachers``  the cached, re-evaluated teacher of each profile (a keyed artifact)
+- ``paths``     where files go: the repository in a checkout, else the working directory and the
+                user's cache folder (``COURSE_CACHE``, ``COURSE_RESULTS`` override)
+- ``artifacts`` heavy artifacts cached under a key of the settings, data and code that built them
 - ``analysis``, ``plots``  soft-target statistics and the notebooks' figures
 - ``results``   ``record(notebook, name, value)`` -> build/results.json -> report and README table
 - ``grading``   solutions -> exercises generator and the autograder
@@ -24,7 +27,11 @@ LLM notebooks subclass ``transformers.Trainer.compute_loss`` with a padding-mask
 Each module holds one idea (profiles, data, models, losses, engine, ...); the notebooks import
 from it. With ``COURSE_OFFLINE=1`` (set by the quick profile's runners: ``make course``,
 ``make test``) importing the package blocks every non-loopback network connection, so a
-notebook that tries to download something fails at once with a clear message.
+notebook that tries to download something fails at once with a clear message. It also sets
+the Hugging Face offline switches (``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``,
+``HF_DATASETS_OFFLINE``; unless already set), so ``transformers`` loads local files instead of
+trying the hub and running into the guard. Those are read when ``transformers`` /
+``huggingface_hub`` are imported, so import ``course_lib`` first.
 """
 import os as _os
 import warnings as _warnings
@@ -35,7 +42,12 @@ _warnings.filterwarnings("ignore", message="IProgress not found")
 
 __version__ = "0.1.0"
 
+HF_OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+
 if _os.environ.get("COURSE_OFFLINE") == "1":
     from .netguard import block_network as _block_network
+
+    for _switch in HF_OFFLINE_SWITCHES:
+        _os.environ.setdefault(_switch, "1")
 
     _block_network()

@@ -7,7 +7,8 @@ labels)`` tensors. Sources, in order:
 1. an explicit ``root`` (or ``$FASHION_MNIST_DIR``) holding the four IDX ``.gz`` files;
 2. the Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``), which
    ``make setup`` installs;
-3. torchvision's own download, only if the profile allows downloads (full profile / Colab).
+3. torchvision's own download into :func:`course_lib.paths.downloads_dir`, only if the profile
+   allows downloads (full profile / Colab).
 
 Anything else is a ``FileNotFoundError`` naming the command that installs the data.
 """
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from . import paths
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -101,14 +104,14 @@ def find_fashion_mnist(root: str | os.PathLike | None = None) -> Path | None:
 
 
 def load_fashion_mnist(split: str = "train", root: str | os.PathLike | None = None,
-                       allow_download: bool = False, normalize: bool = True) -> TensorData:
+                       allow_download: bool = False, normalize: bool = True) -> "TensorData":
     """Fashion-MNIST ``split`` ("train": 60,000, "test": 10,000) as 1x28x28 float tensors."""
     if split not in FASHION_MNIST_FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     folder = find_fashion_mnist(root)
     if folder is None and allow_download:
         import torchvision  # the standard download, only where the network exists
-        dl_root = Path(root or Path.home() / ".cache" / "course_data")
+        dl_root = Path(root or paths.downloads_dir())
         torchvision.datasets.FashionMNIST(str(dl_root), train=split == "train", download=True)
         folder = find_fashion_mnist(dl_root)
     if folder is None:
@@ -125,10 +128,10 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 
 
 def load_cifar100(split: str = "train", root: str | os.PathLike | None = None,
-                  allow_download: bool = True) -> TensorData:
+                  allow_download: bool = True) -> "TensorData":
     """CIFAR-100 through torchvision (full profile), as normalised 3x32x32 tensors."""
     import torchvision
-    root = Path(root or os.environ.get("CIFAR100_DIR") or Path.home() / ".cache" / "course_data")
+    root = Path(root or os.environ.get("CIFAR100_DIR") or paths.downloads_dir())
     try:
         ds = torchvision.datasets.CIFAR100(str(root), train=split == "train", download=allow_download)
     except RuntimeError as e:
@@ -140,7 +143,7 @@ def load_cifar100(split: str = "train", root: str | os.PathLike | None = None,
 
 
 def load_vision(dataset: str, split: str, *, allow_download: bool = False,
-                root: str | os.PathLike | None = None) -> TensorData:
+                root: str | os.PathLike | None = None) -> "TensorData":
     """Dispatch on the profile's dataset name."""
     if dataset == "fashion_mnist":
         return load_fashion_mnist(split, root=root, allow_download=allow_download)

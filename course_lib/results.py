@@ -9,7 +9,8 @@ to the seconds each notebook took::
 A notebook calls ``record("02_kd_loss", "gap_recovered", gap)``; ``make course`` renders
 ``build/report.md`` and the README's results table from the file
 (``python -m course_lib.results report``). Keys listed under ``"headline"`` are the ones the
-README shows.
+README shows. ``build/`` is :func:`course_lib.paths.build_dir`: the repository's in a checkout,
+the working directory's when the package is installed.
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from . import paths
+
 __all__ = [
-    "REPO_ROOT",
     "results_path",
     "record",
     "record_many",
@@ -35,8 +37,7 @@ __all__ = [
     "update_readme",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_ENV = "COURSE_RESULTS"
+RESULTS_ENV = paths.RESULTS_ENV
 SUITE_KEY = "suite"
 META_KEY = "_meta"  # optional run information, e.g. {"profile": "quick"}
 HEADLINE_KEY = "headline"
@@ -44,10 +45,18 @@ README_BEGIN = "<!-- results:begin -->"
 README_END = "<!-- results:end -->"
 
 
+def __getattr__(name: str) -> Any:
+    """``REPO_ROOT``, kept for older importers: :func:`course_lib.paths.project_root` (the repository
+    in a checkout, else the working directory), resolved at each access, never frozen at import."""
+    if name == "REPO_ROOT":
+        return paths.project_root()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def results_path() -> Path:
-    """``$COURSE_RESULTS`` if set, else ``<repo root>/build/results.json``."""
+    """``$COURSE_RESULTS`` if set, else ``build/results.json`` (:func:`course_lib.paths.build_dir`)."""
     env = os.environ.get(RESULTS_ENV)
-    return Path(env) if env else REPO_ROOT / "build" / "results.json"
+    return Path(env) if env else paths.build_dir() / "results.json"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,13 +358,17 @@ def write_report(
     report_file: str | os.PathLike | None = None,
     readme_file: str | os.PathLike | None = None,
 ) -> Path:
-    """Render ``build/report.md`` and refresh the README table; returns the report's path."""
+    """Render ``build/report.md`` and refresh the README table; returns the report's path.
+
+    The README defaults to the repository's; an installed package (no repository) updates none.
+    """
     results = load_results(results_file)
-    report = Path(report_file) if report_file is not None else REPO_ROOT / "build" / "report.md"
+    report = Path(report_file) if report_file is not None else paths.build_dir() / "report.md"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(render_report(results), encoding="utf-8")
-    readme = Path(readme_file) if readme_file is not None else REPO_ROOT / "README.md"
-    if readme.exists():
+    repo = paths.repo_root()
+    readme = Path(readme_file) if readme_file is not None else (repo / "README.md" if repo else None)
+    if readme is not None and readme.exists():
         update_readme(readme, results)
     return report
 
@@ -366,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     rep = sub.add_parser("report", help="write build/report.md and update README.md's results table")
     rep.add_argument("--results", help="results file (default: $COURSE_RESULTS or build/results.json)")
     rep.add_argument("--out", help="report file (default: build/report.md)")
-    rep.add_argument("--readme", help="README to update (default: README.md at the repo root)")
+    rep.add_argument("--readme", help="README to update (default: README.md at the repo root; none when installed)")
     args = parser.parse_args(argv)
     if args.command == "report":
         report = write_report(args.results, args.out, args.readme)

@@ -1,38 +1,102 @@
-"""The course's teacher: trained once per profile, cached, and re-evaluated by every notebook.
+"""The course's teacher: trained once per profile, cached as a keyed artifact, re-evaluated by every notebook.
 
 ``python -m course_lib.teachers --profile quick`` (run by ``make setup``) trains the quick-profile
-teacher if its cache is missing: ``TeacherCNN`` (390,634 parameters), ``profile.vision.teacher_epochs``
-epochs on the profile's training subset (seed 0, no augmentation), AdamW with a cosine schedule.
-The weights go to ``<cache>/teacher_<profile>_<dataset>.pt`` and the settings, training time and test
-accuracy to a ``.json`` beside them. On Colab (full profile) the first notebook that needs the
-teacher trains it on the GPU the same way.
+teacher if it is not cached yet: ``TeacherCNN``, ``profile.vision.teacher_epochs`` epochs on the
+profile's training subset (seed ``TEACHER_SEED``, no augmentation), AdamW with a cosine schedule.
+``pretrained_teacher`` returns it, training it first where it is missing (on Colab, full profile,
+the first notebook that needs it trains it on the GPU the same way).
+
+The teacher is a :mod:`course_lib.artifacts` artifact: the folder
+``<cache>/teacher_<profile>_<dataset>-<key>/`` holds ``teacher.pt`` (the state dict),
+``teacher.json`` (settings, training time, test accuracy) and ``artifact.json`` (the key's
+inputs). ``<cache>`` is :func:`course_lib.paths.cache_dir`. The key (:func:`teacher_key_inputs`)
+hashes what determines the weights:
+
+* the profile's vision settings the training reads: dataset, ``teacher_epochs``, ``batch_size``,
+  ``lr``, ``weight_decay`` (not the students' settings, seeds or evaluation sizes);
+* the training data: a fingerprint of the training tensors' bytes (so the subset's size and seed,
+  and the normalisation, are covered without listing them);
+* ``TEACHER_SEED``;
+* the code: the source of ``TeacherCNN`` and of :func:`train_teacher`, plus
+  ``TEACHER_RECIPE_VERSION``; and torch's major.minor version.
+
+Deliberately *not* hashed: the rest of ``course_lib.engine`` (the training loop, optimizer and
+schedule behind ``fit``) and ``course_lib.data``. Hashing them would retrain the teacher on every
+edit of the engine, most of which (progress bars, stacking, distillation terms) do not change how a
+teacher trains. The price: a change to the engine or the data pipeline that *does* change the
+teacher must bump ``TEACHER_RECIPE_VERSION`` by hand. The device is not in the key either: a
+teacher trained on a GPU and one trained on the CPU differ in rounding only.
+
+A stale teacher is therefore never reused, an unchanged one is shared by every clone that uses the
+same cache, and old teachers stay in their own folders until deleted.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 
+from . import paths
+from .artifacts import (artifact_dir, artifact_metadata, cached_artifact, source_fingerprint, tensor_fingerprint,
+                        torch_version)
 from .data import profile_data
-from .engine import RunSpec, TrainConfig, evaluate, fit
-from .models import build_model, count_parameters
-from .profiles import configure_threads, get_device, get_profile
+from .engine import Execution, RunSpec, TrainConfig, evaluate, fit
+from .models import TeacherCNN, build_model, count_parameters
+from .profiles import configure_threads, get_profile
 
 TEACHER_SEED = 0
+# Bump when a change outside TeacherCNN and train_teacher changes how the teacher trains (the
+# engine's optimizer, schedule or batching; the data pipeline): it retrains every cached teacher.
+TEACHER_RECIPE_VERSION = 1
+WEIGHTS_FILE = "teacher.pt"
+INFO_FILE = "teacher.json"
 
 
 def cache_dir() -> Path:
-    """``$COURSE_CACHE`` or ``<repo>/.cache/course``."""
-    env = os.environ.get("COURSE_CACHE")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / ".cache" / "course"
+    """The artifact cache, :func:`course_lib.paths.cache_dir` (kept here for older importers)."""
+    return paths.cache_dir()
 
 
-def teacher_path(profile) -> Path:
-    return cache_dir() / f"teacher_{profile.name}_{profile.vision.dataset}.pt"
+def teacher_name(profile) -> str:
+    """The readable part of the teacher's folder name: ``teacher_<profile>_<dataset>``."""
+    return f"teacher_{profile.name}_{profile.vision.dataset}"
+
+
+def teacher_key_inputs(profile, train) -> dict:
+    """What the teacher's cache key hashes (see the module docstring for what is left out and why)."""
+    v = profile.vision
+    return {
+        "recipe_version": TEACHER_RECIPE_VERSION,
+        "dataset": v.dataset,
+        "settings": {"epochs": v.teacher_epochs, "batch_size": v.batch_size, "lr": v.lr,
+                     "weight_decay": v.weight_decay},
+        "train_data": {"size": len(train), "fingerprint": tensor_fingerprint(train.x, train.y)},
+        "seed": TEACHER_SEED,
+        "code": source_fingerprint(TeacherCNN, train_teacher),
+        "torch": torch_version(),
+    }
+
+
+def teacher_dir(profile, train=None) -> Path:
+    """The teacher's artifact folder for ``profile`` trained on ``train`` (default: the profile's
+    training subset, loaded to fingerprint it), whether or not it is built yet."""
+    if train is None:
+        train, _ = profile_data(profile)
+    return artifact_dir(teacher_name(profile), teacher_key_inputs(profile, train))
+
+
+def teacher_path(profile, train=None) -> Path:
+    """The teacher's weights file, ``<teacher_dir>/teacher.pt``; its info is ``teacher.json`` beside it."""
+    return teacher_dir(profile, train) / WEIGHTS_FILE
+
+
+def is_cached(profile, train=None) -> bool:
+    """Whether the teacher of ``profile`` (on ``train``) is built."""
+    folder = teacher_dir(profile, train)
+    return artifact_metadata(folder) is not None and (folder / WEIGHTS_FILE).exists()
 
 
 def train_teacher(profile, train, test=None, progress: bool = True, device=None):
@@ -41,7 +105,7 @@ def train_teacher(profile, train, test=None, progress: bool = True, device=None)
     config = TrainConfig.from_profile(profile, epochs=v.teacher_epochs, eval_every=0)
     start = time.perf_counter()
     [run] = fit(lambda: build_model("teacher", train), [RunSpec("teacher", TEACHER_SEED)], train, config,
-                device=device or get_device(), progress=progress, desc="teacher")
+                execution=Execution(device=device, progress=progress), desc="teacher")
     model = run.model.cpu().eval()
     info = {"profile": profile.name, "dataset": v.dataset, "train_size": len(train), "seed": TEACHER_SEED,
             "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
@@ -54,23 +118,24 @@ def train_teacher(profile, train, test=None, progress: bool = True, device=None)
 
 
 def pretrained_teacher(profile=None, train=None, test=None, retrain: bool = False, progress: bool = True):
-    """The cached teacher of ``profile`` (trained and cached first if missing): ``(model, info)``."""
+    """The cached teacher of ``profile`` (trained and cached first if missing): ``(model, info)``.
+
+    ``train``/``test`` default to the profile's data; ``retrain=True`` trains again and replaces
+    the cached one.
+    """
     profile = profile or get_profile()
     if train is None:
         train, test = profile_data(profile)
-    path = teacher_path(profile)
-    meta = path.with_suffix(".json")
-    if path.exists() and meta.exists() and not retrain:
-        model = build_model("teacher", train)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.eval(), json.loads(meta.read_text())
-    model, info = train_teacher(profile, train, test, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
-    meta.write_text(json.dumps(info, indent=2))
-    return model, info
+
+    def build(folder: Path) -> None:
+        model, info = train_teacher(profile, train, test, progress=progress)
+        torch.save(model.state_dict(), folder / WEIGHTS_FILE)
+        (folder / INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+    folder = cached_artifact(teacher_name(profile), teacher_key_inputs(profile, train), build, rebuild=retrain)
+    model = build_model("teacher", train)
+    model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    return model.eval(), json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
 
 
 def main(argv=None) -> None:
@@ -80,11 +145,12 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     configure_threads()
     profile = get_profile(args.profile)
-    path = teacher_path(profile)
-    if path.exists() and path.with_suffix(".json").exists() and not args.retrain:
+    train, test = profile_data(profile)
+    path = teacher_path(profile, train)
+    if is_cached(profile, train) and not args.retrain:
         print(f"teacher cached: {path}")
         return
-    _, info = pretrained_teacher(profile, retrain=True)
+    _, info = pretrained_teacher(profile, train, test, retrain=args.retrain)
     print(f"teacher trained and cached at {path}: {json.dumps(info)}")
 
 

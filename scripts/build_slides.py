@@ -8,9 +8,10 @@ tags mention ``solution`` or that nbgrader marks as a solution is dropped before
 
 Decks work without a network: nbconvert's CDN defaults (reveal.js from unpkg; require.js, jQuery,
 MathJax and mermaid from cdnjs) are replaced by relative paths to copies that
-``scripts/install_assets.sh`` fetched from npm into ``.cache/assets/revealjs`` and that this module
-copies next to the decks (``reveal.js/`` and ``vendor/``). Our notebooks draw no mermaid diagrams,
-so mermaid is a stub module.
+``scripts/install_assets.sh`` fetched from npm into ``.cache/assets/revealjs`` (the assets folder
+is :func:`course_lib.paths.assets_dir`) and that this module copies next to the decks
+(``reveal.js/`` and ``vendor/``). Our notebooks draw no mermaid diagrams, so mermaid is a stub
+module. Decks and pages go to ``build/`` (:func:`course_lib.paths.build_dir`).
 
 The module is importable (``scripts/run_course.py`` and ``tests/test_slides.py`` use it).
 """
@@ -25,9 +26,14 @@ from pathlib import Path
 
 import nbformat
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent  # scripts/ lives in the checkout
+if str(REPO_ROOT) not in sys.path:  # this checkout's course_lib, whatever else is installed
+    sys.path.insert(0, str(REPO_ROOT))
+
+from course_lib import paths  # noqa: E402
+
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
-ASSETS_DIR = REPO_ROOT / ".cache" / "assets" / "revealjs" / "node_modules"
+ASSETS_DIR = paths.assets_dir() / "revealjs" / "node_modules"
 SOLUTION_MARKER = "### BEGIN SOLUTION"
 NOTEBOOK_PATTERN = re.compile(r"^\d\d_.+\.ipynb$")
 
@@ -192,7 +198,8 @@ def build_deck(notebook, out_dir: Path, name: str | None = None, assets_dir: Pat
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     copy_web_assets(out_dir, assets_dir)
-    body, _ = slides_exporter().from_notebook_node(collapse_progress(strip_solutions(nb)), resources={"metadata": {"name": name}})
+    body, _ = slides_exporter().from_notebook_node(collapse_progress(strip_solutions(nb)),
+                                                   resources={"metadata": {"name": name}})
     target = out_dir / f"{name}.slides.html"
     target.write_text(body, encoding="utf-8")
     return target
@@ -216,7 +223,7 @@ def build_html(notebook, out_dir: Path, name: str | None = None, assets_dir: Pat
 def deck_sources(names: list[str] | None = None) -> list[Path]:
     """The notebook to build each deck from: the executed copy in build/notebooks when it
     exists, else the stripped notebook in notebooks/."""
-    executed = REPO_ROOT / "build" / "notebooks"
+    executed = paths.build_dir() / "notebooks"
     sources = []
     for path in course_notebooks():
         if names and not any(path.stem == n or path.stem.startswith(n + "_") for n in names):
@@ -229,7 +236,7 @@ def deck_sources(names: list[str] | None = None) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks (default: every course notebook)")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "slides")
+    parser.add_argument("--out", type=Path, default=paths.build_dir() / "slides")
     args = parser.parse_args(argv)
     sources = args.notebooks or deck_sources()
     if not sources:

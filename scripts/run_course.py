@@ -24,15 +24,16 @@ from importlib import metadata
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent
-REPO_ROOT = SCRIPTS.parent
+REPO_ROOT = SCRIPTS.parent  # scripts/ lives in the checkout; its course_lib is the one imported
 if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import build_slides  # noqa: E402  (scripts/build_slides.py)
+from course_lib import paths  # noqa: E402
 
-BUILD = REPO_ROOT / "build"
+BUILD = paths.build_dir()
 CELL_TIMEOUT = 900
 KERNEL_NAME = "kd-course-current-env"
 

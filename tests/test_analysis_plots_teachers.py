@@ -70,16 +70,49 @@ def toy(n=64):
     return TensorData(x, y, tuple(str(i) for i in range(10)))
 
 
-def test_pretrained_teacher_trains_once_then_loads(tmp_path, monkeypatch):
-    from course_lib import teachers
+def test_pretrained_teacher_trains_once_into_a_keyed_artifact_then_loads(tmp_path, monkeypatch):
+    from course_lib import artifacts, teachers
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    trainings = []
+    real_fit = teachers.fit
+    monkeypatch.setattr(teachers, "fit", lambda *a, **k: trainings.append(1) or real_fit(*a, **k))
     profile = get_profile("quick").replace_vision(teacher_epochs=1, batch_size=32)
     data = toy()
     model, info = teachers.pretrained_teacher(profile, data, data, progress=False)
-    path = teachers.teacher_path(profile)
+    path = teachers.teacher_path(profile, data)
+    assert len(trainings) == 1 and teachers.is_cached(profile, data)
+    assert path.parent.parent == tmp_path and path.parent.name.startswith("teacher_quick_fashion_mnist-")
     assert path.exists() and json.loads(path.with_suffix(".json").read_text())["epochs"] == 1
+    meta = artifacts.artifact_metadata(path.parent)
+    assert meta["inputs"] == teachers.teacher_key_inputs(profile, data)
+    assert meta["inputs"]["settings"]["epochs"] == 1 and meta["inputs"]["train_data"]["size"] == len(data)
     assert info["parameters"] == 390_634 and 0 <= info["test_accuracy"] <= 100 and not model.training
     again, info2 = teachers.pretrained_teacher(profile, data, data, progress=False)
-    assert info2 == info
+    assert len(trainings) == 1 and info2 == info                         # reused, not retrained
     for a, b in zip(model.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
+    teachers.pretrained_teacher(profile, data, data, retrain=True, progress=False)
+    assert len(trainings) == 2 and teachers.teacher_path(profile, data) == path
+
+
+def test_teacher_key_covers_what_trains_it_and_nothing_else(monkeypatch):
+    from course_lib import teachers
+    profile = get_profile("quick").replace_vision(teacher_epochs=1, batch_size=32)
+    data = toy()
+    key = teachers.teacher_dir(profile, data).name
+    # settings the teacher does not read leave the key alone
+    for change in (dict(student_epochs=7), dict(seeds=(5,)), dict(test_size=10), dict(eval_every=3),
+                   dict(student_train_size=10), dict(monitor_size=5)):
+        assert teachers.teacher_dir(profile.replace_vision(**change), data).name == key, change
+    # the settings it reads, its data, its seed and its recipe version change it
+    for change in (dict(teacher_epochs=2), dict(batch_size=64), dict(lr=1e-3), dict(weight_decay=0.0)):
+        assert teachers.teacher_dir(profile.replace_vision(**change), data).name != key, change
+    other = toy()
+    other.x[0, 0, 0, 0] += 1
+    assert teachers.teacher_dir(profile, other).name != key
+    assert teachers.teacher_dir(profile, TensorData(data.x[:32], data.y[:32], data.classes)).name != key
+    monkeypatch.setattr(teachers, "TEACHER_SEED", 1)
+    assert teachers.teacher_dir(profile, data).name != key
+    monkeypatch.setattr(teachers, "TEACHER_SEED", 0)
+    monkeypatch.setattr(teachers, "TEACHER_RECIPE_VERSION", teachers.TEACHER_RECIPE_VERSION + 1)
+    assert teachers.teacher_dir(profile, data).name != key

@@ -1,0 +1,226 @@
+"""Heavy artifacts (a trained teacher, LLM weights converted once) cached under a key of what built them.
+
+An artifact is a folder ``<cache>/<name>-<key>/`` (``<cache>`` is :func:`course_lib.paths.cache_dir`).
+The key is a short SHA-256 of a canonical JSON of the artifact's *inputs*: the settings that
+matter, a fingerprint of the data, a fingerprint of the code that builds it, the library versions.
+So a changed input builds a new folder beside the old one, an unchanged one is reused, and since
+nothing in the key depends on where the repository lives, two clones sharing a cache
+(``COURSE_CACHE``) share the artifact.
+
+:func:`cached_artifact` builds a missing artifact atomically: ``build(folder)`` fills a temporary
+folder, ``artifact.json`` (name, key, inputs, build time) is written into it, and the folder is
+renamed into place; an interrupted build leaves no folder that looks finished. A lock file
+serialises two processes building the same key (where ``fcntl`` exists), so the second one reuses
+the first one's result instead of building it again.
+
+Fingerprint helpers for the inputs: :func:`tensor_fingerprint` (the bytes, shape and dtype of
+tensors or arrays), :func:`files_fingerprint` (names and sizes of source files, cheap for large
+corpora), :func:`source_fingerprint` (the source text of functions and classes) and
+:func:`torch_version` (major.minor only).
+
+What to put into the key is the builder's decision, and a deliberate one: too little and a stale
+artifact is reused, too much (say, the whole training engine's source) and every unrelated edit
+retrains. ``course_lib.teachers`` documents its choice.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from . import paths
+
+__all__ = [
+    "METADATA_FILE",
+    "artifact_key",
+    "artifact_dir",
+    "artifact_metadata",
+    "cached_artifact",
+    "tensor_fingerprint",
+    "files_fingerprint",
+    "source_fingerprint",
+    "torch_version",
+]
+
+METADATA_FILE = "artifact.json"
+KEY_LENGTH = 16  # hex digits of the SHA-256 kept in folder names
+
+
+def _canonical(value: Any) -> Any:
+    """Plain JSON types only, so that the key never depends on a repr."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"artifact inputs must be finite numbers, got {value!r}")
+        return value
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"artifact input keys must be strings, got {key!r}")
+            out[key] = _canonical(item)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_canonical(item) for item in value]
+    if isinstance(value, Path):
+        raise TypeError(f"artifact inputs must not hold paths ({value}): they differ between clones; "
+                        "use files_fingerprint() for the files' contents")
+    raise TypeError(f"artifact inputs must be JSON values (str, number, bool, None, list, dict), "
+                    f"got {type(value).__name__}: {value!r}")
+
+
+def _canonical_json(inputs: Mapping[str, Any]) -> str:
+    return json.dumps(_canonical(dict(inputs)), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def artifact_key(**inputs: Any) -> str:
+    """A short SHA-256 (16 hex digits) of the canonical JSON of ``inputs`` (keys sorted, plain
+    JSON values only: a ``TypeError`` names anything else)."""
+    return hashlib.sha256(_canonical_json(inputs).encode("ascii")).hexdigest()[:KEY_LENGTH]
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\:") or name.startswith("."):
+        raise ValueError(f"artifact name must be a plain folder-name prefix, got {name!r}")
+
+
+def artifact_dir(name: str, key_inputs: Mapping[str, Any], cache: str | os.PathLike | None = None) -> Path:
+    """``<cache>/<name>-<key>``: where the artifact built from ``key_inputs`` lives (built or not)."""
+    _check_name(name)
+    root = Path(cache) if cache is not None else paths.cache_dir()
+    return root / f"{name}-{artifact_key(**key_inputs)}"
+
+
+def artifact_metadata(folder: str | os.PathLike) -> dict | None:
+    """The ``artifact.json`` of a built artifact folder, or None if it is not (completely) built."""
+    try:
+        return json.loads((Path(folder) / METADATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+@contextmanager
+def _build_lock(root: Path, folder_name: str) -> Iterator[None]:
+    """One builder per artifact across processes (no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    locks = root / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{folder_name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cached_artifact(name: str, key_inputs: Mapping[str, Any], build: Callable[[Path], None], *,
+                    rebuild: bool = False, cache: str | os.PathLike | None = None) -> Path:
+    """The folder of artifact ``name`` for ``key_inputs``, built by ``build(folder)`` if missing.
+
+    ``build`` receives an empty temporary folder and writes the artifact's files into it; when it
+    returns, ``artifact.json`` (``{"name", "key", "inputs", "built", "build_seconds"}``) is added
+    and the folder is renamed to ``<cache>/<name>-<key>``. If ``build`` raises, nothing is left
+    behind. ``rebuild=True`` builds again and replaces an existing folder.
+    """
+    target = artifact_dir(name, key_inputs, cache)
+    inputs, key = _canonical(dict(key_inputs)), artifact_key(**key_inputs)
+    root = target.parent
+    root.mkdir(parents=True, exist_ok=True)
+    with _build_lock(root, target.name):
+        if not rebuild and artifact_metadata(target) is not None:
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=root))
+        try:
+            start = time.perf_counter()
+            build(tmp)
+            meta = {"name": name, "key": key, "inputs": inputs,
+                    "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "build_seconds": round(time.perf_counter() - start, 1)}
+            (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a shared cache should be readable
+            if target.exists():  # a rebuild, or a half-built folder from an older version
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=root))
+                os.replace(target, old / "artifact")
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprints of inputs
+
+
+def tensor_fingerprint(*tensors: Any) -> str:
+    """SHA-256 (16 hex digits) of the dtype, shape and bytes of torch tensors or NumPy arrays (a
+    tensor and its ``.numpy()`` give the same fingerprint; the memory layout does not matter)."""
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        if hasattr(tensor, "detach"):  # torch.Tensor (any dtype, bfloat16 included)
+            import torch
+
+            t = tensor.detach().cpu().contiguous()
+            dtype, shape = str(t.dtype).removeprefix("torch."), tuple(t.shape)
+            raw = t.reshape(-1).view(torch.uint8).numpy()
+        else:
+            array = np.ascontiguousarray(tensor)
+            if array.dtype.hasobject:
+                raise TypeError("cannot fingerprint an array of Python objects")
+            dtype, shape = array.dtype.name, array.shape
+            raw = array.reshape(-1).view(np.uint8)
+        digest.update(f"{dtype}{shape};".encode("ascii"))
+        digest.update(raw.tobytes() if raw.size == 0 else raw)
+    return digest.hexdigest()[:KEY_LENGTH]
+
+
+def files_fingerprint(*roots: str | os.PathLike) -> str:
+    """SHA-256 (16 hex digits) of the relative names and sizes of the files under ``roots`` (files
+    or folders, walked in sorted order). Cheap for large corpora; locations do not matter."""
+    digest = hashlib.sha256()
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            raise FileNotFoundError(f"cannot fingerprint {root}: it does not exist")
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        digest.update(f"<{root.name}>".encode())
+        for path in files:
+            rel = path.name if path == root else path.relative_to(root).as_posix()
+            digest.update(f"{rel}\0{path.stat().st_size}\n".encode())
+    return digest.hexdigest()[:KEY_LENGTH]
+
+
+def source_fingerprint(*objects: Any) -> str:
+    """SHA-256 (16 hex digits) of the source text of functions, classes or modules (line endings
+    normalised). Raises (``OSError``, ``TypeError`` for builtins) when a source is unavailable,
+    rather than keying on nothing."""
+    digest = hashlib.sha256()
+    for obj in objects:
+        source = inspect.getsource(obj).replace("\r\n", "\n")
+        digest.update(f"{getattr(obj, '__qualname__', getattr(obj, '__name__', ''))}\0{source}\0".encode())
+    return digest.hexdigest()[:KEY_LENGTH]
+
+
+def torch_version() -> str:
+    """``"major.minor"`` of the installed torch (patch releases do not change artifacts)."""
+    import torch
+
+    return ".".join(torch.__version__.split("+")[0].split(".")[:2])

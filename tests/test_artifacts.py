@@ -1,0 +1,165 @@
+"""course_lib.artifacts: keyed, atomically built, reused artifacts and the fingerprints of their inputs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from course_lib import artifacts as A
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    monkeypatch.setenv("COURSE_CACHE", str(root))
+    return root
+
+
+class Builder:
+    """A trivial build function that counts its calls."""
+
+    def __init__(self, text="built"):
+        self.calls, self.text = 0, text
+
+    def __call__(self, folder: Path) -> None:
+        self.calls += 1
+        assert folder.is_dir() and not any(folder.iterdir())  # an empty temporary folder
+        (folder / "payload.txt").write_text(self.text)
+
+
+def test_key_is_canonical_short_and_input_sensitive():
+    key = A.artifact_key(a=1, b={"x": [1, 2], "y": "z"})
+    assert len(key) == 16 and int(key, 16) >= 0
+    assert A.artifact_key(b={"y": "z", "x": [1, 2]}, a=1) == key          # order does not matter
+    assert A.artifact_key(b={"y": "z", "x": (1, 2)}, a=1) == key          # tuples are lists
+    assert A.artifact_key(a=2, b={"x": [1, 2], "y": "z"}) != key
+    assert A.artifact_key(a=1.0) != A.artifact_key(a=1)                 # a type change is a change
+    assert A.artifact_key(a="1") != A.artifact_key(a=1)
+
+
+def test_key_rejects_what_json_cannot_say_exactly():
+    with pytest.raises(TypeError, match="paths"):
+        A.artifact_key(root=Path("/x"))                                   # differs between clones
+    with pytest.raises(TypeError, match="JSON values"):
+        A.artifact_key(x=object())
+    with pytest.raises(TypeError, match="strings"):
+        A.artifact_key(x={1: 2})
+    with pytest.raises(ValueError, match="finite"):
+        A.artifact_key(x=float("nan"))
+
+
+def test_builds_once_then_reuses(cache):
+    build = Builder()
+    folder = A.cached_artifact("probe", {"n": 200, "epochs": 1}, build)
+    assert folder.parent == cache and folder.name == f"probe-{A.artifact_key(n=200, epochs=1)}"
+    assert (folder / "payload.txt").read_text() == "built" and build.calls == 1
+    meta = json.loads((folder / A.METADATA_FILE).read_text())
+    assert meta["name"] == "probe" and meta["inputs"] == {"n": 200, "epochs": 1}
+    assert meta["key"] == folder.name.rsplit("-", 1)[1] and meta["build_seconds"] >= 0
+    assert A.artifact_metadata(folder) == meta
+
+    again = A.cached_artifact("probe", {"epochs": 1, "n": 200}, build)
+    assert again == folder and build.calls == 1                           # reused, not rebuilt
+    assert A.artifact_dir("probe", {"n": 200, "epochs": 1}) == folder
+
+    changed = A.cached_artifact("probe", {"n": 200, "epochs": 2}, build)
+    assert changed != folder and changed.parent == cache and build.calls == 2
+    assert folder.exists()                                                # the old one is kept
+    # only the two artifacts (and the lock folder) are left: no temporary folders
+    assert sorted(p.name for p in cache.iterdir()) == sorted([".locks", folder.name, changed.name])
+
+
+def test_rebuild_replaces_in_place(cache):
+    folder = A.cached_artifact("probe", {"v": 1}, Builder("first"))
+    again = A.cached_artifact("probe", {"v": 1}, Builder("second"), rebuild=True)
+    assert again == folder and (folder / "payload.txt").read_text() == "second"
+    assert sorted(p.name for p in cache.iterdir()) == [".locks", folder.name]
+
+
+def test_failed_build_leaves_nothing_and_a_half_built_folder_is_rebuilt(cache):
+    def broken(folder: Path) -> None:
+        (folder / "partial.bin").write_bytes(b"x")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        A.cached_artifact("probe", {"v": 1}, broken)
+    target = A.artifact_dir("probe", {"v": 1})
+    assert not target.exists() and [p.name for p in cache.iterdir()] == [".locks"]
+
+    target.mkdir()                                    # a folder without artifact.json is not finished
+    (target / "stale.txt").write_text("?")
+    build = Builder()
+    assert A.artifact_metadata(target) is None
+    assert A.cached_artifact("probe", {"v": 1}, build) == target and build.calls == 1
+    assert sorted(p.name for p in target.iterdir()) == [A.METADATA_FILE, "payload.txt"]
+
+
+def test_explicit_cache_argument_and_bad_names(tmp_path):
+    folder = A.cached_artifact("probe", {"v": 1}, Builder(), cache=tmp_path / "elsewhere")
+    assert folder.parent == tmp_path / "elsewhere"
+    for bad in ("", "a/b", ".hidden", "c:d"):
+        with pytest.raises(ValueError, match="folder-name"):
+            A.artifact_dir(bad, {})
+
+
+def test_tensor_fingerprint():
+    x = torch.arange(12, dtype=torch.float32).view(3, 4)
+    fp = A.tensor_fingerprint(x)
+    assert fp == A.tensor_fingerprint(x.clone()) == A.tensor_fingerprint(x.numpy())
+    assert fp == A.tensor_fingerprint(x.t().contiguous().t())             # layout does not matter
+    y = x.clone()
+    y[2, 3] += 1e-6
+    assert A.tensor_fingerprint(y) != fp                                  # one value
+    assert A.tensor_fingerprint(x.view(4, 3)) != fp                       # the shape
+    assert A.tensor_fingerprint(x.double()) != fp                         # the dtype
+    assert A.tensor_fingerprint(x, torch.tensor([1])) != fp               # more tensors
+    assert A.tensor_fingerprint(np.zeros((2, 0))) != A.tensor_fingerprint(np.zeros((0, 2)))
+
+
+def test_files_fingerprint_names_and_sizes_not_location(tmp_path):
+    for root in (tmp_path / "a" / "texts", tmp_path / "b" / "texts"):
+        (root / "sub").mkdir(parents=True)
+        (root / "hamlet.txt").write_text("to be")
+        (root / "sub" / "lear.txt").write_text("nothing")
+    fp = A.files_fingerprint(tmp_path / "a" / "texts")
+    assert fp == A.files_fingerprint(tmp_path / "b" / "texts")            # another clone, same files
+    (tmp_path / "b" / "texts" / "hamlet.txt").write_text("not to be")
+    assert A.files_fingerprint(tmp_path / "b" / "texts") != fp            # a size changed
+    (tmp_path / "a" / "texts" / "sub" / "lear.txt").rename(tmp_path / "a" / "texts" / "sub" / "king_lear.txt")
+    assert A.files_fingerprint(tmp_path / "a" / "texts") != fp            # a name changed
+    assert A.files_fingerprint(tmp_path / "a" / "texts" / "hamlet.txt") != fp  # a single file works
+    with pytest.raises(FileNotFoundError):
+        A.files_fingerprint(tmp_path / "missing")
+
+
+def _one():
+    return 1
+
+
+def _two():
+    return 2
+
+
+class _Model:
+    width = 3
+
+
+def test_source_fingerprint_and_torch_version():
+    assert A.source_fingerprint(_one) == A.source_fingerprint(_one)
+    assert A.source_fingerprint(_one) != A.source_fingerprint(_two)
+    assert A.source_fingerprint(_one, _Model) != A.source_fingerprint(_one)
+    with pytest.raises(TypeError):
+        A.source_fingerprint(len)                                         # a builtin has no source
+    major, minor = A.torch_version().split(".")
+    assert torch.__version__.startswith(f"{major}.{minor}")
+
+
+def test_tensor_fingerprint_other_dtypes():
+    assert A.tensor_fingerprint(torch.ones(3, dtype=torch.bfloat16)) != A.tensor_fingerprint(torch.ones(3))
+    assert A.tensor_fingerprint(torch.tensor([True, False])) == A.tensor_fingerprint(np.array([True, False]))
+    assert A.tensor_fingerprint(torch.arange(3)) == A.tensor_fingerprint(np.arange(3, dtype=np.int64))
+    with pytest.raises(TypeError, match="objects"):
+        A.tensor_fingerprint(np.array([object()]))
