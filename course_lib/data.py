@@ -104,7 +104,7 @@ def find_fashion_mnist(root: str | os.PathLike | None = None) -> Path | None:
 
 
 def load_fashion_mnist(split: str = "train", root: str | os.PathLike | None = None,
-                       allow_download: bool = False, normalize: bool = True) -> "TensorData":
+                       allow_download: bool = False, normalize: bool = True) -> TensorData:
     """Fashion-MNIST ``split`` ("train": 60,000, "test": 10,000) as 1x28x28 float tensors."""
     if split not in FASHION_MNIST_FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -128,7 +128,7 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 
 
 def load_cifar100(split: str = "train", root: str | os.PathLike | None = None,
-                  allow_download: bool = True) -> "TensorData":
+                  allow_download: bool = True) -> TensorData:
     """CIFAR-100 through torchvision (full profile), as normalised 3x32x32 tensors."""
     import torchvision
     root = Path(root or os.environ.get("CIFAR100_DIR") or paths.downloads_dir())
@@ -143,7 +143,7 @@ def load_cifar100(split: str = "train", root: str | os.PathLike | None = None,
 
 
 def load_vision(dataset: str, split: str, *, allow_download: bool = False,
-                root: str | os.PathLike | None = None) -> "TensorData":
+                root: str | os.PathLike | None = None) -> TensorData:
     """Dispatch on the profile's dataset name."""
     if dataset == "fashion_mnist":
         return load_fashion_mnist(split, root=root, allow_download=allow_download)
