@@ -2,13 +2,15 @@
 
 Modules (one idea each; notebooks import one or two):
 
-- ``profiles``  quick/full settings, device choice, threads, seeding, the environment report
+- ``profiles``  quick/full settings, device choice, threads, the environment report
 - ``data``      Fashion-MNIST (Debian package) / CIFAR-100 (torchvision) as in-memory tensors
-- ``models``    the CNN teacher and the small students, parameter counts
-- ``losses``    ``kd_loss`` (forward or reverse KL), tempered softmax, entropy
-- ``stacking``  several students of one architecture trained as one module (grouped layers)
-- ``engine``    ``fit``: train / distill / evaluate with teacher-logit caching, history, tqdm;
-                ``extra_loss`` adds per-model terms whose parameters are optimised with the students
+- ``models``    the CNN teacher, the small CNN student and a small ViT, parameter counts
+- ``losses``    ``kd_loss`` (forward or reverse KL, masks for sequences), tempered softmax, entropy
+- ``stacking``  several models of one architecture trained as one module (grouped layers or vmap)
+- ``engine``    ``fit``: one train / distill / evaluate loop; a replaceable per-run objective
+                (Hinton KD by default), per-run cached teacher logits, multi-head models, history,
+                tqdm; ``extra_loss`` adds terms whose parameters are optimised with the students
+- ``timing``    best-of-k wall-clock measurements, the epoch cost of distillation
 - ``hooks``     ``FeatureCapture``: intermediate features by module path, hooks always removed
 - ``teachers``  the cached, re-evaluated teacher of each profile (a keyed artifact)
 - ``paths``     where files go: the repository in a checkout, else the working directory and the
@@ -21,8 +23,9 @@ Modules (one idea each; notebooks import one or two):
 
 How the later notebooks fit: feature distillation and attention transfer are ``extra_loss``
 modules reading ``FeatureCapture`` features (adapters on the student side, trained with it);
-born-again generations pass the previous generation's cached logits as ``teacher_logits``; the
-LLM notebooks subclass ``transformers.Trainer.compute_loss`` with a padding-masked ``kd_loss``.
+DeiT's two heads and mutual learning bring their own ``objective``; born-again generations pass
+each seed's previous generation's cached logits as per-run ``teacher_logits``; the LLM notebooks
+subclass ``transformers.Trainer.compute_loss`` with a padding-masked ``kd_loss``.
 
 Each module holds one idea (profiles, data, models, losses, engine, ...); the notebooks import
 from it. With ``COURSE_OFFLINE=1`` (set by the quick profile's runners: ``make course``,
