@@ -57,7 +57,7 @@ class TensorData:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def subset(self, size: int | None, seed: int = 0) -> "TensorData":
+    def subset(self, size: int | None, seed: int = 0) -> TensorData:
         """A class-balanced random subset of ``size`` examples (all of them if ``size`` is None)."""
         if size is None or size >= len(self):
             return self

@@ -32,7 +32,7 @@ class FeatureCapture:
             h.remove()
         self._handles = []
 
-    def __enter__(self) -> "FeatureCapture":
+    def __enter__(self) -> FeatureCapture:
         return self
 
     def __exit__(self, *exc) -> None:

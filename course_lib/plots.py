@@ -28,8 +28,10 @@ def heatmap(matrix, row_labels, col_labels, title: str = "", fmt: str = "{:.2f}"
     ax.set_yticks(range(len(row_labels)), row_labels)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
+            value = np.log(m[i, j] + 1e-12) if log else m[i, j]
+            dark = value < (np.log(m.max()) - 3 if log else m.max() / 2)
             ax.text(j, i, fmt.format(m[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if (np.log(m[i, j] + 1e-12) if log else m[i, j]) < (np.log(m.max()) - 3 if log else m.max() / 2) else "black")
+                    color="white" if dark else "black")
     fig.colorbar(im, ax=ax)
     ax.set_title(title)
     fig.tight_layout()

@@ -21,7 +21,8 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
+from collections.abc import Iterator, Mapping
 
 from . import paths
 
@@ -328,7 +329,8 @@ def render_readme_table(results: Mapping[str, Any]) -> str:
     rows = []
     for nb in notebook_ids(results):
         seconds = suite.get(nb)
-        shown = format_value(float(seconds)) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else "-"
+        is_number = isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+        shown = format_value(float(seconds)) if is_number else "-"
         heads = "; ".join(f"{name} = {format_value(value)}" for name, value in headline_figures(results, nb))
         rows.append([nb, shown, heads or "-"])
     if not rows:

@@ -53,7 +53,7 @@ def stacking(train, config, sizes, repeats, epochs=2):
                                 ("stacked", Execution(stack=True, max_stack=n, progress=False))):
             if mode == "stacked" and n == 1:
                 continue
-            t = best_of(lambda: fit(make, specs, train, cfg, execution=execution), repeats=repeats)
+            t = best_of(lambda specs=specs, ex=execution: fit(make, specs, train, cfg, execution=ex), repeats=repeats)
             best[mode] = round(t / (n * epochs), 4)
         if "stacked" in best:
             best["speedup"] = round(best["one_by_one"] / best["stacked"], 2)

@@ -13,7 +13,10 @@
 
 # %% code skip
 # Setup: installs course_lib only on Colab (locally, `make setup` has done it already).
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
 if importlib.util.find_spec("google.colab") is not None:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
                     "git+https://github.com/kd-course/kd-course.git"], check=True)
@@ -22,7 +25,7 @@ if importlib.util.find_spec("google.colab") is not None:
 # %% code subslide
 import torch
 import matplotlib.pyplot as plt
-from course_lib.profiles import configure_threads, environment_report, get_device, get_profile
+from course_lib.profiles import configure_threads, environment_report, get_profile
 
 configure_threads()
 profile = get_profile()            # "quick" unless COURSE_PROFILE=full
@@ -212,7 +215,7 @@ figures = {
     "headline": ["teacher_test_accuracy", "mean_entropy_by_T.1", "mean_entropy_by_T.4"],
 }
 record_many("01_dark_knowledge", figures)
-print(f"| temperature | " + " | ".join(str(t) for t in TEMPERATURES) + " |")
+print("| temperature | " + " | ".join(str(t) for t in TEMPERATURES) + " |")
 print("|---|" + "---|" * len(TEMPERATURES))
 print("| mean entropy (nats) | " + " | ".join(f"{entropy_at[t]:.3f}" for t in TEMPERATURES) + " |")
 print("closest pairs:", "; ".join(top_pairs))
@@ -249,6 +252,7 @@ exercises = next((p for p in (Path("../exercises"), Path("exercises")) if p.is_d
 if exercises is None:   # e.g. on Colab, where only course_lib was installed
     print("exercises/ not found: clone the course repository and open this notebook from notebooks/")
 else:
+    from IPython.display import display
     display(grade(exercises, only="ex01"))
 
 # %% md slide

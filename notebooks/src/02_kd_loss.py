@@ -12,7 +12,10 @@
 
 # %% code skip
 # Setup: installs course_lib only on Colab (locally, `make setup` has done it already).
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
 if importlib.util.find_spec("google.colab") is not None:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
                     "git+https://github.com/kd-course/kd-course.git"], check=True)
@@ -224,14 +227,16 @@ print("mean KD advantage on the held-out subset by epoch:",
 # %% code subslide
 SHORT_EPOCHS = max(1, config.epochs // 10)
 short_specs = [RunSpec("alone", s) for s in SEEDS] + [RunSpec("kd", s, MAIN_T, MAIN_ALPHA) for s in SEEDS]
-short = fit(make_student, short_specs, student_train, TrainConfig.from_profile(profile, epochs=SHORT_EPOCHS, eval_every=0),
-            teacher_logits=teacher_logits, test=test, execution=execution, desc=f"{SHORT_EPOCHS}-epoch students")
+short_config = TrainConfig.from_profile(profile, epochs=SHORT_EPOCHS, eval_every=0)
+short = fit(make_student, short_specs, student_train, short_config, teacher_logits=teacher_logits, test=test,
+            execution=execution, desc=f"{SHORT_EPOCHS}-epoch students")
 short_by = {(r.spec.name, r.spec.seed): r.test_accuracy for r in short}
 short_gains = np.array([short_by["kd", s] - short_by["alone", s] for s in SEEDS])
-print(f"| schedule | alone | distilled | gain per seed |\n|---|---|---|---|")
-print(f"| {SHORT_EPOCHS} epochs | {np.mean([short_by['alone', s] for s in SEEDS]):.2f} | "
-      f"{np.mean([short_by['kd', s] for s in SEEDS]):.2f} | {', '.join(f'{g:+.2f}' for g in short_gains)} |")
-print(f"| {config.epochs} epochs | {alone.mean():.2f} | {distilled.mean():.2f} | {', '.join(f'{g:+.2f}' for g in gains)} |")
+print("| schedule | alone | distilled | gain per seed |\n|---|---|---|---|")
+short_alone, short_kd = (np.mean([short_by[name, s] for s in SEEDS]) for name in ("alone", "kd"))
+per_seed = lambda values: ", ".join(f"{g:+.2f}" for g in values)
+print(f"| {SHORT_EPOCHS} epochs | {short_alone:.2f} | {short_kd:.2f} | {per_seed(short_gains)} |")
+print(f"| {config.epochs} epochs | {alone.mean():.2f} | {distilled.mean():.2f} | {per_seed(gains)} |")
 margin = profile.claim("02.short_schedule_margin")
 assert margin is None or ((short_gains < gains).all() and short_gains.mean() < gains.mean() - margin)
 
@@ -315,7 +320,8 @@ figures = {
     "augmented_mean": round(float(augmented.mean()), 2),
     "augmented_seeds": {str(s): round(float(v), 2) for s, v in zip(SEEDS, augmented)},
     "short_schedule": {"epochs": SHORT_EPOCHS,
-                       "seeds": {str(s): {"alone": round(short_by["alone", s], 2), "distilled": round(short_by["kd", s], 2)}
+                       "seeds": {str(s): {"alone": round(short_by["alone", s], 2),
+                                          "distilled": round(short_by["kd", s], 2)}
                                  for s in SEEDS},
                        "gain_mean": round(float(short_gains.mean()), 2)},
     "distilled_mean": round(float(distilled.mean()), 2), "distilled_std": round(float(distilled.std(ddof=1)), 2),
@@ -381,6 +387,7 @@ exercises = next((p for p in (Path("../exercises"), Path("exercises")) if p.is_d
 if exercises is None:   # e.g. on Colab, where only course_lib was installed
     print("exercises/ not found: clone the course repository and open this notebook from notebooks/")
 else:
+    from IPython.display import display
     display(grade(exercises, only="ex02"))
 
 # %% md slide
