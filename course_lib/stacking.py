@@ -1,20 +1,31 @@
-"""Train several small models as one: stacked (grouped) layers.
+"""Train several small models as one: stacked modules.
 
 N students of the same architecture - different seeds, or different distillation settings - are
 independent problems, but each one alone is too small to keep a CPU busy. Stacking them makes one
-module whose layers hold all N weight sets: a convolution with ``groups=N`` runs N convolutions in
-one kernel call, ``torch.baddbmm`` runs N linear layers. Every model still sees its own inputs and
-gets exactly its own gradient (the loss is a *sum* of per-model losses, and AdamW is elementwise),
-so training the stack is the same computation as training the N models one by one - a test checks
-that parameters agree after several steps.
+module that holds all N weight sets and computes all N models in each call. Every model still sees
+its own inputs and gets exactly its own gradient (the loss is a *sum* of per-model losses, and AdamW
+is elementwise), so training the stack is the same computation as training the N models one by
+one - tests check that parameters agree after several steps.
 
-Layout: a stacked model takes ``[N, B, ...]`` inputs and returns ``[N, B, classes]``. Inside, conv
-activations live as ``[B, N*C, H, W]`` (model ``n`` owns channels ``n*C ... (n+1)*C - 1``); use
-``split_models`` to view them as ``[N, B, C, H, W]``.
+A stacked module takes ``[N, B, ...]`` inputs (model ``n`` sees ``x[n]``) and returns what one model
+returns with a leading ``N`` (``[N, B, classes]``, or a tuple of such tensors for multi-head models);
+``module.unstack()`` gives back ordinary, independent models with the trained weights. Two ways of
+building one:
 
-``stack_models(models)`` returns the stacked module (or raises ``TypeError`` for classes that do not
-support it, e.g. models with BatchNorm, whose batch statistics would have to be kept per model);
-``module.unstack()`` gives back ordinary, independent models.
+* ``"grouped"`` - hand-written classes (``StackedStudentCNN``): a convolution with ``groups=N`` runs
+  N convolutions in one kernel call, ``torch.baddbmm`` runs N linear layers. Inside, conv
+  activations live as ``[B, N*C, H, W]`` (model ``n`` owns channels ``n*C ... (n+1)*C - 1``), which
+  ``split_models`` views as ``[N, B, C, H, W]`` (feature hooks rely on this layout).
+* ``"vmap"`` - ``VmapStack``, generic: ``torch.func.stack_module_state`` stacks the N weight sets into
+  ``[N, ...]`` parameters and ``torch.vmap`` maps ``torch.func.functional_call`` over them. Works for
+  any architecture without BatchNorm.
+
+``stack_models(models, method="auto")`` picks the mechanism per class (``STACK_METHOD``; classes not
+listed get ``"vmap"``), a choice based on ``scripts/bench_stacking.py``: ``StudentCNN`` keeps
+``"grouped"``, which the benchmark finds about as fast as vmap, because it is what the course's
+results were computed with (vmap rounds differently) and feature hooks rely on its layout.
+``can_stack(models)`` says whether a list can be stacked at all. Models with BatchNorm cannot: their
+batch statistics (and running-statistics buffers, updated in place) would have to be kept per model.
 """
 from __future__ import annotations
 
@@ -23,8 +34,9 @@ import copy
 import torch
 from torch import nn
 import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state
 
-from .models import MLPStudent, StudentCNN
+from .models import StudentCNN, ViT
 
 
 def split_models(h: torch.Tensor, n_models: int) -> torch.Tensor:
@@ -58,7 +70,8 @@ class GroupedConv2d(nn.Module):
         out_c, in_c, kh, kw = self.weight.shape
         convs = []
         for w, b in zip(self.weight.detach().chunk(n), self.bias.detach().chunk(n)):
-            conv = nn.Conv2d(in_c, out_c // n, (kh, kw), self.stride, self.padding)
+            conv = nn.Conv2d(in_c, out_c // n, (kh, kw), self.stride, self.padding,
+                             device=w.device, dtype=w.dtype)
             conv.weight.data.copy_(w)
             conv.bias.data.copy_(b)
             convs.append(conv)
@@ -79,7 +92,7 @@ class GroupedLinear(nn.Module):
     def unstack(self) -> list[nn.Linear]:
         out = []
         for w, b in zip(self.weight.detach(), self.bias.detach()):
-            lin = nn.Linear(w.shape[0], w.shape[1])
+            lin = nn.Linear(w.shape[0], w.shape[1], device=w.device, dtype=w.dtype)
             lin.weight.data.copy_(w.t())
             lin.bias.data.copy_(b[0])
             out.append(lin)
@@ -117,49 +130,124 @@ class StackedStudentCNN(nn.Module):
         return models
 
 
-class StackedMLP(nn.Module):
-    """N ``MLPStudent`` models as one module: ``[N, B, ...]`` -> ``[N, B, classes]``."""
+def _batchnorm_layers(model: nn.Module) -> list[str]:
+    """Names of the layers that normalise with batch statistics or keep running statistics."""
+    return [name or type(model).__name__ for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            or (isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats)]
 
-    def __init__(self, models: list[MLPStudent]):
+
+class VmapStack(nn.Module):
+    """N models of one class as one module, by ``torch.vmap`` over ``torch.func.functional_call``.
+
+    ``self.stacked`` is a copy of the first model whose parameters (and buffers) are replaced by
+    ``[N, ...]`` stacks of all N models' - real ``nn.Parameter``s under the model's own names
+    (``stacked.blocks.0.attn.qkv.weight``), so an optimizer trains them. It is never called
+    directly: ``forward`` maps one model's ``functional_call`` over the leading ``N``.
+
+    Randomness: ``vmap(randomness="different")``, so dropout draws an independent mask for each
+    model, as N separately trained models would; the masks are not the ones the same seeds would
+    give one by one, so stacked training equals one-by-one training exactly only for models without
+    dropout (or in ``eval()`` mode). Forward hooks on ``stacked``'s submodules run inside vmap and see
+    per-model (batched) tensors, which must not be kept past the call; use the grouped stacks for
+    feature hooks.
+    """
+
+    def __init__(self, models: list[nn.Module]):
         super().__init__()
+        _check_stackable(models)
         self.n_models = len(models)
-        per_layer = zip(*[[l for l in m.net if isinstance(l, nn.Linear)] for m in models])
-        self.layers = nn.ModuleList(GroupedLinear(list(ls)) for ls in per_layer)
+        params, buffers = stack_module_state(models)
+        self.stacked = copy.deepcopy(models[0])
+        for name, t in params.items():
+            _set_tensor(self.stacked, name, nn.Parameter(t.detach().clone(), t.requires_grad))
+        for name, t in buffers.items():
+            _set_tensor(self.stacked, name, t.detach().clone())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.flatten(2)
-        for i, layer in enumerate(self.layers):
-            h = layer(h)
-            if i < len(self.layers) - 1:
-                h = torch.relu(h)
-        return h
+    def forward(self, x: torch.Tensor):
+        def one_model(params, buffers, xi):
+            return functional_call(self.stacked, (params, buffers), (xi,))
 
-    def unstack(self) -> list[MLPStudent]:
-        per_model = zip(*[layer.unstack() for layer in self.layers])
+        params = dict(self.stacked.named_parameters())
+        buffers = dict(self.stacked.named_buffers())
+        return torch.vmap(one_model, randomness="different")(params, buffers, x)
+
+    def unstack(self) -> list[nn.Module]:
         models = []
-        for linears in per_model:
-            hidden = tuple(l.out_features for l in linears[:-1])
-            m = MLPStudent(linears[0].in_features, linears[-1].out_features, hidden)
-            for dst, src in zip([l for l in m.net if isinstance(l, nn.Linear)], linears):
-                dst.load_state_dict(src.state_dict())
+        for i in range(self.n_models):
+            m = copy.deepcopy(self.stacked)
+            for name, p in self.stacked.named_parameters():
+                _set_tensor(m, name, nn.Parameter(p.detach()[i].clone(), p.requires_grad))
+            for name, b in self.stacked.named_buffers():
+                _set_tensor(m, name, b[i].clone())
             models.append(m)
         return models
 
 
-STACKABLE = {StudentCNN: StackedStudentCNN, MLPStudent: StackedMLP}
+def _set_tensor(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    """Replace the parameter or buffer ``name`` ("blocks.0.norm1.weight"); a buffer keeps its persistence."""
+    path, _, leaf = name.rpartition(".")
+    setattr(module.get_submodule(path), leaf, value)
+
+
+def _stack_problem(models: list[nn.Module]) -> str | None:
+    """Why the (non-empty) list ``models`` cannot be stacked, or ``None`` if it can."""
+    cls = type(models[0])
+    names = sorted({type(m).__name__ for m in models})
+    if any(type(m) is not cls for m in models):
+        return f"cannot stack {names}: stacking needs models of one class"
+    bn = _batchnorm_layers(models[0])
+    if bn:
+        return (f"cannot stack {names}: BatchNorm layers {bn} keep batch statistics, which would have "
+                f"to be kept per model; train these models one by one")
+    if not list(models[0].parameters()):
+        return f"cannot stack {names}: the models have no parameters"
+    shapes = [[(n, t.shape) for n, t in [*m.named_parameters(), *m.named_buffers()]] for m in models]
+    if any(s != shapes[0] for s in shapes):
+        return f"cannot stack {names}: the models' parameter shapes differ"
+    if len(list(models[0].named_parameters(remove_duplicate=False))) != len(list(models[0].parameters())):
+        return f"cannot stack {names}: the models share (tie) parameters between layers"
+    return None
+
+
+def _check_stackable(models: list[nn.Module]) -> None:
+    if not models:
+        raise ValueError("stacking needs at least one model")
+    problem = _stack_problem(models)
+    if problem:
+        raise TypeError(problem)
+
+
+# Hand-written stacks, and the mechanism "auto" uses per class; a class not listed gets "vmap".
+# Based on scripts/bench_stacking.py (seconds per model-epoch, one by one vs grouped vs vmap; rerun
+# it when adding a class or changing torch). StudentCNN stays "grouped" although vmap measures as
+# fast or a little faster: grouped is bit-for-bit what notebook 02's results were computed with, and
+# hooks (course_lib.hooks) read its [B, N*C, H, W] activations.
+GROUPED = {StudentCNN: StackedStudentCNN}
+STACK_METHOD = {StudentCNN: "grouped", ViT: "vmap"}
+METHODS = ("auto", "grouped", "vmap")
 
 
 def can_stack(models: list[nn.Module]) -> bool:
+    """True for a non-empty list of same-class, same-shape models with parameters and no BatchNorm."""
+    return bool(models) and _stack_problem(models) is None
+
+
+def stack_models(models: list[nn.Module], method: str = "auto") -> nn.Module:
+    """One stacked module computing all ``models`` (copies their weights; the inputs are untouched).
+
+    ``method``: ``"auto"`` (the class's entry in ``STACK_METHOD``, else ``"vmap"``), ``"grouped"``
+    (a hand-written stack, ``GROUPED``) or ``"vmap"`` (``VmapStack``).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown stacking method {method!r}; expected one of {list(METHODS)}")
+    _check_stackable(models)
     cls = type(models[0])
-    return cls in STACKABLE and all(type(m) is cls for m in models)
-
-
-def stack_models(models: list[nn.Module]) -> nn.Module:
-    """One stacked module computing all ``models`` (copies their weights; the inputs are untouched)."""
-    if not models:
-        raise ValueError("stack_models needs at least one model")
-    if not can_stack(models):
-        names = sorted({type(m).__name__ for m in models})
-        raise TypeError(f"cannot stack {names}: stacking supports one class at a time among "
-                        f"{[c.__name__ for c in STACKABLE]}")
-    return STACKABLE[type(models[0])](models)
+    if method == "auto":
+        method = STACK_METHOD.get(cls, "vmap")
+    if method == "grouped":
+        if cls not in GROUPED:
+            raise TypeError(f"no grouped (hand-written) stack for {cls.__name__}; those exist for "
+                            f"{[c.__name__ for c in GROUPED]} - use method='vmap'")
+        return GROUPED[cls](models)
+    return VmapStack(models)

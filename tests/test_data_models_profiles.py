@@ -7,7 +7,7 @@ import torch
 
 from course_lib import data as data_mod
 from course_lib.data import TensorData, find_fashion_mnist, load_fashion_mnist, random_shift_flip
-from course_lib.models import MLPStudent, StudentCNN, TeacherCNN, build_model, count_parameters
+from course_lib.models import StudentCNN, TeacherCNN, ViT, build_model, count_parameters
 from course_lib.profiles import (configure_threads, environment_report, get_device, get_profile,
                                  seed_everything)
 
@@ -87,12 +87,38 @@ def test_shift_flip_keeps_shape_and_content():
 def test_parameter_counts_match_the_calibration():
     assert count_parameters(TeacherCNN()) == 390_634
     assert count_parameters(StudentCNN()) == 20_490
-    assert count_parameters(build_model("student_cnn_small")) == 9_098
-    assert count_parameters(MLPStudent(hidden=(32,))) == 784 * 32 + 32 + 32 * 10 + 10
+    assert count_parameters(StudentCNN(widths=(8, 16))) == 9_098
     cifar = build_model("teacher", TensorData(torch.zeros(2, 3, 32, 32), torch.zeros(2), tuple(range(100))))
     assert cifar(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
     with pytest.raises(ValueError, match="unknown model"):
         build_model("resnet9000")
+    for removed in ("mlp", "student_cnn_small"):
+        with pytest.raises(ValueError, match="unknown model"):
+            build_model(removed)
+
+
+def vit_parameters(c, classes, image, patch, dim, depth, mlp_ratio):
+    """ViT parameter count by formula: weights + biases of each layer, LayerNorm = 2 * dim."""
+    tokens = 1 + (image // patch) ** 2
+    embed = c * patch * patch * dim + dim + dim + tokens * dim        # patch conv, class token, positions
+    attn = dim * 3 * dim + dim * dim + dim                            # qkv (no bias), output projection
+    mlp = dim * mlp_ratio * dim + mlp_ratio * dim + mlp_ratio * dim * dim + dim
+    block = 2 * (2 * dim) + attn + mlp
+    return embed + depth * block + 2 * dim + dim * classes + classes  # final norm, head
+
+
+def test_vit_parameters_and_shapes():
+    vit = build_model("vit")
+    assert isinstance(vit, ViT) and count_parameters(vit) == vit_parameters(1, 10, 28, 4, 64, 4, 2) == 138_250
+    assert vit(torch.zeros(5, 1, 28, 28)).shape == (5, 10)
+    assert vit.embed(torch.zeros(5, 1, 28, 28)).shape == (5, 1 + 49, 64)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in vit.modules())
+    cifar = TensorData(torch.zeros(2, 3, 32, 32), torch.zeros(2), tuple(range(100)))
+    big = build_model("vit", cifar, dim=48, depth=2, heads=3, mlp_ratio=4)
+    assert count_parameters(big) == vit_parameters(3, 100, 32, 4, 48, 2, 4)
+    assert big(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
+    with pytest.raises(ValueError, match="divisible"):
+        ViT(dim=30, heads=4)
 
 
 def test_profiles_and_environment(monkeypatch):
