@@ -21,7 +21,7 @@ building one:
   any architecture without BatchNorm.
 
 ``stack_models(models, method="auto")`` picks the mechanism per class (``STACK_METHOD``; classes not
-listed get ``"vmap"``), a choice based on ``scripts/bench_stacking.py``: ``StudentCNN`` keeps
+listed get ``"vmap"``), a choice based on ``scripts/benchmark.py`` ("stacking"): ``StudentCNN`` keeps
 ``"grouped"``, which the benchmark finds about as fast as vmap, because it is what the course's
 results were computed with (vmap rounds differently) and feature hooks rely on its layout.
 ``can_stack(models)`` says whether a list can be stacked at all. Models with BatchNorm cannot: their
@@ -219,7 +219,7 @@ def _check_stackable(models: list[nn.Module]) -> None:
 
 
 # Hand-written stacks, and the mechanism "auto" uses per class; a class not listed gets "vmap".
-# Based on scripts/bench_stacking.py (seconds per model-epoch, one by one vs grouped vs vmap; rerun
+# Based on scripts/benchmark.py, "stacking" (seconds per model-epoch, one by one vs grouped vs vmap; rerun
 # it when adding a class or changing torch). StudentCNN stays "grouped" although vmap measures as
 # fast or a little faster: grouped is bit-for-bit what notebook 02's results were computed with, and
 # hooks (course_lib.hooks) read its [B, N*C, H, W] activations.
