@@ -9,11 +9,14 @@ Two situations, told apart by :func:`repo_root`:
   ``scripts/install_assets.sh`` installs, ``exercises/`` and ``solutions/``.
 * **An installed package** (``pip install`` of the repository, as the Colab setup cell does): the
   package sits in ``site-packages`` and nothing is written there. Results, build output, exercises
-  and solutions are relative to the current working directory; artifacts and assets go to the
-  user's cache folder, :func:`user_cache_dir` (``$XDG_CACHE_HOME/kd-course`` or
-  ``~/.cache/kd-course``; ``%LOCALAPPDATA%\\kd-course`` on Windows).
+  and solutions are relative to the course folder ``$COURSE_HOME`` when it is set (the Colab setup
+  cell clones the repository, installs it from the clone and sets it to the clone), else to the
+  current working directory; artifacts and assets go to the user's cache folder,
+  :func:`user_cache_dir` (``$XDG_CACHE_HOME/kd-course`` or ``~/.cache/kd-course``;
+  ``%LOCALAPPDATA%\\kd-course`` on Windows).
 
-Environment overrides: ``COURSE_CACHE`` (the artifact cache, :func:`cache_dir`), ``ASSETS_DIR``
+Environment overrides: ``COURSE_HOME`` (the course folder of an installed package),
+``COURSE_CACHE`` (the artifact cache, :func:`cache_dir`), ``ASSETS_DIR``
 (the assets folder, the variable ``scripts/install_assets.sh`` reads) and ``COURSE_RESULTS`` (the
 results file, read by :func:`course_lib.results.results_path`).
 
@@ -31,6 +34,7 @@ from pathlib import Path
 
 __all__ = [
     "PROJECT_NAME",
+    "HOME_ENV",
     "CACHE_ENV",
     "ASSETS_ENV",
     "RESULTS_ENV",
@@ -47,6 +51,7 @@ __all__ = [
 ]
 
 PROJECT_NAME = "kd-course"      # the distribution name in pyproject.toml; also the user cache folder
+HOME_ENV = "COURSE_HOME"        # the course folder (a clone) when the package is installed, e.g. on Colab
 CACHE_ENV = "COURSE_CACHE"      # overrides cache_dir()
 ASSETS_ENV = "ASSETS_DIR"       # overrides assets_dir() (scripts/install_assets.sh reads it too)
 RESULTS_ENV = "COURSE_RESULTS"  # overrides the results file (course_lib.results.results_path)
@@ -91,8 +96,9 @@ def repo_root() -> Path | None:
 
 
 def project_root() -> Path:
-    """The repository in a checkout, else the current working directory."""
-    return repo_root() or Path.cwd()
+    """The repository in a checkout, else ``$COURSE_HOME``, else the current working directory."""
+    home = os.environ.get(HOME_ENV)
+    return repo_root() or (Path(home).expanduser() if home else Path.cwd())
 
 
 def build_dir() -> Path:

@@ -15,7 +15,7 @@ from course_lib import paths
 
 REPO = Path(__file__).resolve().parent.parent
 PYPROJECT = '[build-system]\nrequires = ["setuptools"]\n\n[project]\nname = "{name}"\nversion = "0"\n'
-PATH_ENV = ("COURSE_CACHE", "COURSE_RESULTS", "ASSETS_DIR", "XDG_CACHE_HOME")
+PATH_ENV = ("COURSE_HOME", "COURSE_CACHE", "COURSE_RESULTS", "ASSETS_DIR", "XDG_CACHE_HOME")
 
 
 @pytest.fixture
@@ -81,6 +81,8 @@ def test_installed_package_uses_cwd_and_user_cache(tmp_path, clean_env):
     assert paths.user_cache_dir() == tmp_path / "local" / "kd-course"
     from course_lib import results
     assert results.results_path() == work / "build" / "results.json"
+    clean_env.setenv("COURSE_HOME", str(tmp_path / "clone"))       # what the Colab setup cell sets
+    assert paths.project_root() == tmp_path / "clone" and paths.exercises_dir() == tmp_path / "clone" / "exercises"
 
 
 def test_environment_overrides(tmp_path, clean_env):
@@ -183,3 +185,34 @@ print(json.dumps({"file": course_lib.__file__, "repo": str(paths.repo_root()), "
     assert json.loads((work / "build" / "results.json").read_text()) == {"00_probe": {"value": 1}}
     assert (work / "build" / "report.md").exists()
     assert _snapshot(site) == before, f"({how}) something was written into site-packages"
+
+
+@pytest.mark.slow
+def test_colab_like_install_finds_the_clones_exercises(tmp_path):
+    """What the Colab setup cell does: a clone, a non-editable install of it, COURSE_HOME set to the
+    clone, and the notebook's kernel running somewhere else: exercises and grading are found in the
+    clone, results go to the clone's build/, and nothing is written into site-packages."""
+    site, work, home, clone = tmp_path / "site", tmp_path / "work", tmp_path / "home", tmp_path / "clone"
+    work.mkdir()
+    shutil.copytree(REPO / "exercises", clone / "exercises")
+    shutil.copytree(REPO / "solutions", clone / "solutions")
+    how = _install(site, tmp_path)
+    before = _snapshot(site)
+    code = """
+import json
+from course_lib import paths, results
+results.record("00_probe", "value", 1)
+print(json.dumps({"exercises": str(paths.exercises_dir()), "results": str(results.results_path()),
+                  "cache": str(paths.cache_dir()),
+                  "ex01": (paths.exercises_dir() / "ex01_dark_knowledge.py").is_file()}))
+"""
+    env = _base_env(PYTHONPATH=str(site), HOME=str(home), PYTHONDONTWRITEBYTECODE="1", COURSE_OFFLINE="1",
+                    COURSE_HOME=str(clone))
+    done = _run(code, env, work)
+    assert done.returncode == 0, f"({how}) {done.stderr}"
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert Path(got["exercises"]) == clone / "exercises" and got["ex01"]
+    assert Path(got["results"]) == clone / "build" / "results.json"
+    assert Path(got["cache"]) == home / ".cache" / "kd-course" / "course"
+    assert _snapshot(site) == before, f"({how}) something was written into site-packages"
+    assert not (work / "build").exists()
