@@ -1,7 +1,7 @@
 # Knowledge-distillation course: one-command entry points.
-#   make course   set up, run every notebook (quick profile), write build/ and the README table
+#   make course   set up, run every notebook (quick profile), write build/ (report, HTML, decks)
 #   make test     set up, run the unit tests and every notebook under nbval
-#   make lab      set up, open JupyterLab on notebooks/ with the course kernel
+#   make lab      set up, open JupyterLab on the repository (notebooks/ first) with the course kernel
 #   make slides   set up, build offline reveal.js decks into build/slides/
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -17,19 +17,18 @@ export OMP_WAIT_POLICY := PASSIVE
 export MPLBACKEND := Agg
 
 LAB_ARGS ?=
-# jupyter refuses to run as root without --allow-root (containers, CI-like machines)
-LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 PYTEST_NB_ARGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
 
-.PHONY: help setup course test lint lab slides benchmark clean
+.PHONY: help setup course test lint lab slides benchmark publish-results clean
 
 help:
-	@echo "make course   run every notebook (quick profile), write build/ and the README results table"
+	@echo "make course   run every notebook (quick profile), write build/ (results, report, HTML, decks)"
 	@echo "make test     ruff + unit tests + every notebook under nbval"
 	@echo "make lint     ruff over course_lib, scripts, tests and notebook sources"
-	@echo "make lab      JupyterLab on notebooks/ (kernel 'KD course (.venv)')"
+	@echo "make lab      JupyterLab on the repository, opened on notebooks/ (kernel 'KD course (.venv)')"
 	@echo "make slides   offline reveal.js decks in build/slides/"
 	@echo "make benchmark  engine speed figures -> build/benchmark.json"
+	@echo "make publish-results  (maintainers) copy the results table of build/results.json into README.md"
 	@echo "make setup    venv + pinned packages + offline assets + quick-profile teacher (idempotent)"
 
 $(PY):
@@ -50,6 +49,11 @@ course: setup
 	$(PY) scripts/benchmark.py --repeats 8
 	$(PY) -m course_lib.results report
 
+# maintainers: copy build/results.json's table into README.md (a user's `make course` never touches
+# tracked files, so a clone stays clean)
+publish-results:
+	$(PY) -m course_lib.results publish
+
 # speed figures only (build/benchmark.json and the "benchmark" entry of build/results.json)
 benchmark: setup
 	$(PY) scripts/benchmark.py
@@ -63,8 +67,7 @@ lint: setup
 	$(PY) -m ruff check course_lib scripts tests notebooks/src
 
 lab: setup
-	$(PY) -m ipykernel install --sys-prefix --name kd-course --display-name "KD course (.venv)" >/dev/null
-	env -u MPLBACKEND $(PY) -m jupyter lab $(LAB_ROOT) $(LAB_ARGS) notebooks/
+	$(PY) scripts/lab.py $(LAB_ARGS)
 
 slides: setup
 	$(PY) scripts/run_course.py --slides-only

@@ -358,34 +358,44 @@ def update_readme(readme_path: str | os.PathLike, results: Mapping[str, Any]) ->
 def write_report(
     results_file: str | os.PathLike | None = None,
     report_file: str | os.PathLike | None = None,
-    readme_file: str | os.PathLike | None = None,
 ) -> Path:
-    """Render ``build/report.md`` and refresh the README table; returns the report's path.
+    """Render ``build/report.md`` from the results file; returns the report's path.
 
-    The README defaults to the repository's; an installed package (no repository) updates none.
+    A user's run writes only under ``build/``: the README's table is refreshed by a maintainer, from
+    a run they choose to publish (:func:`publish_readme`, ``make publish-results``).
     """
     results = load_results(results_file)
     report = Path(report_file) if report_file is not None else paths.build_dir() / "report.md"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(render_report(results), encoding="utf-8")
-    repo = paths.repo_root()
-    readme = Path(readme_file) if readme_file is not None else (repo / "README.md" if repo else None)
-    if readme is not None and readme.exists():
-        update_readme(readme, results)
     return report
+
+
+def publish_readme(results_file: str | os.PathLike | None = None,
+                   readme_file: str | os.PathLike | None = None) -> Path:
+    """Copy the results table of ``results_file`` into the README (the repository's by default)."""
+    repo = paths.repo_root()
+    if readme_file is None and repo is None:
+        raise FileNotFoundError("no repository README to publish to (installed package): pass readme_file")
+    readme = Path(readme_file) if readme_file is not None else repo / "README.md"
+    update_readme(readme, load_results(results_file))
+    return readme
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_lib.results", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    rep = sub.add_parser("report", help="write build/report.md and update README.md's results table")
+    rep = sub.add_parser("report", help="write build/report.md from the results file")
     rep.add_argument("--results", help="results file (default: $COURSE_RESULTS or build/results.json)")
     rep.add_argument("--out", help="report file (default: build/report.md)")
-    rep.add_argument("--readme", help="README to update (default: README.md at the repo root; none when installed)")
+    pub = sub.add_parser("publish", help="maintainers: copy the results table into README.md")
+    pub.add_argument("--results", help="results file (default: $COURSE_RESULTS or build/results.json)")
+    pub.add_argument("--readme", help="README to update (default: README.md at the repository root)")
     args = parser.parse_args(argv)
     if args.command == "report":
-        report = write_report(args.results, args.out, args.readme)
-        print(f"wrote {report}")
+        print(f"wrote {write_report(args.results, args.out)}")
+    else:
+        print(f"updated {publish_readme(args.results, args.readme)}")
     return 0
 
 

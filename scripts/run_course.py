@@ -9,7 +9,8 @@ Python (cwd ``notebooks/``, 900 s per cell), record its wall time under ``suite`
 ``build/results.json`` (or ``$COURSE_RESULTS``), and write ``build/notebooks/NAME.ipynb``
 (executed), ``build/html/NAME.html`` and ``build/slides/NAME.slides.html`` (solutions removed,
 reveal.js and MathJax copied alongside, so everything opens offline). Then render
-``build/report.md`` and the README's results table. The quick profile (default) runs with
+``build/report.md``. Nothing outside ``build/`` is written: the README's results table is
+refreshed only by a maintainer (``make publish-results``). The quick profile (default) runs with
 ``COURSE_OFFLINE=1``; ``COURSE_PROFILE=full`` allows downloads. Exits non-zero if any notebook
 failed (after trying them all).
 """

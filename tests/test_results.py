@@ -205,12 +205,20 @@ def test_module_cli_report(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("x\n<!-- results:begin -->\n<!-- results:end -->\n")
     out = tmp_path / "out" / "report.md"
+    repo_readme = (R.REPO_ROOT / "README.md").read_text()
     proc = subprocess.run(
-        [sys.executable, "-m", "course_lib.results", "report", "--results", str(results), "--out", str(out), "--readme", str(readme)],
+        [sys.executable, "-m", "course_lib.results", "report", "--results", str(results), "--out", str(out)],
         capture_output=True, text=True, cwd=R.REPO_ROOT, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert out.read_text() == R.render_report(SAMPLE)
+    # a user's run writes only its report: neither this README nor the repository's changes
+    assert "70.5" not in readme.read_text() and (R.REPO_ROOT / "README.md").read_text() == repo_readme
+    proc = subprocess.run(
+        [sys.executable, "-m", "course_lib.results", "publish", "--results", str(results), "--readme", str(readme)],
+        capture_output=True, text=True, cwd=R.REPO_ROOT, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
     assert "| 02_kd_loss | 70.5 |" in readme.read_text()
 
 
