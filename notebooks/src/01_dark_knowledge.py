@@ -45,7 +45,7 @@ print(environment_report(profile))
 # is "a bit like a T-shirt, a little like a coat, nothing like a sneaker". Hinton, Vinyals and Dean
 # called this structure **dark knowledge**: the student in notebook 02 learns from it.
 
-# %% code fragment
+# %% code skip
 import inspect
 from course_lib import losses
 print(inspect.getsource(losses.softmax_with_temperature))
@@ -71,6 +71,8 @@ classes = test.classes
 print(f"train images: {len(train):,}  test images: {len(test):,}  classes: {len(classes)}")
 print(f"teacher: {count_parameters(teacher):,} parameters, trained {teacher_info['epochs']} epochs "
       f"in {teacher_info['train_seconds']} s; test accuracy now: {teacher_acc:.2f}%")
+
+# %% code skip
 # The margins this notebook asserts are profile settings (`profile.claims`), calibrated in the quick profile.
 assert teacher_acc > profile.claim("01.teacher_min_accuracy"), \
     "the cached teacher is not the trained one: rerun `python -m course_lib.teachers --retrain`"
@@ -92,6 +94,8 @@ of_class = test.y == shirt
 correct = of_class & (test_logits.argmax(1) == shirt)
 example = int(torch.nonzero(correct if correct.any() else of_class)[0])
 probs_by_t = {t: softmax_with_temperature(test_logits[example], t) for t in TEMPERATURES}
+
+# %% code subslide
 fig = tempered_softmax_bars(probs_by_t, classes, title=f"Teacher on test image {example} (true class: {EXAMPLE})")
 plt.show()
 for t, p in probs_by_t.items():
@@ -121,6 +125,8 @@ fig.axes[0].legend()
 plt.show()
 entropy_at = {t: float(entropy_vs_temperature(test_logits, [t])) for t in TEMPERATURES}
 print({t: round(h, 3) for t, h in entropy_at.items()})
+
+# %% code skip
 assert all(a < b for a, b in zip(mean_entropy, mean_entropy[1:])), "entropy must grow with T"
 if profile.claim("01.entropy_brackets"):
     assert entropy_at[1] < 0.5 * math.log(len(classes)) < entropy_at[20] < math.log(len(classes))
@@ -140,6 +146,8 @@ T_SIM = 4
 similarity = class_similarity(softmax_with_temperature(test_logits, T_SIM), test.y, len(classes))
 fig = heatmap(similarity, classes, classes, f"Mean soft target per true class (T = {T_SIM})", log=True)
 plt.show()
+
+# %% code subslide
 pairs = most_similar_pairs(similarity, classes, k=max(6, profile.claim("01.top_pairs")))
 for a, b, s in pairs:
     print(f"{a:>12} ~ {b:<12} {s:.3f}")
@@ -157,6 +165,8 @@ k = profile.claim("01.top_pairs")
 within = fraction_within_groups(pairs[:k], groups)
 nearest_to_shirt = classes[int(similarity[shirt].clone().index_fill_(0, torch.tensor(shirt), -1).argmax())]
 print(f"\n{within:.0%} of the {k} closest pairs lie inside one group; nearest class to {EXAMPLE}: {nearest_to_shirt}")
+
+# %% code skip
 # The closest pairs stay inside a group (quick profile: all four inside "upper-body garments" or
 # "footwear"): the teacher has learnt a similarity structure that the one-hot labels never told it.
 assert within >= profile.claim("01.top_pairs_within_group"), pairs[:k]
@@ -194,12 +204,14 @@ reverse = soft_target_kl(s_logits, t_logits, T, direction="reverse").mean()
 print(f"nn.KLDivLoss(log p_s, p_t)  = {kldiv:.5f}")
 print(f"KL(teacher || student)      = {forward:.5f}   <- what KLDivLoss computes")
 print(f"KL(student || teacher)      = {reverse:.5f}")
+
+# %% code skip
 assert torch.allclose(kldiv, forward, rtol=1e-4, atol=1e-6) and not torch.allclose(kldiv, reverse, rtol=1e-2)
 
 # %% md slide
 # ## Results
 
-# %% code subslide
+# %% code skip
 from course_lib.results import record_many
 
 top_pairs = [f"{a} ~ {b}" for a, b, _ in pairs[:4]]
@@ -215,6 +227,8 @@ figures = {
     "headline": ["teacher_test_accuracy", "mean_entropy_by_T.1", "mean_entropy_by_T.4"],
 }
 record_many("01_dark_knowledge", figures)
+
+# %% code
 print("| temperature | " + " | ".join(str(t) for t in TEMPERATURES) + " |")
 print("|---|" + "---|" * len(TEMPERATURES))
 print("| mean entropy (nats) | " + " | ".join(f"{entropy_at[t]:.3f}" for t in TEMPERATURES) + " |")
@@ -235,6 +249,8 @@ z = test_logits[example:example + 1]
 naive = torch.log(F.softmax(z / 0.05, -1))
 stable = F.log_softmax(z / 0.05, -1)
 print("log(softmax):", naive.min().item(), "   log_softmax:", stable.min().item())
+
+# %% code skip
 assert torch.isinf(naive).any() and torch.isfinite(stable).all()
 
 # %% md slide

@@ -43,7 +43,7 @@ print(environment_report(profile, device))
 #   Multiplying by $T^2$ keeps it on the scale of the hard-label term whatever $T$ is (Hinton et al. 2015, §2).
 # - $\alpha = 0$ is the student trained alone; $\alpha = 1$ uses the teacher only.
 
-# %% code fragment
+# %% code skip
 import inspect
 from course_lib import losses
 print(inspect.getsource(losses.kd_loss))
@@ -60,6 +60,8 @@ for T in (1, 2, 4, 8, 16):
     z2 = zs.clone().requires_grad_(); kd_loss(z2, zt, None, T, alpha=1.0).backward()
     print(f"{T:>2}   {z1.grad.norm():.2e}            {z2.grad.norm():.2e}")
     norms[T] = (z1.grad.norm().item(), z2.grad.norm().item())
+
+# %% code skip
 raw, scaled = [v[0] for v in norms.values()], [v[1] for v in norms.values()]
 assert raw[0] / raw[-1] > 100 and max(scaled) / min(scaled) < 2   # without T^2: ~1/T^2 decay; with it: flat
 
@@ -156,7 +158,7 @@ print(f"| mean +- std | {teacher_acc:.2f} | {alone.mean():.2f} +- {alone.std(ddo
       f"{distilled.mean():.2f} +- {distilled.std(ddof=1):.2f} | {gains.mean():+.2f} |")
 print(f"\nfraction of the teacher-student gap recovered: {gap_recovered:.2f}")
 
-# %% code fragment
+# %% code subslide
 from course_lib.plots import bars_with_errors
 fig, ax = plt.subplots(figsize=(7, 4))
 bars_with_errors(["alone", "alone + LS 0.1", "alone + aug.", f"distilled\n(T={MAIN_T:g}, α={MAIN_ALPHA})", "teacher"],
@@ -165,6 +167,8 @@ bars_with_errors(["alone", "alone + LS 0.1", "alone + aug.", f"distilled\n(T={MA
                  "test accuracy (%)", f"{len(SEEDS)} seeds, full test set", ax=ax,
                  ylim=(min(alone.min(), distilled.min()) - 2, teacher_acc + 1))
 plt.show()
+
+# %% code skip
 # The claim of this notebook, asserted: the distilled student beats the one trained alone on every seed,
 # and recovers a good part of the gap (margins are profile settings, calibrated in the quick profile) ...
 if profile.claim("02.kd_beats_alone"):
@@ -237,6 +241,8 @@ short_alone, short_kd = (np.mean([short_by[name, s] for s in SEEDS]) for name in
 per_seed = lambda values: ", ".join(f"{g:+.2f}" for g in values)
 print(f"| {SHORT_EPOCHS} epochs | {short_alone:.2f} | {short_kd:.2f} | {per_seed(short_gains)} |")
 print(f"| {config.epochs} epochs | {alone.mean():.2f} | {distilled.mean():.2f} | {per_seed(gains)} |")
+
+# %% code skip
 margin = profile.claim("02.short_schedule_margin")
 assert margin is None or ((short_gains < gains).all() and short_gains.mean() < gains.mean() - margin)
 
@@ -300,10 +306,10 @@ ax.barh(list(epoch_times), list(epoch_times.values()), color=["tab:gray", "tab:r
 ax.set(xlabel="seconds per epoch", title="Epoch time of one student")
 plt.show()
 
-# %% md slide
+# %% md skip
 # ## Results recorded
 
-# %% code subslide
+# %% code skip
 from course_lib.results import record_many
 figures = {
     "setting": {"temperature": MAIN_T, "alpha": MAIN_ALPHA, "epochs": config.epochs,
@@ -362,14 +368,19 @@ kl_mean = nn.KLDivLoss(reduction="mean")(log_ps, p_t)
 kl_batchmean = nn.KLDivLoss(reduction="batchmean")(log_ps, p_t)
 print(f"KLDivLoss reduction='batchmean' {kl_batchmean:.4f} vs 'mean' {kl_mean:.5f}: "
       f"{kl_batchmean / kl_mean:.1f}x smaller with 'mean' (= the number of classes)")
+
+# %% code skip
 assert torch.isclose(kl_batchmean / kl_mean, torch.tensor(float(len(test.classes))), rtol=1e-4)
 
+# %% code
 noisy_teacher = copy.deepcopy(teacher).train()          # dropout active, BatchNorm in batch mode
 with torch.no_grad():
     a, b = noisy_teacher(student_train.x[:512]), noisy_teacher(student_train.x[:512])
 print(f"teacher left in train mode: two passes over the same images disagree on "
       f"{(a.argmax(1) != b.argmax(1)).float().mean() * 100:.1f}% of the predictions, "
       f"mean |logit difference| {(a - b).abs().mean():.3f}")
+
+# %% code skip
 assert not torch.allclose(a, b)
 
 # %% md slide
