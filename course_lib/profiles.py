@@ -86,6 +86,7 @@ PROFILES: dict[str, Profile] = {
             "02.kd_beats_label_smoothing": True,    # on every seed
             "02.kd_beats_augmentation": True,       # on every seed (6 seeds checked: +0.77 to +1.33)
             "02.short_schedule_margin": 1.0,        # mean gain, long minus short schedule
+            "02.short_schedule_kd_behind": True,    # short schedule: KD below alone on every seed
         },
     ),
     "full": Profile(
@@ -107,6 +108,7 @@ PROFILES: dict[str, Profile] = {
             "02.kd_beats_label_smoothing": None,
             "02.kd_beats_augmentation": None,
             "02.short_schedule_margin": None,
+            "02.short_schedule_kd_behind": None,
         },
     ),
 }

@@ -6,6 +6,7 @@ stripped, open with a Colab badge, install ``course_lib`` only on Colab, and giv
 """
 from __future__ import annotations
 
+import os
 import re
 
 import nbformat
@@ -94,3 +95,33 @@ def test_every_cell_has_slide_type(path):
     nb = _read(path)
     missing = [i for i, cell in enumerate(nb.cells) if cell.get("metadata", {}).get("slideshow", {}).get("slide_type") not in SLIDE_TYPES]
     assert not missing, f"{path.name}: cells {missing} lack metadata.slideshow.slide_type (one of {sorted(SLIDE_TYPES)})"
+
+
+@pytest.mark.parametrize("path", ALL, ids=ids(ALL))
+def test_colab_setup_cell_clones_installs_and_sets_course_home(path, monkeypatch):
+    """Run the setup cell as Colab would (google.colab importable), recording its commands: it clones
+    the course, pip-installs course_lib from the clone and sets COURSE_HOME to the clone, so exercises/
+    and the grade cell work there (tests/test_paths.py checks what an install with COURSE_HOME finds)."""
+    import importlib.util
+    import subprocess
+
+    cell = next(c for c in _read(path).cells if c.cell_type == "code" and "google.colab" in _source(c))
+    calls = []
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "google.colab" else real_find_spec(name, *a))
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(list(cmd)))
+    for name in ("COURSE_HOME", "COURSE_ALLOW_DOWNLOAD"):    # set now, so that undo restores them
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    exec(compile(_source(cell), path.name, "exec"), {})
+    clone = next((c for c in calls if c[:2] == ["git", "clone"]), None)
+    assert clone is not None, f"{path.name}: the Colab setup cell must git-clone the course ({calls})"
+    home = clone[-1]
+    assert any("pip" in c and "install" in c and c[-1] == home for c in calls), calls
+    assert os.environ.get("COURSE_HOME") == home
+    # and nothing runs outside Colab
+    calls.clear()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    exec(compile(_source(cell), path.name, "exec"), {})
+    assert calls == []

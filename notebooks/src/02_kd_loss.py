@@ -11,14 +11,19 @@
 # - make distillation cost no more than ordinary training by caching the teacher's logits.
 
 # %% code skip
-# Setup: installs course_lib only on Colab (locally, `make setup` has done it already).
+# Setup, only on Colab (locally, `make setup` has done it): clone the course, install course_lib from
+# the clone, and point COURSE_HOME at it, so exercises/ and the grade cell work as in a checkout.
 import importlib.util
 import os
 import subprocess
 import sys
 if importlib.util.find_spec("google.colab") is not None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "git+https://github.com/kd-course/kd-course.git"], check=True)
+    COURSE_HOME = "/content/kd-course"
+    if not os.path.isdir(COURSE_HOME):
+        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/kd-course/kd-course.git",
+                        COURSE_HOME], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", COURSE_HOME], check=True)
+    os.environ["COURSE_HOME"] = COURSE_HOME
     os.environ.setdefault("COURSE_ALLOW_DOWNLOAD", "1")   # torchvision downloads the data on Colab
 
 # %% code subslide
@@ -40,13 +45,11 @@ print(environment_report(profile, device))
 # - The KL is **teacher first** (forward KL) - it is what `nn.KLDivLoss(log p_s, p_t)` computes (notebook 01).
 # - **Why $T^2$?** $\partial\,\mathrm{KL}/\partial z_s = (p_s^T - p_t^T)/T$, and for large $T$ the
 #   difference of the two softmaxes itself shrinks like $1/T$: the soft gradient falls like $1/T^2$.
-#   Multiplying by $T^2$ keeps it on the scale of the hard-label term whatever $T$ is (Hinton et al. 2015, §2).
+#   Multiplying by $T^2$ keeps the soft term's contribution to the gradient roughly unchanged *as $T$
+#   changes* (Hinton et al. 2015, section 2), so $\alpha$ means the same thing at every temperature.
+#   In the high-temperature limit (zero-mean logits) the gradient becomes
+#   $(z_s - z_t)/(C\,T^2)$ for $C$ classes: matching logits (Hinton et al. 2015, eq. 4).
 # - $\alpha = 0$ is the student trained alone; $\alpha = 1$ uses the teacher only.
-
-# %% code skip
-import inspect
-from course_lib import losses
-print(inspect.getsource(losses.kd_loss))
 
 # %% code fragment
 # The T^2 factor, measured: gradient norm of the soft term w.r.t. the student logits
@@ -68,12 +71,11 @@ assert raw[0] / raw[-1] > 100 and max(scaled) / min(scaled) < 2   # without T^2:
 # %% md slide
 # ## Data, teacher, cached teacher logits
 #
-# The teacher was trained on the profile's labelled training images (quick profile: 10,000
-# Fashion-MNIST images). The students get a class-balanced subset of those (quick profile: 2,000) -
-# the classic compression setting, a big model trained on all the labels and a small one distilled on
-# a small transfer set - and no augmentation. The teacher is frozen (a deep copy in eval mode, no
-# gradients) and run **once** over the students' images: every epoch afterwards reads its logits
-# from a table.
+# The teacher was trained on the profile's labelled training images; the students get a
+# class-balanced subset of those (both sizes are printed below) - the classic compression
+# setting, a big model trained on all the labels and a small one distilled on a small transfer
+# set - and no augmentation. The teacher is frozen (a deep copy in eval mode, no gradients) and
+# run **once** over the students' images: every epoch afterwards reads its logits from a table.
 
 # %% code subslide
 import time
@@ -107,8 +109,10 @@ print(f"teacher's mean top probability on these images: {on_train:.3f} at T=1, {
 # All of them are trained together as one stacked model (`course_lib.stacking`): the same
 # computation as training them one by one (a test checks it), in less time on a CPU.
 #
-# - main comparison, every seed: alone ($\alpha=0$) vs KD ($T=4$, $\alpha=0.9$), settings fixed in
-#   advance (no setting is picked on the test set);
+# - main comparison, every seed: alone ($\alpha=0$) vs KD ($T=4$, $\alpha=0.9$). Honest caveat: these
+#   settings, the schedule and the margins asserted below were chosen in earlier calibration runs
+#   that looked at *test* accuracy (the quick profile holds out no validation split), so read the
+#   absolute numbers as slightly optimistic; every seed and method is then run with the same settings;
 # - a control, every seed: alone with **label smoothing** ($\varepsilon=0.1$) - is KD just a smoother
 #   target?
 # - a second control, every seed: alone with **augmentation** (random shifts of up to 2 pixels and
@@ -156,6 +160,7 @@ for s, a, ls, au, d in zip(SEEDS, alone, smoothed, augmented, distilled):
 print(f"| mean +- std | {teacher_acc:.2f} | {alone.mean():.2f} +- {alone.std(ddof=1):.2f} | "
       f"{smoothed.mean():.2f} +- {smoothed.std(ddof=1):.2f} | {augmented.mean():.2f} +- {augmented.std(ddof=1):.2f} | "
       f"{distilled.mean():.2f} +- {distilled.std(ddof=1):.2f} | {gains.mean():+.2f} |")
+# gap recovered = (distilled - alone) / (teacher - alone): 0 is no gain, 1 is the teacher's accuracy
 print(f"\nfraction of the teacher-student gap recovered: {gap_recovered:.2f}")
 
 # %% code subslide
@@ -187,11 +192,11 @@ if profile.claim("02.kd_beats_augmentation"):
 #
 # Left: the two terms of the KD loss for one distilled student - the soft term is shown as it enters
 # the loss, $\alpha T^2\,\mathrm{KL}$. Right: accuracy on a held-out test subset every 10 epochs.
-# The student trained alone drives its cross-entropy towards zero - it has memorised its 2,000
-# labels and gets no more signal - while its held-out accuracy stays flat. The distilled student's
-# soft term stays far from zero (matching the teacher's whole distribution is harder than matching
-# a label), so it keeps learning: its advantage is small after 10 epochs and grows for tens of
-# epochs more. A complete short schedule (next slide) makes this sharper.
+# The student trained alone drives its cross-entropy towards zero - it memorises its training labels
+# and gets little more signal from them. The distilled student's soft term stays far from zero
+# (matching the teacher's whole distribution is harder than matching a label), so it keeps
+# learning: the KD advantage on the held-out subset, printed per evaluation below the plot, is
+# small early on and grows later. A complete short schedule (next slide) makes this sharper.
 #
 # Why so slow? On the images it was trained on, the teacher is nearly one-hot at $T=1$ (its mean top
 # probability is printed above): there the soft targets say little more than the labels. At $T=4$
@@ -220,13 +225,17 @@ curve_gain = (np.array([by["kd", s].history["monitor_acc"] for s in SEEDS]).mean
               - np.array([by["alone", s].history["monitor_acc"] for s in SEEDS]).mean(0))
 print("mean KD advantage on the held-out subset by epoch:",
       {e: round(float(g), 2) for e, g in zip(by["kd", SEEDS[0]].history["monitor_epoch"], curve_gain)})
+alone_curve = np.array([by["alone", s].history["monitor_acc"] for s in SEEDS]).mean(0)
+half = len(alone_curve) // 2
+print(f"student alone, held-out accuracy over the second half of training: {alone_curve[half]:.2f} -> "
+      f"{alone_curve[-1]:.2f}; final training CE {np.mean([by['alone', s].history['ce'][-1] for s in SEEDS]):.4f}")
 
 # %% md slide
 # ## A short schedule, measured
 #
-# The curves above come from a 100-epoch run, where the learning rate is still high at epoch 10.
-# A fair short run is a *complete* schedule: the same students, alone and distilled, trained
-# for 10 epochs with the cosine schedule annealed to zero.
+# The curves above come from the full schedule, where the learning rate is still high after a tenth
+# of it. A fair short run is a *complete* schedule: the same students, alone and distilled, trained
+# for a tenth of the epochs (the numbers are in the table) with the cosine schedule annealed to zero.
 
 # %% code subslide
 SHORT_EPOCHS = max(1, config.epochs // 10)
@@ -242,14 +251,21 @@ per_seed = lambda values: ", ".join(f"{g:+.2f}" for g in values)
 print(f"| {SHORT_EPOCHS} epochs | {short_alone:.2f} | {short_kd:.2f} | {per_seed(short_gains)} |")
 print(f"| {config.epochs} epochs | {alone.mean():.2f} | {distilled.mean():.2f} | {per_seed(gains)} |")
 
+behind = bool((short_gains < 0).all())
+print("short schedule: the distilled student is", "behind" if behind else "NOT behind",
+      "the student alone on every seed")
+
 # %% code skip
 margin = profile.claim("02.short_schedule_margin")
 assert margin is None or ((short_gains < gains).all() and short_gains.mean() < gains.mean() - margin)
+if profile.claim("02.short_schedule_kd_behind"):
+    assert (short_gains < 0).all(), short_gains
 
 # %% md fragment
 # Read the table: after a short schedule the student trained alone has already reached about its
-# final accuracy, while the distilled student is behind where it ends up - in this setting, worse
-# than the student alone. With $\alpha = 0.9$ only a tenth of the loss speaks about the labels,
+# final accuracy, while the distilled student is behind where it ends up - in the quick profile
+# behind the student alone on every seed (printed above, and asserted). With $\alpha = 0.9$ the label
+# term's *weight* is only $1 - \alpha = 0.1$, against $\alpha T^2 = 14.4$ for the soft term,
 # and the soft term is a harder target (the whole distribution, not the arg-max), so the distilled
 # student fits its data more slowly. It pays off only when training is long enough for the soft
 # targets' extra information to be learnt. Compare schedules before concluding that KD "does not work".
@@ -354,6 +370,10 @@ print({k: v for k, v in figures.items() if k not in ("seeds", "headline")})
 # - **A teacher forward pass every batch** when inputs are not augmented: the same logits are recomputed
 #   every epoch (compare (b) and (c) above).
 # - **Judging KD after a few epochs**: early in training the student alone is as good; the gain comes later.
+# - **Quoting "typical results" instead of measuring them.** The article this course corrects names
+#   the KL backwards (it writes KL(student ‖ teacher) and computes the forward one) and closes with a
+#   table of "typical" accuracies that nobody measured. Every number in this notebook comes from the
+#   run above; a paper's number, where quoted, is cited as such.
 
 # %% code subslide
 # Two of these mistakes, measured on real logits
@@ -388,27 +408,41 @@ assert not torch.allclose(a, b)
 #
 # Open `exercises/ex02_kd_loss.py`: implement `kd_loss`, `reverse_kl` and `kd_gradient` (the
 # closed-form gradient of the soft term). Grade with the cell below or
-# `python -m course_lib.grading exercises --only ex02`.
+# `python -m course_lib.grading exercises --only ex02`. The course's own `kd_loss` is printed
+# *after* this exercise: try first, then compare.
 
 # %% code skip
-from pathlib import Path
 from course_lib.grading import grade
 
-exercises = next((p for p in (Path("../exercises"), Path("exercises")) if p.is_dir()), None)
-if exercises is None:   # e.g. on Colab, where only course_lib was installed
-    print("exercises/ not found: clone the course repository and open this notebook from notebooks/")
+from course_lib.paths import exercises_dir
+
+exercises = exercises_dir()      # the checkout's (or, on Colab, the clone's) exercises/ folder
+if not exercises.is_dir():
+    print(f"{exercises} not found: clone the course repository (on Colab, run the setup cell at the top)")
 else:
     from IPython.display import display
     display(grade(exercises, only="ex02"))
 
 # %% md slide
+# ## The reference `kd_loss` (after the exercise)
+#
+# The tested implementation the engine trains with: validation lives in `check_kd_inputs`, the
+# core is what you wrote, plus masks for sequences (notebook 06) and flags that spare a GPU sync.
+
+# %% code skip
+import inspect
+from course_lib import losses
+print(inspect.getsource(losses.kd_loss))
+
+# %% md slide
 # ## Summary and further reading
 #
-# - KD loss = $\alpha T^2$ KL(teacher ‖ student) + $(1-\alpha)$ CE; the $T^2$ keeps the soft gradient's scale.
+# - KD loss = $\alpha T^2$ KL(teacher ‖ student) + $(1-\alpha)$ CE; the $T^2$ keeps the soft gradient's
+#   scale as $T$ changes.
 # - Measured here: the distilled student beats the same student trained alone - and the controls
 #   trained with label smoothing or with augmentation - on every seed; the fraction of the
-#   teacher-student gap it recovers is in the results above, for a teacher 19 times its size.
-# - KD needs a long schedule: after a complete 10-epoch schedule it was behind the student alone.
+#   teacher-student gap it recovers is in the results above (the two models' sizes are printed there).
+# - KD needs a long schedule: after a complete short schedule it was behind the student alone.
 # - With cached logits a KD epoch costs about what a plain epoch costs; a teacher forward pass every
 #   batch costs several times more.
 #
