@@ -118,6 +118,8 @@ from course_lib.plots import line_plot
 
 t_grid = np.geomspace(0.5, 50, 25)
 mean_entropy = entropy_vs_temperature(test_logits, t_grid)
+
+# %% code subslide
 fig = line_plot(t_grid, {"teacher, test set": mean_entropy.numpy()}, "temperature T",
                 "mean entropy (nats)", "Entropy of softmax(z / T)", logx=True)
 fig.axes[0].axhline(math.log(len(classes)), ls="--", c="gray", label=f"log {len(classes)} (uniform)")

@@ -51,7 +51,7 @@ print(environment_report(profile, device))
 #   $(z_s - z_t)/(C\,T^2)$ for $C$ classes: matching logits (Hinton et al. 2015, eq. 4).
 # - $\alpha = 0$ is the student trained alone; $\alpha = 1$ uses the teacher only.
 
-# %% code fragment
+# %% code subslide
 # The T^2 factor, measured: gradient norm of the soft term w.r.t. the student logits
 from course_lib.losses import kd_loss, soft_target_kl
 g = torch.Generator().manual_seed(0)
