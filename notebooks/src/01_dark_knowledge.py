@@ -9,17 +9,23 @@
 # - see *which* wrong classes the teacher thinks are close: the "dark knowledge" of Hinton et al. (2015);
 # - know which KL divergence `nn.KLDivLoss` really computes.
 #
-# Everything below is measured on a real teacher trained on real Fashion-MNIST images.
+# Everything below is measured on a real teacher trained on real images (the profile's dataset,
+# printed below: Fashion-MNIST in the quick profile, CIFAR-100 in the full one).
 
 # %% code skip
-# Setup: installs course_lib only on Colab (locally, `make setup` has done it already).
+# Setup, only on Colab (locally, `make setup` has done it): clone the course, install course_lib from
+# the clone, and point COURSE_HOME at it, so exercises/ and the grade cell work as in a checkout.
 import importlib.util
 import os
 import subprocess
 import sys
 if importlib.util.find_spec("google.colab") is not None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "git+https://github.com/kd-course/kd-course.git"], check=True)
+    COURSE_HOME = "/content/kd-course"
+    if not os.path.isdir(COURSE_HOME):
+        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/kd-course/kd-course.git",
+                        COURSE_HOME], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", COURSE_HOME], check=True)
+    os.environ["COURSE_HOME"] = COURSE_HOME
     os.environ.setdefault("COURSE_ALLOW_DOWNLOAD", "1")   # torchvision downloads the data on Colab
 
 # %% code subslide
@@ -44,12 +50,6 @@ print(environment_report(profile))
 # that the small probabilities of the wrong classes are invisible. At higher $T$ they show: a shirt
 # is "a bit like a T-shirt, a little like a coat, nothing like a sneaker". Hinton, Vinyals and Dean
 # called this structure **dark knowledge**: the student in notebook 02 learns from it.
-
-# %% code skip
-import inspect
-from course_lib import losses
-print(inspect.getsource(losses.softmax_with_temperature))
-print(inspect.getsource(losses.entropy))
 
 # %% md slide
 # ## The teacher
@@ -106,7 +106,7 @@ for t, p in probs_by_t.items():
 # ## Entropy grows with the temperature
 #
 # The mean entropy of the teacher's distribution over the test set, from almost 0 (one-hot) to
-# $\log K$ nats for $K$ classes (uniform; $\log 10 \approx 2.30$ on Fashion-MNIST). The useful
+# $\log C$ nats for $C$ classes (uniform; the dashed line). The useful
 # range for distillation is in between: soft enough to show the similarities, not so soft that
 # everything is uniform.
 
@@ -165,7 +165,10 @@ for g, members in class_groups(profile.vision.dataset).items():
 groups = group_of(profile.vision.dataset)
 k = profile.claim("01.top_pairs")
 within = fraction_within_groups(pairs[:k], groups)
-nearest_to_shirt = classes[int(similarity[shirt].clone().index_fill_(0, torch.tensor(shirt), -1).argmax())]
+# the example class's nearest other class: blank out its own (diagonal) entry, then take the arg-max
+row = similarity[shirt].clone()
+row[shirt] = -1.0
+nearest_to_shirt = classes[int(row.argmax())]
 print(f"\n{within:.0%} of the {k} closest pairs lie inside one group; nearest class to {EXAMPLE}: {nearest_to_shirt}")
 
 # %% code skip
@@ -179,15 +182,19 @@ if profile.claim("01.nearest_in_group"):
 # ## Which KL is it?
 #
 # Hinton's loss compares the student's and the teacher's tempered distributions with a KL
-# divergence. PyTorch's `nn.KLDivLoss()(input, target)` takes **log-probabilities of the student**
-# as `input` and **probabilities of the teacher** as `target`, and returns
+# divergence. PyTorch's `nn.KLDivLoss(reduction="batchmean")(input, target)` takes
+# **log-probabilities of the student** as `input` and **probabilities of the teacher** as `target`,
+# and returns, averaged over the batch (`"batchmean"`: the sum over classes and examples divided by
+# the number of examples; the default `"mean"` also divides by the number of classes $C$),
 #
 # $$\sum_k p^T_{t,k}\,\big(\log p^T_{t,k} - \log p^T_{s,k}\big) = \mathrm{KL}(p_t \,\|\, p_s)$$
 #
-# the **forward** KL, *teacher* first: mass-covering, the student is penalised wherever the teacher
-# has mass it misses. The source article of this course writes the formula as
-# $\mathrm{KL}(p_s \| p_t)$ (the **reverse**, mode-seeking KL) and then computes the forward one.
-# Measure it:
+# the **forward** KL, *teacher* first. It is **mass-covering**: a class where the teacher puts
+# probability and the student puts almost none costs a lot, so the student spreads its mass over
+# everything the teacher considers possible. The **reverse** KL, $\mathrm{KL}(p_s \| p_t)$, is
+# **mode-seeking**: it costs a lot where the *student* puts mass the teacher does not, so the student
+# may concentrate on one of the teacher's modes and ignore the rest. The source article of this course
+# writes the formula as the reverse one and then computes the forward one. Measure it:
 
 # %% code subslide
 import torch.nn as nn
@@ -245,6 +252,10 @@ print("closest pairs:", "; ".join(top_pairs))
 #   and its log is `-inf`; `log_softmax` stays finite (next cell).
 # - **Hypothetical logits.** The article illustrates temperature on made-up logits; a real teacher's
 #   soft targets (above) are what the student actually sees.
+# - **Quoting "typical results" instead of measuring them.** The article ends with a table of
+#   "typical" accuracies that no code of it produced. Every figure in this course comes from the run
+#   that prints it (and is recorded in `build/results.json`); a paper's number is quoted as such,
+#   with its citation.
 
 # %% code subslide
 z = test_logits[example:example + 1]
@@ -260,18 +271,31 @@ assert torch.isinf(naive).any() and torch.isfinite(stable).all()
 #
 # Open `exercises/ex01_dark_knowledge.py` and implement `softmax_with_temperature`, `entropy` and
 # `soft_target_similarity` (their docstrings give the equations). Then grade your work with the
-# cell below or from a terminal: `python -m course_lib.grading exercises --only ex01`.
+# cell below or from a terminal: `python -m course_lib.grading exercises --only ex01`. The course's
+# own implementations are printed *after* the exercise: try first, then compare.
 
 # %% code skip
-from pathlib import Path
 from course_lib.grading import grade
 
-exercises = next((p for p in (Path("../exercises"), Path("exercises")) if p.is_dir()), None)
-if exercises is None:   # e.g. on Colab, where only course_lib was installed
-    print("exercises/ not found: clone the course repository and open this notebook from notebooks/")
+from course_lib.paths import exercises_dir
+
+exercises = exercises_dir()      # the checkout's (or, on Colab, the clone's) exercises/ folder
+if not exercises.is_dir():
+    print(f"{exercises} not found: clone the course repository (on Colab, run the setup cell at the top)")
 else:
     from IPython.display import display
     display(grade(exercises, only="ex01"))
+
+# %% md slide
+# ## The reference implementations (after the exercise)
+#
+# What the notebook used above, from `course_lib.losses` (tested in `tests/test_losses.py`).
+
+# %% code skip
+import inspect
+from course_lib import losses
+print(inspect.getsource(losses.softmax_with_temperature))
+print(inspect.getsource(losses.entropy))
 
 # %% md slide
 # ## Summary and further reading
@@ -279,7 +303,7 @@ else:
 # - A temperature softens a teacher's distribution; its entropy rises from near 0 to $\log C$.
 # - The soft targets rank the wrong classes sensibly: the teacher's similarity structure
 #   (tops with tops, footwear with footwear) is information that one-hot labels never carry.
-# - `nn.KLDivLoss(log p_s, p_t)` is KL(teacher ‖ student).
+# - `nn.KLDivLoss(reduction="batchmean")(log p_s, p_t)` is KL(teacher ‖ student), the mass-covering one.
 #
 # Reading: G. Hinton, O. Vinyals, J. Dean, *Distilling the Knowledge in a Neural Network*,
 # arXiv:1503.02531 (2015) - on MNIST they report a distilled 2x800 net making 74 test errors vs 146
