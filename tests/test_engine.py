@@ -151,12 +151,34 @@ def test_predict_and_evaluate_restore_mode():
     assert 0.0 <= evaluate(m, data) <= 100.0
 
 
-def test_time_epochs_reports_three_variants():
+def test_time_epochs_times_the_right_variants_and_keeps_the_best(monkeypatch):
+    """With ``fit`` replaced by a fake whose duration we control, time_epochs must attribute each time
+    to its variant, divide by the epochs, keep the minimum and time the slow variant only twice."""
+    from course_lib import timing
+    durations = {"alone": iter([0.30, 0.10, 0.20, 0.25]), "cached": iter([0.40, 0.12, 0.50, 0.13]),
+                 "forward": iter([0.90, 0.60])}
+    clock = [0.0]
+    calls = []
+
+    def fake_fit(make_model, specs, train, config, *, teacher=None, teacher_logits=None, execution=None):
+        variant = "forward" if teacher is not None else "cached" if teacher_logits is not None else "alone"
+        assert config.epochs == 2 and config.eval_every == 0 and not execution.progress
+        calls.append(variant)
+        clock[0] += next(durations[variant])
+
+    monkeypatch.setattr(timing, "fit", fake_fit)
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+    t = time_epochs(StudentCNN, toy_images(64), TrainConfig(batch_size=32), TeacherCNN(), torch.randn(64, 10),
+                    epochs=2, repeats=4)
+    assert t == pytest.approx({"student_alone": 0.05, "kd_cached_logits": 0.06, "kd_teacher_forward": 0.30})
+    assert calls.count("forward") == 2 and calls.count("alone") == calls.count("cached") == 4
+    assert calls[:2] == ["alone", "cached"] and calls[3:5] == ["cached", "alone"]     # alternating order
+
+
+def test_time_epochs_runs_for_real():
     data = toy_images(64)
-    t = time_epochs(StudentCNN, data, TrainConfig(batch_size=32), TeacherCNN(),
-                    torch.randn(64, 10), repeats=1)
-    assert set(t) == {"student_alone", "kd_teacher_forward", "kd_cached_logits"}
-    assert all(v > 0 for v in t.values())
+    t = time_epochs(StudentCNN, data, TrainConfig(batch_size=32), TeacherCNN(), torch.randn(64, 10), repeats=1)
+    assert set(t) == {"student_alone", "kd_teacher_forward", "kd_cached_logits"} and min(t.values()) > 0
 
 
 def test_groups_are_balanced():
