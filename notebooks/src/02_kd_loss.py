@@ -261,7 +261,7 @@ assert margin is None or ((short_gains < gains).all() and short_gains.mean() < g
 if profile.claim("02.short_schedule_kd_behind"):
     assert (short_gains < 0).all(), short_gains
 
-# %% md fragment
+# %% md subslide
 # Read the table: after a short schedule the student trained alone has already reached about its
 # final accuracy, while the distilled student is behind where it ends up - in the quick profile
 # behind the student alone on every seed (printed above, and asserted). With $\alpha = 0.9$ the label
