@@ -13,45 +13,129 @@ and ``exercises/`` is generated from it: each marked region becomes a stub at th
 indentation, ``raise NotImplementedError("Exercise: implement entropy()")``; everything outside the
 markers is copied unchanged. Never edit ``exercises/`` by hand (a test fails when it is out of date).
 
-The autograder runs point-weighted checks (``course_lib.grading_checks``) against a folder of
-answers: each exercise file is loaded by path, so ``solutions/`` and ``exercises/`` never collide in
-``sys.modules``; a check earns its points if it raises nothing. CI grades ``solutions/`` (full marks)
-and ``exercises/`` (zero).
+What runs where
+---------------
+Each answer file is graded in its own child process, ``python -I -B grading_runner.py ANSWER``
+(``course_lib/grading_runner.py``, executed by path: it imports torch and the answer, never
+``course_lib``, so nothing of the reference is in the child's memory). A check
+(``course_lib.grading_checks``) is plain Python in this, the parent, process, in three parts:
+
+(a) inputs: built here from seeded generators;
+(b) calls: the check receives a stand-in for the student's function (``RemoteFunction``); calling
+    it sends the function's name and the arguments to the child, which runs the student's
+    function and sends back its result and the arguments as the function left them.
+    ``f.value_and_grad(*args, wrt=0)`` also returns the gradient of the 0-dim result with respect
+    to argument ``wrt``, computed in the child;
+(c) comparison: here, against ``course_lib.losses`` (the tested reference), hand-computed values
+    and limits; a wrong value that matches a known mistake is named in the message.
+
+The checks, the reference and the scores never share a process with the student's code, so an
+answer cannot reach the reference (through the call stack, ``sys.modules`` or an import), patch
+the grader, or change its own or anyone else's score. All checks of one file share one child (one
+torch import, 1-2 s, per file). A lost child (timeout, exit, crash) costs the running check and
+the remaining checks of the same function; the file's other functions go on in a fresh child.
+
+Limits and guards (``Limits``; the flags they raise are in brackets):
+
+- time, enforced from outside: ``time_limit`` seconds (default 10) to import the answer and for
+  each check, ``file_time_limit`` (default 60) for all of a file's checks; past it the parent
+  kills the child's whole process group [timeout]. Starting python and torch is not counted.
+- memory: ``memory_limit`` MiB (default 2048) of address space on top of what python and torch
+  reserve at import (about 3 GiB of mostly untouched virtual memory), as ``RLIMIT_AS``, with
+  ``RLIMIT_CPU`` and ``RLIMIT_FSIZE`` (64 MiB) as backstops, set by the child on itself, soft and
+  hard, before the answer runs [memory]. POSIX only: on Windows there is no memory limit.
+- network: none. On Linux the child starts in a network namespace of its own (``unshare -rn``)
+  where the system allows it (``network_isolation()`` says which); everywhere an audit hook
+  (``sys.addaudithook``, which cannot be removed) ends the child at the first socket operation
+  [network].
+- the same hook ends the child when the answer imports ``course_lib`` under any spelling, or
+  reads a file of ``course_lib``, of the solutions or, in class mode, of another submission
+  [forbidden import]; and when it starts a process, sends a signal, uses ``ctypes`` or writes
+  outside its scratch folder [sandbox]. ``import course_lib`` written in the source is rejected
+  by a static scan before anything runs [forbidden import]; either way the file scores zero.
+- inputs: the parent compares the arguments the child sends back with those it sent; a function
+  that modifies its inputs in place scores zero on that check [inputs modified].
+- closed form: a function whose task asks for a closed form (``check(..., closed_form=True)``:
+  ``kd_gradient``) runs under ``torch.inference_mode`` on inference tensors, and torch's public
+  autograd entry points (``torch.autograd.grad/backward``, ``Tensor.backward``, ``torch.func``,
+  ``torch.autograd.functional``) raise: zero for the check [autograd].
+- exits: ``sys.exit`` is caught in the child and reported; ``os._exit`` and crashes show as a
+  missing reply and the exit status [exit], [crash]. Grading always finishes and prints its table.
+
+These guards make a cheating or broken answer fail loudly and keep it away from the grader, the
+reference and other students' files; they are not a security boundary against a deliberate
+attack in native code (for that, grade under an account without secrets, or in a container).
+What an answer prints is discarded.
+
+Class mode and the solutions
+----------------------------
+``solutions/`` ships with the course: students who clone the repository have the reference
+answers, so scores from it are feedback, not an exam. For marks, keep the solutions elsewhere,
+give students a copy without them (``generate --src DIR`` writes ``exercises/`` from any folder),
+and grade with ``class``: SUBMISSIONS holds one folder per student with files named as in
+``exercises/``; students are graded one after another. ``--solutions DIR`` grades DIR first and
+stops (exit status 2) unless it gets full marks, and keeps it unreadable from the answers, as are
+``<repo>/solutions`` and the other submissions. The checks compare with ``course_lib``'s tested
+functions, not with the solution files. The gradebook (CSV) has one row per student and exercise:
+the points of each check, total, max, percent and flags.
 
 Command line (from the repository root)::
 
     python -m course_lib.grading exercises [--only ex01] [--min-score 0.8] [-v]   # score table
+    python -m course_lib.grading class SUBMISSIONS --out gradebook.csv [--solutions DIR]
     python -m course_lib.grading generate                                       # solutions/ -> exercises/
     python -m course_lib.grading check-sync                                     # exit 1 if stale
 
-From a notebook: ``from course_lib.grading import grade; grade("../exercises", only="ex01")``.
+``--time-limit``, ``--file-time-limit`` and ``--memory-limit`` set the limits for ``grade`` and
+``class``. From a notebook: ``from course_lib.grading import grade; grade("../exercises",
+only="ex01")`` (the same isolation; a few seconds per file).
 """
 from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
-import hashlib
-import importlib.util
+import builtins
+import csv
+import functools
 import io
+import os
+import queue
 import re
+import shutil
 import signal
+import struct
+import subprocess
 import sys
+import tempfile
 import threading
+import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
+import torch
+
+from course_lib import grading_runner as _runner
 from course_lib.grading_checks import CHECKS, Check
+from course_lib.paths import exercises_dir, solutions_dir
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 HEADER = ("# GENERATED from {source} by `python -m course_lib.grading generate` - do not edit.\n"
           "# (Course authors: edit {source} and regenerate. Students: replace each\n"
           "# `raise NotImplementedError` below with your code.)\n")
-ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN_PACKAGE = "course_lib"
+PACKAGE_DIR = Path(__file__).resolve().parent
+RUNNER = PACKAGE_DIR / "grading_runner.py"
+
+# Flags: what happened to an answer, besides its points (a gradebook column).
+TIMEOUT, EXIT, CRASH, MEMORY = "timeout", "exit", "crash", "memory"
+FORBIDDEN_IMPORT, NETWORK, SANDBOX = "forbidden import", "network", "sandbox"
+INPUTS_MODIFIED, AUTOGRAD, MISSING, SYNTAX = "inputs modified", "autograd", "missing", "syntax error"
+_EXIT_STATUS_FLAGS = {_runner.FORBIDDEN: FORBIDDEN_IMPORT, _runner.NETWORK: NETWORK, _runner.SANDBOX: SANDBOX}
+LOAD_ROW = "(loads; no course_lib use)"
+MAX_REPLY_BYTES = 256 * 2**20
 
 # Anything that looks like a marker but is not exactly one ("## BEGIN SOLUTION", "### end solution").
 _MARKER_LIKE = re.compile(r"^\s*#+\s*(BEGIN|END)\s+SOLUTION\b", re.IGNORECASE)
@@ -123,8 +207,8 @@ def _render(src: Path, path: Path) -> str:
 
 
 def _default_dirs(src, dst) -> tuple[Path, Path]:
-    return (Path(src) if src is not None else ROOT / "solutions",
-            Path(dst) if dst is not None else ROOT / "exercises")
+    return (Path(src) if src is not None else solutions_dir(),
+            Path(dst) if dst is not None else exercises_dir())
 
 
 def _expected(src: Path, dst: Path) -> dict[Path, str]:
@@ -173,7 +257,7 @@ def check_exercises_in_sync(src: str | Path | None = None, dst: str | Path | Non
     return problems
 
 
-# --------------------------------------------------------------------------- loading answers
+# --------------------------------------------------------------------------- static scan
 
 def forbidden_references(source: str) -> list[str]:
     """Ways in which an answer's source reaches into ``course_lib`` (whose reference answers are graded against).
@@ -195,60 +279,403 @@ def forbidden_references(source: str) -> list[str]:
     return found
 
 
-def _origin(value) -> str:
-    """The module a global of an answer comes from (a module's own name for a module)."""
-    name = value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", "")
-    return name if isinstance(name, str) else ""
-
-
 def _is_forbidden(name: str) -> bool:
     return name == FORBIDDEN_PACKAGE or name.startswith(FORBIDDEN_PACKAGE + ".")
 
 
-def load_module(path: str | Path) -> ModuleType:
-    """Execute a Python file as a fresh module, named after its full path.
+# --------------------------------------------------------------------------- the child process
 
-    The source is compiled afresh on every call (no ``__pycache__``, so an answer edited and
-    regraded within the same second is never served stale bytecode).
+@dataclass(frozen=True)
+class Limits:
+    """Seconds and MiB an answer file may use (see the module docstring)."""
+    time_limit: float = 10.0        # importing the answer, and each check
+    file_time_limit: float = 60.0   # all checks of one file (restarts included, startups not)
+    memory_limit: int = 2048        # MiB of address space beyond what python + torch reserve
+    startup_limit: float = 120.0    # python + torch import in the child (not the student's time)
+
+
+class GradingError(RuntimeError):
+    """The grader itself could not run (e.g. the child process does not start): not a student's fault."""
+
+
+class ChildLost(BaseException):
+    """The child stopped answering: killed on a time limit, exited, crashed, or stopped by a guard.
+
+    A ``BaseException``, so that a check's own ``except Exception`` never swallows it.
     """
-    path = Path(path).resolve()
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
-    name = f"_graded_{path.stem}_{digest}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses, pickling and typing look modules up by name
+
+    def __init__(self, flag: str, message: str):
+        super().__init__(message)
+        self.flag, self.message = flag, message
+
+
+class StudentError(Exception):
+    """An exception the student's function raised in the child, raised again here.
+
+    Its class also derives from the builtin exception the original derives from (a check can
+    ``except ValueError``); ``kind`` is the original class name, ``details`` its traceback.
+    """
+    kind = "Exception"
+    message = ""
+    details = ""
+
+
+class _MissingFunction(BaseException):
+    pass
+
+
+@functools.cache
+def _student_error_class(builtin_name: str) -> type[StudentError]:
+    base = getattr(builtins, builtin_name, None)
+    if not (isinstance(base, type) and issubclass(base, Exception)) or base is Exception:
+        return StudentError
     try:
-        exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), module.__dict__)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return module
+        return type(f"Student{base.__name__}", (StudentError, base), {})
+    except TypeError:  # an incompatible instance layout
+        return StudentError
 
 
-def _load_answer(folder: Path, module_name: str) -> tuple[ModuleType | None, str]:
-    """The answer module, or None and the reason every check on it earns zero."""
-    path = folder / f"{module_name}.py"
-    if not path.exists():
-        return None, f"missing file {path.name}"
-    source = path.read_text(encoding="utf-8")
+def _student_error(info) -> StudentError:
+    info = info if isinstance(info, dict) else {}
+    kind, message = str(info.get("type", "Exception")), str(info.get("message", ""))
     try:
-        forbidden = forbidden_references(source)
-    except SyntaxError as e:
-        return None, f"SyntaxError at line {e.lineno}: {e.msg}"
-    if forbidden:
-        return None, f"uses {FORBIDDEN_PACKAGE} (not allowed in an answer): {'; '.join(forbidden)}"
+        error = _student_error_class(str(info.get("builtin", "Exception")))(f"{kind}: {message}")
+    except Exception:  # noqa: BLE001 - a builtin whose constructor wants other arguments
+        error = StudentError(f"{kind}: {message}")
+    error.kind, error.message, error.details = kind, message, str(info.get("traceback", ""))
+    return error
+
+
+_UNSHARE_FAILED: list[bool] = []  # set when a child did not start under unshare: never use it again
+
+
+@functools.cache
+def _unshare_probe() -> tuple[str, ...]:
+    exe = shutil.which("unshare") if sys.platform.startswith("linux") else None
+    if not exe:
+        return ()
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            module = load_module(path)
-    except Exception as e:  # noqa: BLE001 - any failure to import is reported, not raised
-        return None, f"import failed: {type(e).__name__}: {e}"
-    leaked = [k for k, v in vars(module).items() if _is_forbidden(_origin(v))]
-    if leaked:
-        return None, f"uses {FORBIDDEN_PACKAGE} (not allowed in an answer): {', '.join(leaked)}"
-    return module, "ok"
+        ok = subprocess.run([exe, "-rn", "true"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    return (exe, "-rn") if ok else ()
 
 
-# --------------------------------------------------------------------------- grading
+def _unshare_prefix() -> tuple[str, ...]:
+    """``("unshare", "-rn")`` where a user + network namespace can be made (Linux), else ``()``."""
+    return () if _UNSHARE_FAILED else _unshare_probe()
+
+
+def network_isolation() -> str:
+    """How the child is kept off the network on this machine."""
+    return ("network namespace (unshare -rn) + audit hook" if _unshare_prefix()
+            else "audit hook (no network namespace available)")
+
+
+def _child_env(workdir: str) -> dict[str, str]:
+    keep = ("PATH", "LD_LIBRARY_PATH", "SYSTEMROOT", "WINDIR", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", CUDA_VISIBLE_DEVICES="",
+               HOME=workdir, TMPDIR=workdir, TEMP=workdir, TMP=workdir, XDG_CACHE_HOME=workdir,
+               MPLCONFIGDIR=workdir)
+    return env
+
+
+def _read_exact(stream, n: int) -> bytes | None:
+    chunks, left = [], n
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _frame(message) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(message, buffer)
+    data = buffer.getvalue()
+    return struct.pack(">Q", len(data)) + data
+
+
+class _Child:
+    """One child process running ``grading_runner.py`` on one answer file.
+
+    Replies are read by a thread into a queue, so every wait has a deadline (on every platform);
+    requests are written by another thread, so a child that stops reading cannot block us.
+    """
+
+    def __init__(self, answer: Path, limits: Limits, forbidden: list[Path], closed_form: bool = False):
+        try:
+            self._start(answer, limits, forbidden, closed_form)
+        except GradingError:
+            if not _unshare_prefix():
+                raise
+            _UNSHARE_FAILED.append(True)  # e.g. a namespace where torch cannot load: go on without it
+            self._start(answer, limits, forbidden, closed_form)
+
+    def _start(self, answer: Path, limits: Limits, forbidden: list[Path], closed_form: bool):
+        self.limits = limits
+        self.workdir = tempfile.mkdtemp(prefix="kd-grading-")
+        self._stderr = tempfile.TemporaryFile()
+        cpu = int(limits.startup_limit + limits.file_time_limit + 30)
+        command = [*_unshare_prefix(), sys.executable, "-I", "-B", str(RUNNER), str(answer),
+                   "--workdir", self.workdir, "--memory-mb", str(int(limits.memory_limit)),
+                   "--cpu-seconds", str(cpu), "--sys-path", str(Path(torch.__file__).resolve().parents[1])]
+        for root in forbidden:
+            command += ["--forbid", str(root)]
+        if closed_form:  # wrap torch's autograd entry points (imports torch.func: 0.2 s, so only when needed)
+            command.append("--closed-form")
+        group = ({"start_new_session": True} if os.name == "posix"
+                 else {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)})
+        try:
+            self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                                         cwd=self.workdir, env=_child_env(self.workdir), **group)
+        except OSError as e:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise GradingError(f"the grading process could not be started: {e}") from e
+        self._inbox: queue.Queue = queue.Queue()
+        self._outbox: queue.Queue = queue.Queue()
+        self._next_id = 0
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._write, daemon=True).start()
+        try:
+            ready = self.receive(time.monotonic() + limits.startup_limit, "starting python and torch")
+        except ChildLost as lost:
+            tail = self._stderr_tail()
+            self.close()
+            raise GradingError(f"the grading process did not start ({lost.message}):\n{tail}") from None
+        if "ready" not in ready:
+            self.close()
+            raise GradingError(f"the grading process did not start: unexpected reply {sorted(ready)}")
+
+    # -- threads
+    def _read(self):
+        stream = self.proc.stdout
+        try:
+            while True:
+                head = _read_exact(stream, 8)
+                if head is None:
+                    break
+                (size,) = struct.unpack(">Q", head)
+                if size > MAX_REPLY_BYTES:
+                    self._inbox.put(("garbled", f"a reply of {size} bytes"))
+                    break
+                data = _read_exact(stream, size)
+                if data is None:
+                    break
+                try:
+                    message = torch.load(io.BytesIO(data), weights_only=True)
+                except Exception as e:  # noqa: BLE001 - anything unreadable ends the session
+                    self._inbox.put(("garbled", f"an unreadable reply ({type(e).__name__})"))
+                    break
+                if not isinstance(message, dict):
+                    self._inbox.put(("garbled", f"a reply of type {type(message).__name__}"))
+                    break
+                self._inbox.put(("message", message))
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._inbox.put(("eof", None))
+
+    def _write(self):
+        while True:
+            data = self._outbox.get()
+            if data is None:
+                return
+            try:
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            except (OSError, ValueError):
+                return
+
+    # -- requests
+    def receive(self, deadline: float, what: str) -> dict:
+        """The next reply; ``ChildLost`` when none comes before ``deadline`` or the child is gone."""
+        try:
+            kind, message = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            self.kill()
+            raise ChildLost(TIMEOUT, f"timed out: {what} (the process was stopped)") from None
+        if kind == "message":
+            if "exit" in message:
+                self.kill()
+                raise ChildLost(EXIT, f"the answer ended the process: {str(message['exit'])[:200]}")
+            return message
+        if kind == "garbled":
+            self.kill()
+            raise ChildLost(CRASH, f"the answer wrote {message} to the grader's channel")
+        raise self._lost()
+
+    def request(self, message: dict, deadline: float, what: str) -> dict:
+        self._next_id += 1
+        message = dict(message, id=self._next_id)
+        self._outbox.put(_frame(message))
+        reply = self.receive(deadline, what)
+        if reply.get("id") != self._next_id:
+            self.kill()
+            raise ChildLost(CRASH, "the answer wrote an unexpected reply to the grader's channel")
+        return reply
+
+    def _lost(self) -> ChildLost:
+        """Why the child is gone: its exit status, and the guard's own message if it left one."""
+        try:
+            status = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            status = self.proc.returncode
+        reason = next((line[len("grader: "):] for line in reversed(self._stderr_tail().splitlines())
+                       if line.startswith("grader: ")), "")
+        if status in _EXIT_STATUS_FLAGS:
+            flag = _EXIT_STATUS_FLAGS[status]
+            default = {FORBIDDEN_IMPORT: "used course_lib", NETWORK: "used the network",
+                       SANDBOX: "did something answers may not do"}[flag]
+            return ChildLost(flag, f"stopped by the grader: {reason or default}")
+        if status is not None and status < 0:
+            name = _signal_name(-status)
+            if name == "SIGXCPU":
+                return ChildLost(TIMEOUT, "used up its CPU time (the process was stopped)")
+            if name == "SIGXFSZ":
+                return ChildLost(SANDBOX, "wrote a file larger than 64 MiB (the process was stopped)")
+            if name == "SIGKILL":
+                return ChildLost(CRASH, "the process was killed (out of memory?)")
+            return ChildLost(CRASH, f"the process crashed ({name})")
+        if status is not None and status > 255:  # Windows: an NTSTATUS such as 0xC0000005
+            return ChildLost(CRASH, f"the process crashed (status {status:#x})")
+        return ChildLost(EXIT, f"the answer ended the process (exit status {status})")
+
+    def _stderr_tail(self, size: int = 4000) -> str:
+        try:
+            self._stderr.seek(0, os.SEEK_END)
+            self._stderr.seek(max(0, self._stderr.tell() - size))
+            return self._stderr.read().decode("utf-8", "replace")
+        except (OSError, ValueError):
+            return ""
+
+    def kill(self):
+        """Kill the child and anything it started (its process group)."""
+        try:
+            if os.name == "posix":
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            else:
+                self.proc.kill()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def close(self):
+        self.kill()
+        self._outbox.put(None)
+        for stream in (self.proc.stdin, self.proc.stdout, self._stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+# --------------------------------------------------------------------------- what a check receives
+
+class _Opaque:
+    """A value the child could not send back (not a tensor, number, string or container of them)."""
+
+
+@functools.cache
+def _opaque_type(name: str) -> type:
+    return type(name, (_Opaque,), {})  # so ``type(value).__name__`` names the original type
+
+
+def _decode(value):
+    if isinstance(value, dict):
+        if set(value) == {"__opaque__"}:
+            return _opaque_type(str(value["__opaque__"]))()
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_decode(v) for v in value)
+    return value
+
+
+def _sendable(value):
+    return value.detach().clone() if torch.is_tensor(value) else value
+
+
+def _same_tensor(a: torch.Tensor, b) -> bool:
+    if not torch.is_tensor(b) or a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return bool(torch.equal(a, b) or ((a == b) | (a.isnan() & b.isnan())).all()) if a.is_floating_point() \
+        else torch.equal(a, b)
+
+
+class RemoteFunction:
+    """The stand-in for a student's function that a check receives: each call runs in the child.
+
+    ``f(*args, **kwargs)`` returns the result (tensors, numbers, strings and containers of them;
+    anything else arrives as an object whose type has the original type's name), raises
+    ``StudentError`` (also an instance of the builtin exception the student's derives from) when
+    the function raised, and ``AssertionError`` when it modified its inputs in place or, for a
+    closed-form function, used autograd. ``f.value_and_grad(*args, wrt=0, **kwargs)`` returns
+    ``(result, gradient)``, the gradient with respect to argument ``wrt`` or None when the result
+    is not a differentiable 0-dim tensor.
+    """
+
+    def __init__(self, child: _Child, name: str, closed_form: bool, flags: set[str], deadline: float, limit: str):
+        self.__name__ = name
+        self._child, self._closed_form, self._flags = child, closed_form, flags
+        self._deadline, self._limit = deadline, limit
+
+    def __call__(self, *args, **kwargs):
+        return self._call("closed_form" if self._closed_form else "plain", args, kwargs, 0)[0]
+
+    def value_and_grad(self, *args, wrt: int = 0, **kwargs):
+        value, grad, requires_grad = self._call("grad", args, kwargs, wrt)
+        return value, (grad if requires_grad else None)
+
+    def _call(self, mode, args, kwargs, wrt):
+        name = self.__name__
+        request = {"op": "call", "function": name, "mode": mode, "wrt": wrt,
+                   "args": [_sendable(a) for a in args], "kwargs": {k: _sendable(v) for k, v in kwargs.items()}}
+        reply = self._child.request(request, self._deadline, f"{name}() did not return within {self._limit}")
+        if "missing" in reply:
+            raise _MissingFunction(str(reply["missing"]))
+        if reply.get("autograd"):
+            self._flags.add(AUTOGRAD)
+            raise AssertionError(f"{name}() uses torch.autograd; the task asks for the closed form, "
+                                 "computed directly from the softmaxes")
+        if "error" in reply:
+            error = reply["error"]
+            if isinstance(error, dict) and error.get("memory"):
+                self._flags.add(MEMORY)
+            raise _student_error(error)
+        changed = [f"argument {i + 1}" for i, a in enumerate(args)
+                   if torch.is_tensor(a) and not _same_tensor(a, _item(reply.get("args"), i))]
+        changed += [f"argument {k}=" for k, v in kwargs.items()
+                    if torch.is_tensor(v) and not _same_tensor(v, _item(reply.get("kwargs"), k))]
+        if changed:
+            self._flags.add(INPUTS_MODIFIED)
+            raise AssertionError(f"{name}() modified its input ({', '.join(changed)}) in place; leave the "
+                                 "caller's tensors unchanged (use out-of-place operations, or work on a copy)")
+        return _decode(reply.get("value")), _decode(reply.get("grad")), bool(reply.get("requires_grad"))
+
+
+def _item(container, key):
+    try:
+        return container[key]
+    except (TypeError, KeyError, IndexError):
+        return None
+
+
+# --------------------------------------------------------------------------- reports
 
 @dataclass
 class Row:
@@ -259,6 +686,7 @@ class Row:
     earned: int
     message: str
     details: str = ""  # traceback of a failed check (shown with --verbose)
+    flags: tuple[str, ...] = ()
 
 
 @dataclass
@@ -286,6 +714,13 @@ class GradeReport:
             out[r.module] = (e + r.earned, t + r.points)
         return out
 
+    def flags(self) -> dict[str, list[str]]:
+        """``{module: sorted flags raised anywhere in that file}``."""
+        out: dict[str, set[str]] = {}
+        for r in self.rows:
+            out.setdefault(r.module, set()).update(r.flags)
+        return {m: sorted(f) for m, f in out.items()}
+
     def table(self, verbose: bool = False, width: int = 72) -> str:
         name_w = max([len(r.check) + 2 for r in self.rows] + [len("check")])
         lines = [f"Grading {self.folder}", f"{'check':<{name_w}}  points  earned  message"]
@@ -295,7 +730,8 @@ class GradeReport:
                 module = r.module
                 e, t = self.by_module()[module]
                 lines.append(f"{module}  ({e}/{t})")
-            message = r.message if verbose or len(r.message) <= width else r.message[: width - 3] + "..."
+            message = _with_flags(r)
+            message = message if verbose or len(message) <= width else message[: width - 3] + "..."
             lines.append(f"  {r.check:<{name_w - 2}}  {r.points:>6}  {r.earned:>6}  {message}")
             if verbose and r.details:
                 lines += ["      " + d for d in r.details.rstrip().splitlines()]
@@ -309,50 +745,117 @@ class GradeReport:
 
     def _repr_markdown_(self) -> str:  # rendered by Jupyter when a cell ends with grade(...)
         head = ["| check | points | earned | message |", "|---|---:|---:|---|"]
-        body = [f"| {r.module}.{r.check} | {r.points} | {r.earned} | {r.message.replace('|', '/')} |"
+        body = [f"| {r.module}.{r.check} | {r.points} | {r.earned} | {_with_flags(r).replace('|', '/')} |"
                 for r in self.rows]
         total = f"| **total** | **{self.total}** | **{self.earned}** | **{100 * self.fraction:.1f}%** |"
         return "\n".join(head + body + [total])
 
 
-@contextlib.contextmanager
-def _time_limit(seconds: float | None):
-    """Raise TimeoutError after ``seconds`` (only where SIGALRM exists and in the main thread)."""
-    usable = (seconds and hasattr(signal, "setitimer")
-              and threading.current_thread() is threading.main_thread())
-    if not usable:
-        yield
-        return
-
-    def on_alarm(signum, frame):
-        raise TimeoutError(f"timed out after {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+def _with_flags(row: Row) -> str:
+    return f"[{', '.join(row.flags)}] {row.message}" if row.flags else row.message
 
 
-def _run_check(c: Check, module: ModuleType, time_limit: float | None) -> Row:
+# --------------------------------------------------------------------------- grading
+
+def _run_check(c: Check, child: _Child, deadline: float, limit: str) -> tuple[Row, ChildLost | None]:
+    flags: set[str] = set()
+
     def row(earned, message, details=""):
-        return Row(c.module, c.name, c.function, c.points, earned, message, details)
+        return Row(c.module, c.name, c.function, c.points, earned, message, details, tuple(sorted(flags)))
 
-    function = getattr(module, c.function, None)
-    if not callable(function):
-        return row(0, f"no function {c.function}() in {c.module}.py")
     try:
-        with _time_limit(time_limit), contextlib.redirect_stdout(io.StringIO()):
-            c.run(function)
-    except NotImplementedError:
-        return row(0, f"not implemented: {c.function}()")
+        c.run(RemoteFunction(child, c.function, c.closed_form, flags, deadline, limit))
+    except ChildLost as lost:
+        flags.add(lost.flag)
+        return row(0, lost.message), lost
+    except _MissingFunction as e:
+        return row(0, f"no function {c.function}() in {c.module}.py ({e})"), None
+    except StudentError as e:
+        if isinstance(e, NotImplementedError):
+            return row(0, f"not implemented: {c.function}()"), None
+        return row(0, f"error in {c.function}(): {e.kind}: {e.message}", e.details), None
     except AssertionError as e:
-        return row(0, f"wrong: {e}" if str(e) else "wrong (an assertion failed)", traceback.format_exc())
-    except Exception as e:  # noqa: BLE001 - a student's error is a result, not a crash
-        return row(0, f"error in {c.function}(): {type(e).__name__}: {e}", traceback.format_exc())
-    return row(c.points, "ok")
+        return row(0, f"wrong: {e}" if str(e) else "wrong (an assertion failed)", traceback.format_exc()), None
+    except Exception as e:  # noqa: BLE001 - e.g. a result of an unexpected type
+        return row(0, f"error while checking {c.function}(): {type(e).__name__}: {e}", traceback.format_exc()), None
+    return row(c.points, "ok"), None
+
+
+def _grade_file(folder: Path, module: str, checks: list[Check], limits: Limits, forbidden: list[Path]) -> list[Row]:
+    """The rows of one answer file: its load row, then one per check (in ``checks`` order)."""
+    path = (folder / f"{module}.py").resolve()
+
+    def not_graded(c: Check, message: str, flags=()) -> Row:
+        return Row(c.module, c.name, c.function, c.points, 0, f"not graded: {message}", flags=tuple(flags))
+
+    def all_zero(message: str, flags=(), details="") -> list[Row]:
+        load = Row(module, LOAD_ROW, "", 0, 0, message, details, tuple(sorted(flags)))
+        return [load] + [not_graded(c, message) for c in checks]
+
+    if not path.is_file():
+        return all_zero(f"missing file {path.name}", {MISSING})
+    try:
+        source = path.read_text(encoding="utf-8")
+        forbidden_refs = forbidden_references(source)
+    except (SyntaxError, ValueError) as e:  # ValueError: undecodable text, NUL bytes
+        where = f" at line {e.lineno}" if isinstance(e, SyntaxError) else ""
+        return all_zero(f"{type(e).__name__}{where}: {getattr(e, 'msg', e)}", {SYNTAX})
+    except OSError as e:
+        return all_zero(f"unreadable file {path.name}: {e}", {MISSING})
+    if forbidden_refs:
+        return all_zero(f"uses {FORBIDDEN_PACKAGE} (not allowed in an answer): {'; '.join(forbidden_refs)}",
+                        {FORBIDDEN_IMPORT})
+
+    load = Row(module, LOAD_ROW, "", 0, 0, "ok")
+    rows: dict[str, Row] = {}
+    pending = list(checks)
+    spent = 0.0  # seconds of the file's time used by earlier children
+    while pending:
+        child = _Child(path, limits, forbidden, closed_form=any(c.closed_form for c in pending))
+        start = time.monotonic()
+        try:
+            file_deadline = start + limits.file_time_limit - spent
+            try:
+                loaded = child.receive(min(start + limits.time_limit, file_deadline),
+                                       f"importing {path.name} took more than {limits.time_limit:g} s")
+            except ChildLost as lost:
+                load = Row(module, LOAD_ROW, "", 0, 0, lost.message, flags=(lost.flag,))
+                rows.update({c.name: not_graded(c, lost.message) for c in pending})
+                break
+            if "error" in loaded:
+                error = _student_error(loaded["error"])
+                flags = (MEMORY,) if isinstance(loaded["error"], dict) and loaded["error"].get("memory") else ()
+                message = f"import failed: {error.kind}: {error.message}"
+                load = Row(module, LOAD_ROW, "", 0, 0, message, error.details, flags)
+                rows.update({c.name: not_graded(c, message) for c in pending})
+                break
+            while pending:
+                c = pending.pop(0)
+                now = time.monotonic()
+                per_check = now + limits.time_limit
+                limit = (f"{limits.time_limit:g} s" if per_check <= file_deadline
+                         else f"the file's {limits.file_time_limit:g} s")
+                row, lost = _run_check(c, child, min(per_check, file_deadline), limit)
+                rows[c.name] = row
+                if lost is None:
+                    continue
+                if lost.flag == FORBIDDEN_IMPORT:  # the whole file scores zero
+                    rows.update({k.name: not_graded(k, lost.message) for k in checks if k.name != c.name})
+                    pending = []
+                elif time.monotonic() >= file_deadline:
+                    message = f"the file used up its {limits.file_time_limit:g} s"
+                    rows.update({k.name: not_graded(k, message) for k in pending})
+                    pending = []
+                else:  # the same function would most likely fail the same way: skip it, go on in a new child
+                    skipped = [k for k in pending if k.function == c.function]
+                    rows.update({k.name: not_graded(k, f"{c.function}() was stopped in an earlier check ({lost.flag})")
+                                 for k in skipped})
+                    pending = [k for k in pending if k.function != c.function]
+                break
+        finally:
+            spent += time.monotonic() - start
+            child.close()
+    return [load] + [rows[c.name] for c in checks]
 
 
 def _selected(modules, only) -> list[str]:
@@ -362,37 +865,175 @@ def _selected(modules, only) -> list[str]:
     return [m for m in modules if m.startswith(prefixes)]
 
 
-def grade(folder: str | Path = "exercises", only: str | list[str] | None = None,
-          time_limit: float | None = 10.0) -> GradeReport:
-    """Grade the answers in ``folder`` (``solutions/``, ``exercises/`` or a student's copy).
+def _forbidden_roots(extra=()) -> list[Path]:
+    roots = [PACKAGE_DIR, solutions_dir(), *(Path(p) for p in extra)]
+    return list(dict.fromkeys(p.resolve() for p in roots))
 
-    ``only``: a module-name prefix (or a list of them), e.g. ``"ex01"``. ``time_limit``: seconds per
-    check. Nothing is raised for wrong answers: each check's outcome is a row of the report.
+
+def grade(folder: str | Path | None = None, only: str | list[str] | None = None,
+          time_limit: float = 10.0, *, file_time_limit: float = 60.0, memory_limit: int = 2048,
+          forbid: tuple[str | Path, ...] | list[str | Path] = ()) -> GradeReport:
+    """Grade the answers in ``folder`` (default ``<project root>/exercises``; ``solutions/`` or a
+    student's copy), each file in its own child process (see the module docstring).
+
+    ``only``: a module-name prefix (or a list of them), e.g. ``"ex01"``. ``time_limit``: seconds
+    for importing a file and for each check; ``file_time_limit``: seconds for all checks of a
+    file; ``memory_limit``: MiB. ``forbid``: more folders the answers may not read. Nothing is
+    raised for wrong or misbehaving answers: each check's outcome is a row of the report.
     """
-    folder = Path(folder)
+    folder = Path(folder) if folder is not None else exercises_dir()
     if not folder.is_dir():
         raise FileNotFoundError(f"no folder {folder.resolve()} to grade")
-    report = GradeReport(folder.resolve())
     modules = _selected(dict.fromkeys(c.module for c in CHECKS), only)
     if not modules:
         raise ValueError(f"no graded exercises match only={only!r}")
-    for module_name in modules:
-        module, status = _load_answer(folder, module_name)
-        report.rows.append(Row(module_name, "(loads; no course_lib use)", "", 0, 0, status))
-        for c in (c for c in CHECKS if c.module == module_name):
-            if module is None:
-                report.rows.append(Row(c.module, c.name, c.function, c.points, 0, f"not graded: {status}"))
-            else:
-                report.rows.append(_run_check(c, module, time_limit))
+    limits = Limits(float(time_limit if time_limit is not None else Limits.time_limit),
+                    float(file_time_limit), int(memory_limit))
+    report = GradeReport(folder.resolve())
+    forbidden = _forbidden_roots(forbid)
+    for module in modules:
+        report.rows += _grade_file(folder, module, [c for c in CHECKS if c.module == module], limits, forbidden)
     return report
+
+
+# --------------------------------------------------------------------------- class mode
+
+@dataclass
+class Gradebook:
+    """One ``GradeReport`` per student of a submissions folder."""
+    submissions: Path
+    reports: dict[str, GradeReport] = field(default_factory=dict)
+
+    def columns(self) -> list[str]:
+        checks = [(c.module, c.name) for c in CHECKS if any(c.module in r.by_module() for r in self.reports.values())]
+        names = [name for _, name in checks]
+        return [name if names.count(name) == 1 else f"{module}:{name}" for module, name in checks]
+
+    def records(self) -> list[dict[str, object]]:
+        """One dict per student and exercise: student, exercise, a column per check, total, max, percent, flags."""
+        checks = [(c.module, c.name) for c in CHECKS]
+        column = dict(zip([k for k in checks if any(k[0] in r.by_module() for r in self.reports.values())],
+                          self.columns()))
+        out = []
+        for student, report in self.reports.items():
+            flags = report.flags()
+            for module, (earned, total) in report.by_module().items():
+                record: dict[str, object] = {"student": student, "exercise": module}
+                record.update({column[(r.module, r.check)]: r.earned for r in report.rows
+                               if r.module == module and (r.module, r.check) in column})
+                record.update(total=earned, max=total, percent=round(100 * earned / total, 1) if total else 0.0,
+                              flags="; ".join(flags.get(module, [])))
+                out.append(record)
+        return out
+
+    def write_csv(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fields = ["student", "exercise", *self.columns(), "total", "max", "percent", "flags"]
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, restval="")
+            writer.writeheader()
+            writer.writerows(self.records())
+        return path
+
+    def table(self) -> str:
+        modules = list(dict.fromkeys(m for r in self.reports.values() for m in r.by_module()))
+        name_w = max([len(s) for s in self.reports] + [len("student")])
+        col_w = {m: max(len(m), 7) for m in modules}
+        lines = [f"Gradebook {self.submissions}",
+                 "  ".join([f"{'student':<{name_w}}", *(f"{m:>{col_w[m]}}" for m in modules), " total", "flags"])]
+        for student, report in self.reports.items():
+            scores = {m: "{}/{}".format(*report.by_module()[m]) for m in report.by_module()}
+            cells = [f"{scores.get(m, '-'):>{col_w[m]}}" for m in modules]
+            flags = "; ".join(f"{m.split('_')[0]}: {', '.join(f)}" for m, f in report.flags().items() if f)
+            lines.append("  ".join([f"{student:<{name_w}}", *cells, f"{100 * report.fraction:5.1f}%", flags]))
+        return "\n".join(lines)
+
+    __str__ = table
+
+
+def grade_class(submissions: str | Path, only: str | list[str] | None = None, time_limit: float = 10.0, *,
+                file_time_limit: float = 60.0, memory_limit: int = 2048, solutions: str | Path | None = None,
+                progress: Callable[[str, GradeReport], None] | None = None) -> Gradebook:
+    """Grade every student folder of ``submissions`` (one after another), each file in its own child.
+
+    Answers may not read other submissions, ``<project root>/solutions`` or ``solutions``.
+    """
+    submissions = Path(submissions)
+    if not submissions.is_dir():
+        raise FileNotFoundError(f"no folder {submissions.resolve()} of submissions")
+    students = sorted(p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    if not students:
+        raise ValueError(f"{submissions} holds no student folders (one folder per student)")
+    forbid = [submissions] + ([Path(solutions)] if solutions is not None else [])
+    book = Gradebook(submissions.resolve())
+    for student in students:
+        report = grade(student, only, time_limit, file_time_limit=file_time_limit, memory_limit=memory_limit,
+                       forbid=forbid)
+        book.reports[student.name] = report
+        if progress is not None:
+            progress(student.name, report)
+    return book
 
 
 # --------------------------------------------------------------------------- command line
 
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--only", action="append", default=None, help="module prefix to grade, e.g. ex01 (repeatable)")
+    parser.add_argument("--time-limit", type=float, default=Limits.time_limit, metavar="SECONDS",
+                        help="seconds to import a file and for each check (default %(default)g)")
+    parser.add_argument("--file-time-limit", type=float, default=Limits.file_time_limit, metavar="SECONDS",
+                        help="seconds for all checks of one file (default %(default)g)")
+    parser.add_argument("--memory-limit", type=int, default=Limits.memory_limit, metavar="MIB",
+                        help="MiB an answer may allocate, POSIX only (default %(default)d)")
+
+
+def _limits(args) -> dict:
+    return {"time_limit": args.time_limit, "file_time_limit": args.file_time_limit,
+            "memory_limit": args.memory_limit}
+
+
+def _main_class(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_lib.grading class", description=(
+        "Grade every student folder of SUBMISSIONS (files named as in exercises/), each file in its own "
+        "child process, and write a gradebook: one CSV row per student and exercise."))
+    parser.add_argument("submissions", help="folder with one folder per student")
+    parser.add_argument("--out", required=True, help="gradebook CSV to write")
+    parser.add_argument("--solutions", default=None, metavar="DIR",
+                        help="reference answers kept outside the course repository: graded first (must get "
+                             "full marks) and unreadable from the answers")
+    _add_limits(parser)
+    args = parser.parse_args(argv)
+    try:
+        if args.solutions is not None:
+            reference = grade(args.solutions, args.only, forbid=[args.submissions], **_limits(args))
+            if reference.fraction < 1.0:
+                print(reference.table(verbose=True))
+                print(f"error: the solutions in {args.solutions} do not get full marks: the checks and the "
+                      "solutions disagree", file=sys.stderr)
+                return 2
+            print(f"solutions in {args.solutions}: full marks")
+        print(f"isolation: one process per file; network: {network_isolation()}", flush=True)
+
+        def progress(student, report):
+            print(f"  {student}: {report.earned}/{report.total}", flush=True)
+
+        book = grade_class(args.submissions, args.only, solutions=args.solutions, progress=progress,
+                           **_limits(args))
+    except (FileNotFoundError, ValueError, GradingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(book.table())
+    print(f"wrote {book.write_csv(args.out)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv.pop(0) if argv and argv[0] in ("grade", "generate", "check-sync") else "grade"
+    command = argv.pop(0) if argv and argv[0] in ("grade", "class", "generate", "check-sync") else "grade"
     prog = f"python -m course_lib.grading {command}"
+    if command == "class":
+        return _main_class(argv)
     if command in ("generate", "check-sync"):
         parser = argparse.ArgumentParser(prog=prog, description=(
             "Write exercises/ from solutions/." if command == "generate"
@@ -416,17 +1057,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 0
 
     parser = argparse.ArgumentParser(prog="python -m course_lib.grading", description=(
-        "Grade a folder of answers and print a score table. Exit status 0 unless --min-score is "
-        "given and not reached. Other commands: generate, check-sync."))
-    parser.add_argument("folder", nargs="?", default="exercises", help="folder to grade (default: exercises)")
-    parser.add_argument("--only", action="append", default=None, help="module prefix to grade, e.g. ex01 (repeatable)")
+        "Grade a folder of answers (each file in its own child process) and print a score table. Exit "
+        "status 0 unless --min-score is given and not reached. Other commands: class, generate, check-sync."))
+    parser.add_argument("folder", nargs="?", default=None, help="folder to grade (default: <repo>/exercises)")
     parser.add_argument("--min-score", type=float, default=None, metavar="FRACTION",
                         help="exit 1 if the earned fraction of points is below FRACTION (0..1)")
     parser.add_argument("-v", "--verbose", action="store_true", help="full messages and tracebacks")
+    _add_limits(parser)
     args = parser.parse_args(argv)
     try:
-        report = grade(args.folder, only=args.only)
-    except (FileNotFoundError, ValueError) as e:
+        report = grade(args.folder, only=args.only, **_limits(args))
+    except (FileNotFoundError, ValueError, GradingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(report.table(verbose=args.verbose))

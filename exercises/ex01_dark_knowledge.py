@@ -5,7 +5,8 @@
 
 Implement each function below with plain ``torch`` (``torch.nn.functional`` is fine). Do not use
 ``course_lib`` (its ``losses`` module holds the reference answers the grader compares yours with):
-a file that imports it scores zero.
+a file that imports it scores zero. The grader runs this file in a separate process with a time
+limit, and a function that modifies its input tensors in place scores zero on that check.
 
 Grade your work from a notebook cell with::
 

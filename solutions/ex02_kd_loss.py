@@ -2,7 +2,8 @@
 
 Implement each function below with plain ``torch`` (``torch.nn.functional`` is fine). Do not use
 ``course_lib`` (its ``losses`` module holds the reference answers the grader compares yours with):
-a file that imports it scores zero.
+a file that imports it scores zero. The grader runs this file in a separate process with a time
+limit, and a function that modifies its input tensors in place scores zero on that check.
 
 Grade your work from a notebook cell with::
 
@@ -90,7 +91,8 @@ def kd_gradient(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temp
 
     (Hinton 2015, eq. 2; no ``T^2`` factor here and no averaging over the batch: row ``b`` is the
     gradient of example ``b``'s own KL.) Derive it and compute it directly from the two tempered
-    softmaxes, without ``torch.autograd``. Consequences worth checking yourself: each row sums to
+    softmaxes, without ``torch.autograd`` (the grader runs it with autograd disabled: an answer
+    that calls it scores zero). Consequences worth checking yourself: each row sums to
     0, and for large ``T`` with zero-mean logits, ``T^2 * gradient -> (z_s - z_t) / C`` (eq. 3):
     the gradient shrinks like ``1/T^2``, which is why the loss multiplies the KL by ``T^2``.
 

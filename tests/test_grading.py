@@ -1,15 +1,15 @@
 """The exercise generator and the autograder (course_lib.grading).
 
-Self-contained: uses only pytest's tmp_path/capsys fixtures, no conftest.
+Grading runs each answer file in a child process (about 2 s each, mostly importing torch), so the
+reference folders are graded once per module (fixtures) and mutations are grouped, several per
+file. The cheats the in-process grader let through are in test_grading_isolation.py.
 """
 from __future__ import annotations
 
+import ast
 import filecmp
-import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,10 +17,11 @@ import pytest
 from course_lib import grading
 from course_lib.grading import MarkerError, check_exercises_in_sync, generate_exercises, grade, strip_solutions
 from course_lib.grading_checks import CHECKS
+from course_lib.paths import exercises_dir, project_root, solutions_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = ROOT / "solutions"
-EXERCISES = ROOT / "exercises"
+ROOT = project_root()
+SOLUTIONS = solutions_dir()
+EXERCISES = exercises_dir()
 MODULES = sorted({c.module for c in CHECKS})
 
 
@@ -28,27 +29,39 @@ def failed(report) -> set[str]:
     return {r.check for r in report.rows if r.earned < r.points}
 
 
-def mutant(tmp_path: Path, edits: dict[str, list[tuple[str, str]]]) -> Path:
+def mutant(tmp_path: Path, edits: dict[str, list[tuple[str, str]]], name: str = "mutant") -> Path:
     """A copy of solutions/ with each ``(old, new)`` text replacement applied (each must apply once)."""
-    folder = tmp_path / "mutant"
+    folder = tmp_path / name
     shutil.copytree(SOLUTIONS, folder)
-    for name, replacements in edits.items():
-        path = folder / f"{name}.py"
+    for module, replacements in edits.items():
+        path = folder / f"{module}.py"
         text = path.read_text()
         for old, new in replacements:
-            assert text.count(old) == 1, f"mutation target not found once in {name}: {old!r}"
+            assert text.count(old) == 1, f"mutation target not found once in {module}: {old!r}"
             text = text.replace(old, new)
         path.write_text(text)
     return folder
 
 
+@pytest.fixture(scope="module")
+def solutions_report():
+    return grade(SOLUTIONS)
+
+
+@pytest.fixture(scope="module")
+def stubs_report():
+    return grade(EXERCISES)
+
+
 # --------------------------------------------------------------------------- the course's own folders
 
-def test_solutions_get_full_marks():
-    report = grade(SOLUTIONS)
-    assert report.earned == report.total > 0, report.table(verbose=True)
+def test_solutions_get_full_marks(solutions_report):
+    report = solutions_report
+    assert report.earned == report.total == 40, report.table(verbose=True)
     assert report.fraction == 1.0
     assert set(report.by_module()) == set(MODULES)
+    assert report.by_module() == {"ex01_dark_knowledge": (20, 20), "ex02_kd_loss": (20, 20)}
+    assert all(not f for f in report.flags().values())
 
 
 def test_every_graded_module_has_at_least_two_exercises_and_checks():
@@ -58,11 +71,12 @@ def test_every_graded_module_has_at_least_two_exercises_and_checks():
         assert all(c.points > 0 for c in CHECKS if c.module == module)
     names = [(c.module, c.name) for c in CHECKS]
     assert len(names) == len(set(names)), "check names must be unique within a module"
+    assert {c.function for c in CHECKS if c.closed_form} == {"kd_gradient"}
 
 
-def test_stubs_score_exactly_zero():
-    report = grade(EXERCISES)
-    assert report.total == grade(SOLUTIONS).total
+def test_stubs_score_exactly_zero(stubs_report, solutions_report):
+    report = stubs_report
+    assert report.total == solutions_report.total
     assert report.earned == 0, report.table(verbose=True)
     graded = [r for r in report.rows if r.points]
     assert graded and all(r.message.startswith("not implemented") for r in graded), report.table()
@@ -84,40 +98,56 @@ def test_exercises_keep_everything_but_the_solutions():
         assert exercise.startswith(f"# GENERATED from solutions/{path.name} by `python -m course_lib.grading generate`")
         assert "### BEGIN SOLUTION" not in exercise and "### END SOLUTION" not in exercise
         assert solution.count("### BEGIN SOLUTION") == exercise.count('raise NotImplementedError("Exercise: ')
-        # Docstrings (the task statements) survive unchanged.
-        import ast
-        def docs(text):
+
+        def docs(text):  # the docstrings (the task statements) survive unchanged
             return {n.name: ast.get_docstring(n) for n in ast.walk(ast.parse(text)) if isinstance(n, ast.FunctionDef)}
         assert docs(solution) == docs(exercise)
         assert all(docs(solution).values())
 
 
-def test_solutions_and_exercises_never_collide_in_sys_modules():
-    a = grading.load_module(SOLUTIONS / "ex01_dark_knowledge.py")
-    b = grading.load_module(EXERCISES / "ex01_dark_knowledge.py")
-    assert a.__name__ != b.__name__
-    import torch
-    assert a.entropy(torch.tensor([0.5, 0.5])) > 0
-    with pytest.raises(NotImplementedError):
-        b.entropy(torch.tensor([0.5, 0.5]))
+def test_answers_never_run_in_the_graders_process(solutions_report, stubs_report):
+    answers = {str(p.resolve()) for folder in (SOLUTIONS, EXERCISES) for p in folder.glob("*.py")}
+    loaded = {str(Path(m.__file__).resolve()) for m in list(sys.modules.values())
+              if isinstance(getattr(m, "__file__", None), str)}
+    assert not answers & loaded
 
 
-def test_grading_is_fast():
-    grade(SOLUTIONS)  # warm-up (first calls into torch kernels)
-    start = time.perf_counter()
-    grade(SOLUTIONS)
-    grade(EXERCISES)
-    assert time.perf_counter() - start < 5.0
+def test_the_child_runner_imports_only_the_standard_library_and_torch():
+    tree = ast.parse(grading.RUNNER.read_text())
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert "torch" in names and names <= set(sys.stdlib_module_names) | {"torch"}, names
 
 
-def test_only_selects_modules():
-    report = grade(SOLUTIONS, only="ex01")
+def test_only_selects_modules_and_relative_folders_work(monkeypatch):
+    monkeypatch.chdir(ROOT / "notebooks")  # where a notebook's self-check cell runs
+    report = grade("../solutions", only="ex01")
     assert set(report.by_module()) == {"ex01_dark_knowledge"}
+    assert report.fraction == 1.0, report.table(verbose=True)
     with pytest.raises(ValueError):
         grade(SOLUTIONS, only="ex99")
     markdown = report._repr_markdown_()  # what a notebook cell ending in grade(...) shows
     assert markdown.startswith("| check | points | earned | message |") and "**100.0%**" in markdown
     assert str(report) == repr(report) == report.table()
+
+
+def test_a_patch_of_the_grader_from_an_answer_does_not_reach_the_kernel(tmp_path):
+    """An answer that replaces the check runner through sys.modules (20/20 before, and the patch stayed)."""
+    folder = tmp_path / "student"
+    folder.mkdir()
+    (folder / "ex01_dark_knowledge.py").write_text(
+        "import sys\nimport torch\n"
+        "g = sys.modules.get('course' + '_lib.grading')\n"
+        "if g is not None:\n"
+        "    g._run_check = lambda c, *a, **k: (g.Row(c.module, c.name, c.function, c.points, c.points, 'ok'), None)\n"
+        "    g.grade = None\n"
+        "def softmax_with_temperature(z, t):\n    return torch.zeros(())\n"
+        "def entropy(p):\n    return torch.zeros(())\n"
+        "def soft_target_similarity(p, y, c):\n    return torch.zeros(())\n")
+    before = (grading._run_check, grading.grade)
+    report = grade(folder, only="ex01")
+    assert report.earned == 0, report.table(verbose=True)
+    assert (grading._run_check, grading.grade) == before
 
 
 # --------------------------------------------------------------------------- the checks can fail
@@ -137,6 +167,10 @@ MUTATIONS = {
         {"ex02_kd_loss": [("alpha * temperature ** 2 * kl + (1 - alpha) * ce",
                            "(1 - alpha) * temperature ** 2 * kl + alpha * ce")]},
         {"kd_loss_matches_reference", "kd_loss_alpha_zero_is_cross_entropy"}, "swapped"),
+    "kd_loss_not_differentiable": (
+        {"ex02_kd_loss": [("return alpha * temperature ** 2 * kl + (1 - alpha) * ce",
+                           "return (alpha * temperature ** 2 * kl + (1 - alpha) * ce).detach()")]},
+        {"kd_loss_gradient_scale_is_temperature_independent", "kd_loss_is_differentiable"}, "differentiabl"),
     "reverse_kl_is_forward": (
         {"ex02_kd_loss": [("return (log_ps.exp() * (log_ps - log_pt))", "return (log_pt.exp() * (log_pt - log_ps))")]},
         {"reverse_kl_matches_reference", "reverse_kl_properties"}, "forward KL"),
@@ -158,7 +192,7 @@ MUTATIONS = {
         {"softmax_is_stable_for_large_logits"}, "NaN"),
     "entropy_in_bits": (
         {"ex01_dark_knowledge": [("probs * torch.log(probs)", "probs * torch.log2(probs)")]},
-        {"entropy_matches_reference", "entropy_limits", "entropy_grows_with_temperature"}, None),
+        {"entropy_matches_reference", "entropy_limits", "entropy_grows_with_temperature"}, "bits"),
     "entropy_0_log_0_is_nan": (
         {"ex01_dark_knowledge": [("torch.where(probs > 0, probs * torch.log(probs), torch.zeros_like(probs))",
                                   "probs * torch.log(probs)")]},
@@ -169,20 +203,44 @@ MUTATIONS = {
 }
 
 
+def _function_of(name: str) -> tuple[str, str]:
+    """The (module, function) a mutation breaks: that of the checks it must fail."""
+    found = {(c.module, c.function) for c in CHECKS if c.name in MUTATIONS[name][1]}
+    assert len(found) == 1, (name, found)
+    return found.pop()
+
+
+def _groups() -> list[list[str]]:
+    """Mutations grouped so that a group breaks each function at most once (one child per group)."""
+    groups: list[list[str]] = []
+    for name in MUTATIONS:
+        module, function = _function_of(name)
+        for group in groups:
+            if _function_of(group[0])[0] == module and function not in {_function_of(n)[1] for n in group}:
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    return groups
+
+
 @pytest.mark.filterwarnings("ignore:reduction. 'mean' divides:UserWarning")  # F.kl_div's own hint
-@pytest.mark.parametrize("name", sorted(MUTATIONS))
-def test_a_wrong_solution_loses_points(tmp_path, name):
-    edits, must_fail, hint = MUTATIONS[name]
-    report = grade(mutant(tmp_path, edits))
-    assert must_fail <= failed(report), report.table(verbose=True)
-    assert report.earned < report.total
-    untouched = set(MODULES) - set(edits)
-    for module in untouched:  # a mistake in one file costs nothing in the others
-        earned, total = report.by_module()[module]
-        assert earned == total, module
-    if hint:
-        messages = " ".join(r.message for r in report.rows if r.check in must_fail)
-        assert hint in messages, messages
+@pytest.mark.parametrize("group", _groups(), ids="+".join)
+def test_a_wrong_solution_loses_points(tmp_path, group):
+    module = _function_of(group[0])[0]
+    edits = [edit for name in group for edit in MUTATIONS[name][0][module]]
+    report = grade(mutant(tmp_path, {module: edits}), only=module)
+    broken = {_function_of(name)[1] for name in group}
+    for name in group:
+        _, must_fail, hint = MUTATIONS[name]
+        assert must_fail <= failed(report), (name, report.table(verbose=True))
+        if hint:
+            messages = " ".join(r.message for r in report.rows if r.check in must_fail)
+            assert hint in messages, (name, messages)
+    # a mistake in one function costs nothing in the others
+    intact = {c.name for c in CHECKS if c.module == module and c.function not in broken}
+    assert not intact & failed(report), report.table(verbose=True)
+    assert not any(report.flags().values()), report.flags()
 
 
 @pytest.mark.parametrize("line", [
@@ -193,12 +251,11 @@ def test_a_wrong_solution_loses_points(tmp_path, name):
 ])
 def test_using_course_lib_scores_zero_for_that_file(tmp_path, line):
     folder = mutant(tmp_path, {"ex02_kd_loss": [("import torch\n", f"import torch\n{line}\n")]})
-    report = grade(folder)
+    report = grade(folder, only="ex02")  # the static scan: no process is started
     earned, total = report.by_module()["ex02_kd_loss"]
     assert earned == 0 and total > 0
     assert all("course_lib" in r.message for r in report.rows if r.module == "ex02_kd_loss")
-    earned, total = report.by_module()["ex01_dark_knowledge"]
-    assert earned == total
+    assert report.flags() == {"ex02_kd_loss": ["forbidden import"]}
 
 
 def test_broken_or_missing_files_are_reported_not_raised(tmp_path):
@@ -209,15 +266,24 @@ def test_broken_or_missing_files_are_reported_not_raised(tmp_path):
     messages = {r.module: r.message for r in report.rows if r.points == 0}
     assert "SyntaxError" in messages["ex01_dark_knowledge"]
     assert "missing file" in messages["ex02_kd_loss"]
+    assert report.flags() == {"ex01_dark_knowledge": ["syntax error"], "ex02_kd_loss": ["missing"]}
 
 
 def test_a_crashing_or_printing_answer_only_loses_its_checks(tmp_path, capsys):
     folder = mutant(tmp_path, {"ex01_dark_knowledge": [
-        ('    return -plogp.sum(dim=-1)', '    print("debug")\n    return {}["boom"]')]})
-    report = grade(folder)
-    assert failed(report) == {"entropy_matches_reference", "entropy_limits", "entropy_grows_with_temperature"}
+        ('    return -plogp.sum(dim=-1)', '    print("debug")\n    return {}["boom"]'),
+        ("    ### BEGIN SOLUTION\n    if temperature <= 0:",
+         "    ### BEGIN SOLUTION\n    if temperature <= 0:\n        print('T <= 0')\n        raise ZeroDivisionError")]})
+    report = grade(folder, only="ex01")
+    assert failed(report) == {"entropy_matches_reference", "entropy_limits", "entropy_grows_with_temperature",
+                              "softmax_rejects_nonpositive_temperature"}
     assert all("KeyError" in r.message for r in report.rows if r.check.startswith("entropy"))
-    assert "debug" not in capsys.readouterr().out
+    entropy_row = next(r for r in report.rows if r.check == "entropy_limits")
+    assert "boom" in entropy_row.message and 'return {}["boom"]' in entropy_row.details  # the child's traceback
+    # the student's ZeroDivisionError reaches the check as one (its hint names it)
+    assert "raised ZeroDivisionError" in next(r.message for r in report.rows if r.check.startswith("softmax_rejects"))
+    out = capsys.readouterr()
+    assert "debug" not in out.out + out.err and "T <= 0" not in out.out + out.err
 
 
 # --------------------------------------------------------------------------- the generator
@@ -311,17 +377,13 @@ def test_check_sync_reports_missing_edited_and_stale_files(tmp_path):
 # --------------------------------------------------------------------------- command line
 
 def test_cli_grade_exit_codes(capsys):
-    assert grading.main([str(SOLUTIONS)]) == 0
-    out = capsys.readouterr().out
-    assert "TOTAL" in out and "100.0%" in out and "kd_loss_matches_reference" in out
-    assert grading.main([str(EXERCISES)]) == 0  # grading reports, it does not fail...
-    assert "0.0%" in capsys.readouterr().out
-    assert grading.main([str(EXERCISES), "--min-score", "0.5"]) == 1  # ...unless asked to
-    assert grading.main(["grade", str(SOLUTIONS), "--min-score", "1.0"]) == 0
-    capsys.readouterr()
     assert grading.main([str(SOLUTIONS), "--only", "ex02", "--min-score", "1"]) == 0
     out = capsys.readouterr().out
-    assert "ex02_kd_loss" in out and "ex01_dark_knowledge" not in out
+    assert "TOTAL" in out and "100.0%" in out and "kd_loss_matches_reference" in out
+    assert "ex01_dark_knowledge" not in out
+    # grading reports, it does not fail... unless asked to
+    assert grading.main(["grade", str(EXERCISES), "--only", "ex01", "--min-score", "0.5"]) == 1
+    assert "0.0%" in capsys.readouterr().out
     assert grading.main([str(ROOT / "no-such-folder")]) == 2
 
 
@@ -338,19 +400,40 @@ def test_cli_sync_exit_codes(tmp_path, capsys):
     assert "out of date" in capsys.readouterr().out
 
 
-def test_python_dash_m_entry_point():
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    run = subprocess.run([sys.executable, "-m", "course_lib.grading", "exercises", "--min-score", "0.01"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 1, run.stderr
-    assert "TOTAL" in run.stdout and "not implemented" in run.stdout
+def test_class_gradebook_columns(tmp_path, capsys):
+    submissions = tmp_path / "submissions"
+    (submissions / "alice").mkdir(parents=True)
+    (submissions / "bob").mkdir()
+    shutil.copy(SOLUTIONS / "ex02_kd_loss.py", submissions / "alice")
+    (submissions / "bob" / "ex02_kd_loss.py").write_text("import course_lib\n")
+    out = tmp_path / "book" / "gradebook.csv"
+    assert grading.main(["class", str(submissions), "--out", str(out), "--only", "ex02"]) == 0
+    lines = out.read_text().splitlines()
+    checks = [c.name for c in CHECKS if c.module == "ex02_kd_loss"]
+    assert lines[0] == ",".join(["student", "exercise", *checks, "total", "max", "percent", "flags"])
+    assert lines[1] == ",".join(["alice", "ex02_kd_loss", *(str(c.points) for c in CHECKS if c.name in checks),
+                                 "20", "20", "100.0", ""])
+    assert lines[2] == ",".join(["bob", "ex02_kd_loss", *["0"] * len(checks), "0", "20", "0.0", "forbidden import"])
+    printed = capsys.readouterr().out
+    assert "alice" in printed and "100.0%" in printed and "ex02: forbidden import" in printed
+    assert grading.main(["class", str(tmp_path / "nobody"), "--out", str(out)]) == 2
 
 
-def test_a_hanging_answer_times_out(tmp_path):
-    folder = mutant(tmp_path, {"ex01_dark_knowledge": [
-        ("    return -plogp.sum(dim=-1)", "    while True:\n        pass")]})
-    start = time.perf_counter()
-    report = grade(folder, only="ex01", time_limit=0.2)
-    assert time.perf_counter() - start < 10
-    assert failed(report) == {"entropy_matches_reference", "entropy_limits", "entropy_grows_with_temperature"}
-    assert all("timed out" in r.message for r in report.rows if r.check.startswith("entropy"))
+def test_class_checks_solutions_kept_elsewhere(tmp_path, capsys):
+    private = mutant(tmp_path, {}, name="private_solutions")  # an instructor's copy, outside the repository
+    submissions = tmp_path / "submissions"
+    (submissions / "carol").mkdir(parents=True)
+    (submissions / "carol" / "ex02_kd_loss.py").write_text(
+        f"exec(open({str(private / 'ex02_kd_loss.py')!r}).read())\n")  # copying from the private solutions
+    out = tmp_path / "gradebook.csv"
+    assert grading.main(["class", str(submissions), "--out", str(out), "--only", "ex02",
+                         "--solutions", str(private)]) == 0
+    assert "full marks" in capsys.readouterr().out
+    row = out.read_text().splitlines()[1].split(",")
+    assert row[0] == "carol" and row[-4:] == ["0", "20", "0.0", "forbidden import"]
+    # solutions that do not get full marks stop the run before any student is graded
+    (private / "ex02_kd_loss.py").write_text((private / "ex02_kd_loss.py").read_text().replace(
+        "return (p_s - p_t) / temperature", "return (p_t - p_s) / temperature"))
+    assert grading.main(["class", str(submissions), "--out", str(tmp_path / "other.csv"), "--only", "ex02",
+                         "--solutions", str(private)]) == 2
+    assert not (tmp_path / "other.csv").exists()

@@ -1,11 +1,17 @@
 """The autograder's checks, one module per exercise file (``ex01_dark_knowledge.py`` grades
 ``exercises/ex01_dark_knowledge.py``).
 
-A check is a function that receives the student's function and raises ``AssertionError`` (with a
-message a student can act on) when the answer is wrong; it earns its points when it raises nothing.
-Checks test by value: against ``course_lib.losses`` (the tested reference), hand-computed numbers
-and limits (``T -> inf``, student == teacher, ``alpha = 0``). They use their own seeded generators,
-so grading never touches a notebook's global random state, and pass fresh copies of every input.
+A check runs in the grader's own process and never sees the student's code: it receives a
+stand-in for the student's function (``course_lib.grading.RemoteFunction``) whose calls run in a
+separate child process, and raises ``AssertionError`` (with a message a student can act on) when
+the answer is wrong; it earns its points when it raises nothing. So each check has three parts:
+the inputs it builds (seeded tensors, from its own generators, so grading never touches a
+notebook's global random state), the calls it makes (``f(*args)``, or ``f.value_and_grad(*args,
+wrt=0)`` for a result and its gradient with respect to an argument) and the comparison with
+``course_lib.losses`` (the tested reference), hand-computed numbers and limits (``T -> inf``,
+student == teacher, ``alpha = 0``). Arguments travel as copies, and a function that modifies
+them in place fails the check. With ``closed_form=True`` the function runs with autograd
+disabled (the task asks for a derivation, not ``torch.autograd``).
 
 To add one::
 
@@ -30,15 +36,21 @@ class Check:
     function: str  # the function under test in that file
     run: Callable[[Callable], None]
     description: str = ""
+    closed_form: bool = False  # the function runs with autograd disabled
 
 
 CHECKS: list[Check] = []
 
 
-def check(module: str, function: str, points: int):
-    """Register the decorated function as a check worth ``points`` on ``module.function``."""
+def check(module: str, function: str, points: int, closed_form: bool = False):
+    """Register the decorated function as a check worth ``points`` on ``module.function``.
+
+    ``closed_form``: run the student's function under ``torch.inference_mode`` with torch's
+    autograd entry points disabled (for a task that asks for a closed-form derivative).
+    """
     def register(run):
-        CHECKS.append(Check(run.__name__, points, module, function, run, (run.__doc__ or "").strip()))
+        CHECKS.append(Check(run.__name__, points, module, function, run, (run.__doc__ or "").strip(),
+                            closed_form))
         return run
     return register
 

@@ -19,7 +19,7 @@ def softmax_matches_reference(softmax_with_temperature):
     for shape in [(8, 10), (10,), (2, 3, 5)]:
         z = randn(*shape, seed=11, scale=3.0)
         for t in (0.5, 1.0, 2.0, 5.0):
-            close(softmax_with_temperature(z.clone(), t), reference.softmax_with_temperature(z, t),
+            close(softmax_with_temperature(z, t), reference.softmax_with_temperature(z, t),
                   f"logits of shape {shape}, T={t}")
 
 
@@ -27,13 +27,13 @@ def softmax_matches_reference(softmax_with_temperature):
 def softmax_temperature_limits(softmax_with_temperature):
     """T -> inf gives the uniform distribution, T -> 0 the one-hot argmax; T never changes the argmax."""
     z = torch.tensor([[2.0, -1.0, 0.5, 4.0, 1.0], [0.0, 3.0, -2.0, 1.0, 2.5]])
-    hot = softmax_with_temperature(z.clone(), 1e4)
+    hot = softmax_with_temperature(z, 1e4)
     close(hot, torch.full_like(z, 1 / 5), "T=1e4 (should be nearly uniform, 1/C each)", atol=1e-3)
-    cold = softmax_with_temperature(z.clone(), 0.01)
+    cold = softmax_with_temperature(z, 0.01)
     close(cold, torch.nn.functional.one_hot(z.argmax(-1), 5).float(),
           "T=0.01 (should be nearly one-hot at the largest logit)", atol=1e-3)
     for t in (0.1, 0.5, 1.0, 3.0, 30.0):
-        p = as_tensor(softmax_with_temperature(z.clone(), t), f"T={t}")
+        p = as_tensor(softmax_with_temperature(z, t), f"T={t}")
         assert torch.equal(p.argmax(-1), z.argmax(-1)), f"T={t}: the most likely class changed"
 
 
@@ -43,7 +43,7 @@ def softmax_rejects_nonpositive_temperature(softmax_with_temperature):
     z = randn(3, 4, seed=12)
     for t in (0, 0.0, -1.0, -0.5):
         try:
-            softmax_with_temperature(z.clone(), t)
+            softmax_with_temperature(z, t)
         except ValueError:
             continue
         except ZeroDivisionError:
@@ -57,7 +57,7 @@ def softmax_is_stable_for_large_logits(softmax_with_temperature):
     """Finite and correct for logits like [1000, 999, 0] (exp(1000) overflows: shift by the max)."""
     z = torch.tensor([[1000.0, 999.0, 0.0], [-1000.0, -1001.0, -2000.0]])
     for t in (1.0, 0.5, 4.0):
-        close(softmax_with_temperature(z.clone(), t), reference.softmax_with_temperature(z, t),
+        close(softmax_with_temperature(z, t), reference.softmax_with_temperature(z, t),
               f"large logits, T={t}")
 
 
@@ -72,7 +72,7 @@ def entropy_matches_reference(entropy):
     """-sum p log p over the last dimension, for shapes [6, 5], [4] and [2, 3, 7]."""
     for i, shape in enumerate([(6, 5), (4,), (2, 3, 7)]):
         p = _random_probs(*shape, seed=20 + i)
-        got, expected = as_tensor(entropy(p.clone()), f"shape {shape}"), reference.entropy(p)
+        got, expected = as_tensor(entropy(p), f"shape {shape}"), reference.entropy(p)
         if got.shape == expected.shape and torch.allclose(got * math.log(2), expected, atol=1e-5):
             raise AssertionError(f"shape {shape}: these are bits (log2); use the natural log (nats)")
         close(got, expected, f"probabilities of shape {shape}")
@@ -87,7 +87,7 @@ def entropy_limits(entropy):
     for c in (2, 10, 100):
         close(entropy(torch.full((c,), 1.0 / c)), torch.tensor(math.log(c)), f"uniform over C={c}")
     one_hot = torch.eye(4)
-    h = as_tensor(entropy(one_hot.clone()), "one-hot rows")
+    h = as_tensor(entropy(one_hot), "one-hot rows")
     assert not torch.isnan(h).any(), "one-hot rows: got NaN; 0 * log 0 must count as 0"
     close(h, torch.zeros(4), "one-hot rows")
     close(entropy(torch.tensor([[0.5, 0.0, 0.5], [0.25, 0.75, 0.0]])),
@@ -120,7 +120,7 @@ def similarity_hand_example(soft_target_similarity):
     expected = torch.tensor([[0.60, 0.30, 0.10],
                              [0.30, 0.60, 0.10],
                              [0.05, 0.20, 0.75]])
-    close(soft_target_similarity(probs.clone(), labels.clone(), 3), expected, "hand example")
+    close(soft_target_similarity(probs, labels, 3), expected, "hand example")
 
 
 @check(M, "soft_target_similarity", points=2)
@@ -129,7 +129,7 @@ def similarity_properties(soft_target_similarity):
     n, c = 60, 6
     probs = _random_probs(n, c, seed=30).double()
     labels = randint(c - 1, n, seed=31)  # class C-1 never occurs
-    s = as_tensor(soft_target_similarity(probs.clone(), labels.clone(), c), "random example")
+    s = as_tensor(soft_target_similarity(probs, labels, c), "random example")
     assert s.dtype == probs.dtype, f"expected dtype {probs.dtype} (the dtype of probs), got {s.dtype}"
     expected = torch.zeros(c, c, dtype=torch.float64)
     for k in range(c - 1):

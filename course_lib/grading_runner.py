@@ -1,0 +1,367 @@
+"""The child side of the autograder: run one answer file's functions on inputs the grader sends.
+
+This file is executed by path (``python -I -B .../grading_runner.py ANSWER ...``) in a fresh
+process, one per answer file; it must never import ``course_lib`` (the reference answers live
+there) and imports nothing but the standard library and ``torch``. ``course_lib.grading`` (the
+parent) starts it, sends calls, compares what comes back with the reference and awards the
+points: nothing here decides a score.
+
+Protocol: frames of an 8-byte big-endian length followed by a ``torch.save`` payload that
+``torch.load(weights_only=True)`` accepts (dicts, lists, str, numbers, tensors). The frames travel
+on private copies of the original stdin/stdout; fds 0 and 1 are pointed at the null device, so
+whatever the answer prints is discarded and cannot corrupt the channel by accident.
+
+  child -> parent  {"ready": pid}                       torch imported, limits set
+  child -> parent  {"loaded": [names]} | {"error": ...} | {"exit": why}    the answer file ran
+  parent -> child  {"id", "op": "call", "function", "args", "kwargs", "mode", "wrt"}
+  child -> parent  {"id", "value", "args", "kwargs", "grad", "requires_grad", "autograd"}
+                   | {"id", "error": {...}, "autograd"} | {"id", "missing": why} | {"exit": why}
+
+The parent ends the child by killing its process group (any other message, or end of input, also
+ends it). ``mode`` is ``"plain"``; ``"grad"`` (argument ``wrt`` gets ``requires_grad`` and the
+gradient of the 0-dim result with respect to it comes back); or ``"closed_form"`` (the call runs
+under ``torch.inference_mode`` on inference-tensor copies of the inputs, and torch's public
+autograd entry points raise and set ``autograd``; the process must be started with
+``--closed-form``). After every call the arguments come back as the answer left them, so the
+parent can tell whether it modified its inputs in place.
+
+Guards installed before the answer runs (a ``sys.addaudithook`` hook cannot be removed):
+
+* importing ``course_lib`` under any spelling, or opening a file under a forbidden root (the
+  ``course_lib`` package, the solutions, other submissions), ends the process with status
+  ``FORBIDDEN`` (86);
+* any socket operation ends it with ``NETWORK`` (87);
+* starting a process, sending a signal, loading a library through ``ctypes``, opening another
+  process's ``/proc`` entries, or writing/removing/renaming a file outside the working folder ends
+  it with ``SANDBOX`` (88);
+* ``RLIMIT_AS`` (the address space torch already reserved plus ``--memory-mb``), ``RLIMIT_CPU``
+  and ``RLIMIT_FSIZE`` (soft and hard, so the answer cannot raise them), where ``resource``
+  exists (not on Windows).
+
+These make a misbehaving answer fail loudly; they are not a security boundary against native
+code. The parent's wall-clock kill of the whole process group, the rlimits and (on Linux, when
+available) the network namespace the parent starts this process in also bind any grandchild.
+"""
+import builtins
+import io
+import os
+import struct
+import sys
+import traceback
+
+FORBIDDEN, NETWORK, SANDBOX = 86, 87, 88
+MAX_RESULT_BYTES = 64 * 2**20
+_HEADER = struct.Struct(">Q")
+
+
+# --------------------------------------------------------------------------- channel
+
+class Channel:
+    def __init__(self):
+        # Private copies of stdin/stdout for the frames; the answer sees the null device.
+        self._in = os.fdopen(os.dup(0), "rb", buffering=0)
+        self._out = os.fdopen(os.dup(1), "wb", buffering=0)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.close(null)
+        sys.stdin = open(os.devnull, encoding="utf-8")
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")
+
+    def _read_exact(self, n):
+        chunks, left = [], n
+        while left:
+            chunk = self._in.read(left)
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def receive(self, torch):
+        head = self._read_exact(_HEADER.size)
+        if head is None:
+            return None
+        data = self._read_exact(_HEADER.unpack(head)[0])
+        return None if data is None else torch.load(io.BytesIO(data), weights_only=True)
+
+    def send(self, torch, message):
+        buffer = io.BytesIO()
+        torch.save(message, buffer)
+        data = buffer.getvalue()
+        self._out.write(_HEADER.pack(len(data)) + data)
+
+
+# --------------------------------------------------------------------------- values
+
+def encode(torch, value, depth=0):
+    """A copy of ``value`` that ``torch.load(weights_only=True)`` accepts: tensors (detached, cloned
+    outside inference mode), numbers, strings, lists/tuples/dicts of those; anything else becomes
+    ``{"__opaque__": type name}``."""
+    if torch.is_tensor(value):
+        if value.numel() * value.element_size() > MAX_RESULT_BYTES:
+            return {"__opaque__": f"tensor too large to return ({tuple(value.shape)})"}
+        return value.detach().clone().contiguous()
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if depth < 4 and type(value) in (list, tuple) and len(value) <= 1000:
+        items = [encode(torch, v, depth + 1) for v in value]
+        return items if type(value) is list else tuple(items)
+    if depth < 4 and type(value) is dict and len(value) <= 1000 and all(type(k) is str for k in value):
+        return {k: encode(torch, v, depth + 1) for k, v in value.items()}
+    kind = type(value)
+    return {"__opaque__": f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', '?')}"}
+
+
+def describe_error(e):
+    kind = type(e)
+    base = next((k.__name__ for k in kind.__mro__ if k.__module__ == "builtins" and issubclass(k, Exception)),
+                "Exception")
+    try:
+        message = str(e)[:2000]
+    except Exception:  # noqa: BLE001 - a broken __str__ must not stop the report
+        message = "(the exception's message could not be read)"
+    memory = isinstance(e, MemoryError) or any(
+        s in message for s in ("can't allocate memory", "not enough memory", "out of memory",
+                               "Cannot allocate memory"))
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next  # start at the answer's own frames
+    try:
+        text = "".join(traceback.format_exception(kind, e, tb))[-6000:]
+    except Exception:  # noqa: BLE001 - a broken __str__ must not stop the report
+        text = ""
+    return {"type": kind.__name__, "builtin": base, "message": message, "traceback": text, "memory": memory}
+
+
+# --------------------------------------------------------------------------- guards
+
+def set_limits(memory_mb, cpu_seconds):
+    try:
+        import resource
+    except ImportError:  # Windows: the parent's wall-clock kill is the only limit
+        return
+    def cap(which, value):
+        try:
+            resource.setrlimit(which, (value, value))
+        except (ValueError, OSError):
+            pass
+    reserved = 0
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    reserved = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if memory_mb > 0 and hasattr(resource, "RLIMIT_AS"):
+        cap(resource.RLIMIT_AS, reserved + memory_mb * 2**20)
+    if cpu_seconds > 0:
+        cap(resource.RLIMIT_CPU, int(cpu_seconds))
+    if hasattr(resource, "RLIMIT_FSIZE"):
+        cap(resource.RLIMIT_FSIZE, 64 * 2**20)
+
+
+def install_audit_guard(allowed_roots, forbidden_roots, workdir):
+    """The audit hook described in the module docstring."""
+    realpath, normcase, fsdecode = os.path.realpath, os.path.normcase, os.fsdecode
+    write, exit_, sep = os.write, os._exit, os.sep
+
+    def norm(path):
+        return normcase(realpath(path))
+
+    allowed = tuple(norm(p) for p in allowed_roots)
+    forbidden = tuple(norm(p) for p in forbidden_roots)
+    work = norm(workdir)
+    own_proc = f"/proc/{os.getpid()}"
+    null = norm(os.devnull)
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+    path_events = {"os.remove", "os.rmdir", "os.rename", "os.mkdir", "os.chmod", "os.chown",
+                   "os.truncate", "os.link", "os.symlink", "os.utime", "os.chflags", "os.lchflags",
+                   "os.setxattr", "os.removexattr", "os.mkfifo", "os.mknod", "sqlite3.connect"}
+    process_events = {"subprocess.Popen", "os.system", "os.fork", "os.forkpty", "os.posix_spawn",
+                      "os.spawn", "os.exec", "os.startfile", "os.kill", "os.killpg", "signal.pthread_kill",
+                      "pty.spawn"}
+
+    def under(path, roots):
+        return any(path == r or path.startswith(r + sep) for r in roots)
+
+    def stop(code, what):
+        try:
+            write(2, ("\ngrader: " + what + "\n").encode("utf-8", "replace"))
+        finally:
+            exit_(code)
+
+    def as_path(value):
+        if type(value) is str:
+            return value
+        if type(value) is bytes:
+            return fsdecode(value)
+        return None
+
+    def check_read(path):
+        if under(path, allowed):
+            return
+        if under(path, forbidden):
+            stop(FORBIDDEN, f"read {path} (the grader's reference code and answers are off limits)")
+        if path.startswith("/proc/") and path.split("/")[2].isdigit() and not under(path, (own_proc,)):
+            stop(SANDBOX, f"read {path} (another process)")
+
+    def hook(event, args):
+        if event == "import":
+            name = args[0] if args else None
+            if type(name) is str and (name == "course_lib" or name.startswith("course_lib.")):
+                stop(FORBIDDEN, f"import {name} (course_lib holds the reference answers)")
+        elif event == "open":
+            target, flags = args[0], args[2] if len(args) > 2 else 0
+            if type(target) is int:
+                return
+            raw = as_path(target)
+            if raw is None:
+                stop(SANDBOX, f"open() of a {type(target).__name__} path")
+            path = norm(raw)
+            check_read(path)
+            if type(flags) is int and flags & write_flags and not (path == null or under(path, (work,))):
+                stop(SANDBOX, f"write to {path} (answers may only write in their working folder)")
+        elif event.startswith("socket."):
+            stop(NETWORK, f"{event} (no network while grading)")
+        elif event in process_events:
+            stop(SANDBOX, f"{event} (no processes or signals while grading)")
+        elif event.startswith("ctypes.") and event != "ctypes.get_errno" and event != "ctypes.set_errno":
+            stop(SANDBOX, f"{event} (no ctypes while grading)")
+        elif event in path_events:
+            for value in args:
+                raw = as_path(value)
+                if raw is not None and not under(norm(raw), (work,)):
+                    stop(SANDBOX, f"{event} {raw} (outside the working folder)")
+
+    sys.addaudithook(hook)
+
+
+def guard_autograd(torch, state):
+    """Wrap torch's public autograd entry points so a ``closed_form`` call cannot use them."""
+    import torch.autograd.functional
+    import torch.func
+
+    def wrap(owner, name, label):
+        original = getattr(owner, name, None)
+        if original is None:
+            return
+
+        def guarded(*args, **kwargs):
+            if state["closed_form"]:
+                state["autograd"] = True
+                raise RuntimeError(f"{label} is not available here: compute the closed form directly")
+            return original(*args, **kwargs)
+
+        guarded.__name__ = name
+        setattr(owner, name, guarded)
+
+    for name in ("grad", "backward"):
+        wrap(torch.autograd, name, f"torch.autograd.{name}")
+    wrap(torch.Tensor, "backward", "Tensor.backward")
+    for name in ("grad", "grad_and_value", "vjp", "jvp", "jacrev", "jacfwd", "hessian", "linearize"):
+        wrap(torch.func, name, f"torch.func.{name}")
+    for name in ("jacobian", "hessian", "vjp", "jvp", "hvp", "vhp"):
+        wrap(torch.autograd.functional, name, f"torch.autograd.functional.{name}")
+    state["guarded"] = True
+
+
+# --------------------------------------------------------------------------- main
+
+def call(torch, namespace, request, state):
+    function = namespace.get(request["function"])
+    if not callable(function):
+        return {"missing": "not defined" if function is None else f"not callable ({type(function).__name__})"}
+    args, kwargs, mode = list(request["args"]), dict(request["kwargs"]), request["mode"]
+    reply = {}
+    if mode == "closed_form":
+        if not state.get("guarded"):
+            raise RuntimeError("the grader did not start this process with --closed-form")
+        with torch.inference_mode():
+            args = [a.clone() if torch.is_tensor(a) else a for a in args]
+            kwargs = {k: v.clone() if torch.is_tensor(v) else v for k, v in kwargs.items()}
+            state["closed_form"], state["autograd"] = True, False
+            try:
+                value = function(*args, **kwargs)
+            finally:
+                state["closed_form"] = False
+        reply["autograd"] = state["autograd"]
+    elif mode == "grad":
+        leaf = args[request["wrt"]] = args[request["wrt"]].detach().clone().requires_grad_(True)
+        value = function(*args, **kwargs)
+        grad = None
+        if torch.is_tensor(value) and value.requires_grad and value.numel() == 1:
+            (grad,) = torch.autograd.grad(value.sum(), leaf, allow_unused=True)
+            grad = torch.zeros_like(leaf) if grad is None else grad
+        reply["requires_grad"] = bool(torch.is_tensor(value) and value.requires_grad)
+        reply["grad"] = encode(torch, grad)
+    else:
+        value = function(*args, **kwargs)
+    reply.update(value=encode(torch, value), args=encode(torch, args), kwargs=encode(torch, kwargs))
+    return reply
+
+
+def main(argv):
+    import argparse
+    parser = argparse.ArgumentParser()
+    parser.add_argument("answer")
+    parser.add_argument("--memory-mb", type=int, default=0)
+    parser.add_argument("--cpu-seconds", type=int, default=0)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--forbid", action="append", default=[])
+    parser.add_argument("--closed-form", action="store_true", help="some calls will use mode closed_form")
+    parser.add_argument("--sys-path", action="append", default=[], help="where the parent found torch")
+    args = parser.parse_args(argv)
+
+    channel = Channel()
+    sys.path.extend(p for p in args.sys_path if p not in sys.path)  # -I ignores PYTHONPATH
+    import torch
+    torch.set_num_threads(1)
+    state = {"closed_form": False, "autograd": False}
+    if args.closed_form:
+        guard_autograd(torch, state)
+    with open(args.answer, "rb") as f:
+        source = f.read()
+    set_limits(args.memory_mb, args.cpu_seconds)
+    channel.send(torch, {"ready": os.getpid()})
+
+    answer = os.path.abspath(args.answer)
+    install_audit_guard([os.path.dirname(answer), __file__], args.forbid, args.workdir)
+    name = os.path.splitext(os.path.basename(answer))[0]
+    module = type(sys)(name)
+    module.__file__ = answer
+    module.__builtins__ = builtins
+    sys.modules[name] = module  # dataclasses and pickling look modules up by name
+    request_id = None
+    try:
+        try:
+            exec(compile(source, answer, "exec"), module.__dict__)
+        except Exception as e:  # noqa: BLE001 - reported to the parent
+            channel.send(torch, {"error": describe_error(e)})
+            return
+        channel.send(torch, {"loaded": sorted(k for k, v in vars(module).items() if callable(v))})
+        while True:
+            request = channel.receive(torch)
+            if request is None or request.get("op") != "call":
+                return
+            request_id = request["id"]
+            try:
+                reply = call(torch, module.__dict__, request, state)
+            except Exception as e:  # noqa: BLE001 - a student's error is a result
+                reply = {"error": describe_error(e), "autograd": state["autograd"]}
+            reply["id"] = request_id
+            channel.send(torch, reply)
+            request_id = None
+    except BaseException as e:  # SystemExit, KeyboardInterrupt, ...: the answer ended the run
+        what = f"{type(e).__name__}({', '.join(map(repr, getattr(e, 'args', ())))[:200]})"
+        try:
+            channel.send(torch, {"id": request_id, "exit": what})
+        finally:
+            os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
+    sys.stdout.flush()
+    os._exit(0)

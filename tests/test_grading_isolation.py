@@ -1,0 +1,287 @@
+"""The autograder against answers that cheat or misbehave (course_lib.grading, class mode).
+
+One ``python -m course_lib.grading class`` run (a subprocess, so a grader that hung or died would
+fail the test instead of the session) grades a submissions folder holding ``solutions/`` and
+``exercises/`` as two students plus one student per way of cheating that the in-process grader
+let through; each test reads that student's gradebook rows. Time is bounded by the grader's own
+limits (a 3 s time limit here) and a generous subprocess timeout, never by a wall-clock assert.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from course_lib.paths import exercises_dir, project_root, solutions_dir
+
+pytestmark = pytest.mark.slow  # one class run of ~15 students: about a minute on 2 cores
+
+EX01, EX02 = "ex01_dark_knowledge", "ex02_kd_loss"
+TIME_LIMIT = "3"
+
+
+def _solution(module: str, edits: list[tuple[str, str]]) -> str:
+    """The reference answer with each ``(old, new)`` replacement applied (each must apply once)."""
+    text = (solutions_dir() / f"{module}.py").read_text()
+    for old, new in edits:
+        assert text.count(old) == 1, f"edit target not found once in {module}: {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
+def cheats(victim: Path) -> dict[str, dict[str, str]]:
+    """``{student: {module: source}}``: one student per way of cheating or misbehaving."""
+    return {
+        # The grader's reference through the call stack or sys.modules (20/20 in-process before).
+        "frame_walker": {EX02: '''
+import sys
+
+LOSSES = "course" + "_lib.losses"  # built at run time: the static scan does not see it
+
+def _reference():
+    module = sys.modules.get(LOSSES)
+    if module is not None:
+        return module
+    frame = sys._getframe(1)
+    while frame is not None:
+        for value in list(frame.f_globals.values()):
+            if getattr(value, "__name__", "") == LOSSES:
+                return value
+        frame = frame.f_back
+    return sys._getframe(2).f_globals["reference"]
+
+def kd_loss(zs, zt, y, temperature, alpha):
+    return _reference().kd_loss(zs, zt, y, temperature=temperature, alpha=alpha)
+
+def reverse_kl(zs, zt, temperature):
+    return _reference().soft_target_kl(zs, zt, temperature, direction="reverse").mean()
+
+def kd_gradient(zs, zt, temperature):
+    r = _reference()
+    return (r.softmax_with_temperature(zs, temperature) - r.softmax_with_temperature(zt, temperature)) / temperature
+'''},
+        # course_lib by a name built at run time (full points for kd_loss before).
+        "runtime_import": {EX02: _solution(EX02, [(
+            "    ### BEGIN SOLUTION\n    log_ps = F.log_softmax(student_logits / temperature, dim=-1)\n"
+            "    log_pt = F.log_softmax(teacher_logits / temperature, dim=-1)\n    kl =",
+            "    ### BEGIN SOLUTION\n    losses = __import__('course' + '_lib.losses', fromlist=['kd_loss'])\n"
+            "    return losses.kd_loss(student_logits, teacher_logits, targets, temperature=temperature, alpha=alpha)\n"
+            "    log_ps = F.log_softmax(student_logits / temperature, dim=-1)\n"
+            "    log_pt = F.log_softmax(teacher_logits / temperature, dim=-1)\n    kl =")])},
+        "import_module_at_import": {EX01: '''
+import importlib
+_losses = importlib.import_module("".join(["cour", "se_l", "ib.losses"]))
+softmax_with_temperature = _losses.softmax_with_temperature
+entropy = _losses.entropy
+
+def soft_target_similarity(probs, labels, num_classes):
+    raise NotImplementedError
+'''},
+        # Replacing the grader's check runner through sys.modules (20/20, returning 0 everywhere).
+        "sys_modules_patch": {EX01: '''
+import sys
+import torch
+
+_grading = sys.modules.get("course" + "_lib.grading")
+if _grading is not None:
+    _grading._run_check = lambda c, *a, **k: (_grading.Row(c.module, c.name, c.function, c.points, c.points, "ok"), None)
+
+def softmax_with_temperature(logits, temperature):
+    return torch.zeros(())
+
+def entropy(probs):
+    return torch.zeros(())
+
+def soft_target_similarity(probs, labels, num_classes):
+    return torch.zeros(())
+'''},
+        # Ending the grader's process (the table was never printed, exit status 0).
+        "exit_at_import": {EX01: _solution(EX01, []) + "\nimport sys\nsys.exit(0)\n"},
+        "os_exit_in_function": {EX02: _solution(EX02, [(
+            "    ### BEGIN SOLUTION\n    log_ps = F.log_softmax(student_logits / temperature, dim=-1)\n"
+            "    log_pt = F.log_softmax(teacher_logits / temperature, dim=-1)\n    kl =",
+            "    ### BEGIN SOLUTION\n    import os\n    os._exit(0)\n"
+            "    log_ps = F.log_softmax(student_logits / temperature, dim=-1)\n"
+            "    log_pt = F.log_softmax(teacher_logits / temperature, dim=-1)\n    kl =")])},
+        # Loops that catch the timeout exception (outlived a 0.2 s limit with full marks before).
+        "timeout_at_import": {EX01: _solution(EX01, []) + '''
+import time
+while True:
+    try:
+        time.sleep(0.05)
+    except BaseException:
+        pass
+'''},
+        "timeout_in_function": {EX01: _solution(EX01, [(
+            "    plogp = torch.where(",
+            "    import time\n    while True:\n        try:\n            time.sleep(0.05)\n"
+            "        except BaseException:\n            pass\n    plogp = torch.where(")])},
+        # Dividing the caller's logits in place (passed before: every input was cloned).
+        "inplace": {EX01: _solution(EX01, [(
+            "    return torch.softmax(logits / temperature, dim=-1)",
+            "    logits /= temperature\n    return torch.softmax(logits, dim=-1)")])},
+        # kd_gradient by autograd (passed before, although the task asks for the closed form).
+        "autograd_gradient": {EX02: _solution(EX02, [(
+            "    p_s = torch.softmax(student_logits / temperature, dim=-1)\n"
+            "    p_t = torch.softmax(teacher_logits / temperature, dim=-1)\n"
+            "    return (p_s - p_t) / temperature",
+            "    zs = student_logits.detach().clone().requires_grad_(True)\n"
+            "    with torch.enable_grad():\n"
+            "        log_ps = F.log_softmax(zs / temperature, dim=-1)\n"
+            "        log_pt = F.log_softmax(teacher_logits / temperature, dim=-1)\n"
+            "        kl = (log_pt.exp() * (log_pt - log_ps)).sum()\n"
+            "        (grad,) = torch.autograd.grad(kl, zs)\n"
+            "    return grad")])},
+        # Allocating 50 GB.
+        "memory_hog": {EX01: _solution(EX01, [(
+            "    plogp = torch.where(",
+            "    hog = torch.ones(50 * 10**9 // 4)\n    plogp = torch.where(")])},
+        # The network, the grader's process and files outside the answer's scratch folder.
+        "network": {EX02: _solution(EX02, [(
+            "    return (log_ps.exp() * (log_ps - log_pt)).sum(dim=-1).mean()",
+            "    import socket\n    socket.create_connection(('192.0.2.1', 80), timeout=1)\n"
+            "    return (log_ps.exp() * (log_ps - log_pt)).sum(dim=-1).mean()")])},
+        "attacks_grader": {EX01: _solution(EX01, [
+            ("    if temperature <= 0:",
+             "    import os, signal\n    os.kill(os.getppid(), signal.SIGKILL)\n    if temperature <= 0:"),
+            ("    plogp = torch.where(",
+             f"    open({str(victim)!r}, 'w').write('overwritten')\n    plogp = torch.where(")])},
+    }
+
+
+@pytest.fixture(scope="module")
+def gradebook(tmp_path_factory):
+    """``(rows by (student, exercise), stdout, submissions folder, victim file)`` of one class run."""
+    root = tmp_path_factory.mktemp("class")
+    submissions = root / "submissions"
+    shutil.copytree(solutions_dir(), submissions / "solutions")
+    shutil.copytree(exercises_dir(), submissions / "exercises")
+    victim = root / "victim.txt"
+    victim.write_text("untouched")
+    for student, files in cheats(victim).items():
+        (submissions / student).mkdir()
+        for module, source in files.items():
+            (submissions / student / f"{module}.py").write_text(source)
+    out = root / "gradebook.csv"
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    run = subprocess.run([sys.executable, "-m", "course_lib.grading", "class", str(submissions), "--out", str(out),
+                          "--time-limit", TIME_LIMIT], cwd=project_root(), env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stdout + run.stderr
+    with out.open(newline="") as f:
+        rows = {(r["student"], r["exercise"]): r for r in csv.DictReader(f)}
+    return rows, run.stdout, submissions, victim
+
+
+def row(gradebook, student, module):
+    return gradebook[0][(student, module)]
+
+
+def flags(gradebook, student, module) -> set[str]:
+    return {f for f in row(gradebook, student, module)["flags"].split("; ") if f}
+
+
+def points(gradebook, student, module, *checks) -> list[int]:
+    r = row(gradebook, student, module)
+    return [int(r[c]) for c in checks]
+
+
+# --------------------------------------------------------------------------- the course's own folders
+
+def test_solutions_score_100_and_exercises_0(gradebook):
+    rows = gradebook[0]
+    for module in (EX01, EX02):
+        assert rows[("solutions", module)]["percent"] == "100.0" and rows[("solutions", module)]["flags"] == ""
+        assert rows[("exercises", module)]["percent"] == "0.0" and rows[("exercises", module)]["total"] == "0"
+        assert rows[("exercises", module)]["max"] == "20"
+    header = list(next(iter(rows.values())))
+    assert header[:2] == ["student", "exercise"] and header[-4:] == ["total", "max", "percent", "flags"]
+    assert {"softmax_matches_reference", "kd_gradient_matches_autograd"} <= set(header)
+    students = {s for s, _ in rows}
+    assert students == {"solutions", "exercises", *cheats(Path("x"))}  # every student graded: none stopped the run
+    out = gradebook[1]
+    assert out.index("Gradebook") < out.index("wrote ")
+
+
+# --------------------------------------------------------------------------- each cheat scores 0 or is flagged
+
+def test_reaching_the_reference_through_the_call_stack_scores_zero(gradebook):
+    # it ran (no flag: nothing forbidden happened) and found no reference in the child
+    assert row(gradebook, "frame_walker", EX02)["total"] == "0"
+    assert flags(gradebook, "frame_walker", EX02) == set()
+
+
+def test_importing_course_lib_by_a_name_built_at_run_time_is_flagged_and_zero(gradebook):
+    for student, module in (("runtime_import", EX02), ("import_module_at_import", EX01)):
+        assert row(gradebook, student, module)["total"] == "0", student
+        assert "forbidden import" in flags(gradebook, student, module), student
+
+
+def test_patching_the_grader_through_sys_modules_has_no_effect(gradebook):
+    assert row(gradebook, "sys_modules_patch", EX01)["total"] == "0"
+    assert flags(gradebook, "sys_modules_patch", EX01) == set()
+
+
+def test_exiting_is_flagged_and_the_run_goes_on(gradebook):
+    assert row(gradebook, "exit_at_import", EX01)["total"] == "0"
+    assert "exit" in flags(gradebook, "exit_at_import", EX01)
+    assert "exit" in flags(gradebook, "os_exit_in_function", EX02)
+    assert points(gradebook, "os_exit_in_function", EX02, "kd_loss_matches_reference", "kd_loss_is_forward_kl") == [0, 0]
+    # the file's other functions are graded in a fresh process
+    assert points(gradebook, "os_exit_in_function", EX02, "reverse_kl_matches_reference",
+                  "kd_gradient_matches_autograd") == [2, 3]
+
+
+def test_exiting_still_prints_the_table_and_fails_min_score(gradebook):
+    """``sys.exit(0)`` in an answer made ``python -m course_lib.grading DIR --min-score 0.9`` exit 0
+    without printing a table."""
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    run = subprocess.run([sys.executable, "-m", "course_lib.grading", str(gradebook[2] / "exit_at_import"),
+                          "--only", "ex01", "--min-score", "0.9"], cwd=project_root(), env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "TOTAL" in run.stdout and "below --min-score" in run.stdout
+    assert "[exit] the answer ended the process: SystemExit(0)" in run.stdout
+
+
+def test_loops_that_catch_the_timeout_are_stopped(gradebook):
+    assert row(gradebook, "timeout_at_import", EX01)["total"] == "0"
+    assert "timeout" in flags(gradebook, "timeout_at_import", EX01)
+    assert "timeout" in flags(gradebook, "timeout_in_function", EX01)
+    assert points(gradebook, "timeout_in_function", EX01, "entropy_matches_reference", "entropy_limits",
+                  "entropy_grows_with_temperature") == [0, 0, 0]
+    assert points(gradebook, "timeout_in_function", EX01, "softmax_matches_reference", "similarity_hand_example") == [3, 3]
+
+
+def test_modifying_the_inputs_in_place_is_flagged_and_zero(gradebook):
+    assert "inputs modified" in flags(gradebook, "inplace", EX01)
+    assert points(gradebook, "inplace", EX01, "softmax_matches_reference", "softmax_temperature_limits",
+                  "softmax_is_stable_for_large_logits") == [0, 0, 0]
+    assert points(gradebook, "inplace", EX01, "entropy_limits") == [3]
+
+
+def test_kd_gradient_by_autograd_scores_zero(gradebook):
+    assert "autograd" in flags(gradebook, "autograd_gradient", EX02)
+    assert points(gradebook, "autograd_gradient", EX02, "kd_gradient_matches_autograd",
+                  "kd_gradient_high_temperature_limit") == [0, 0]
+    assert points(gradebook, "autograd_gradient", EX02, "kd_loss_matches_reference") == [4]
+
+
+def test_a_memory_hog_is_flagged_and_the_grader_survives(gradebook):
+    assert "memory" in flags(gradebook, "memory_hog", EX01)
+    assert points(gradebook, "memory_hog", EX01, "entropy_matches_reference") == [0]
+    assert points(gradebook, "memory_hog", EX01, "softmax_matches_reference") == [3]
+
+
+def test_network_signals_and_outside_writes_are_stopped(gradebook):
+    assert "network" in flags(gradebook, "network", EX02)
+    assert points(gradebook, "network", EX02, "reverse_kl_matches_reference", "kd_loss_matches_reference") == [0, 4]
+    assert "sandbox" in flags(gradebook, "attacks_grader", EX01)
+    assert points(gradebook, "attacks_grader", EX01, "softmax_matches_reference", "entropy_limits",
+                  "similarity_hand_example") == [0, 0, 3]
+    assert gradebook[3].read_text() == "untouched"
