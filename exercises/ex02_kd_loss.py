@@ -40,8 +40,9 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
 
     averaged over the batch: ``L = (1/B) * sum_b L_b``. The KL is the *forward* one (teacher first),
     computed at temperature ``T``; the cross-entropy ``CE(y, softmax(z_s)) = -log softmax(z_s)[y]``
-    uses the hard labels at temperature 1. The ``T^2`` factor keeps the soft term's gradients on
-    the same scale as the hard term's when ``T`` changes (the soft gradients shrink like ``1/T^2``).
+    uses the hard labels at temperature 1. The ``T^2`` factor keeps the soft term's contribution
+    to the gradient roughly unchanged as ``T`` changes (the soft gradients shrink like ``1/T^2``;
+    Hinton et al. 2015, section 2).
 
     Args:
         student_logits: ``[B, C]``, the student's logits ``z_s`` (gradients flow through them).
@@ -88,7 +89,7 @@ def kd_gradient(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temp
     gradient of example ``b``'s own KL.) Derive it and compute it directly from the two tempered
     softmaxes, without ``torch.autograd`` (the grader runs it with autograd disabled: an answer
     that calls it scores zero). Consequences worth checking yourself: each row sums to
-    0, and for large ``T`` with zero-mean logits, ``T^2 * gradient -> (z_s - z_t) / C`` (eq. 3):
+    0, and for large ``T`` with zero-mean logits, ``T^2 * gradient -> (z_s - z_t) / C`` (eq. 4):
     the gradient shrinks like ``1/T^2``, which is why the loss multiplies the KL by ``T^2``.
 
     Args:
