@@ -5,7 +5,7 @@ from torch import nn
 
 from course_lib.engine import RunSpec, TrainConfig, fit
 from course_lib.hooks import FeatureCapture
-from course_lib.models import StudentCNN
+from course_lib.models import StudentCNN, ViT
 from course_lib.stacking import split_models, stack_models
 from test_engine import QUIET, toy_images
 
@@ -20,6 +20,52 @@ def test_capture_by_path_and_removal():
     assert not m.conv1._forward_hooks and not m.conv2._forward_hooks
     with pytest.raises(KeyError, match="known paths"):
         FeatureCapture(m, ["layer9"])
+    with pytest.raises(KeyError, match=r"'conv3'.*closest matches: \['conv[12]', 'conv[12]'\]"):
+        FeatureCapture(m, ["conv1", "conv3"])
+    assert not m.conv1._forward_hooks, "a failed capture left a hook behind"
+    with pytest.raises(ValueError, match="at least one"):
+        FeatureCapture(m, [])
+    with pytest.raises(ValueError, match="what must be"):
+        FeatureCapture(m, "conv1", what="grad")
+
+
+def test_capture_torchvision_models():
+    """The same paths as in torchvision's docs; shapes measured at 64x64 (strides 8/16/32 and 8/16/32)."""
+    torchvision = pytest.importorskip("torchvision")
+    x = torch.randn(2, 3, 64, 64)
+    expected = {"resnet50": {"layer2": (2, 512, 8, 8), "layer3": (2, 1024, 4, 4), "layer4": (2, 2048, 2, 2)},
+                "mobilenet_v3_small": {"features.4": (2, 40, 4, 4), "features.9": (2, 96, 2, 2),
+                                       "features.12": (2, 576, 2, 2)}}
+    for name, shapes in expected.items():
+        model = getattr(torchvision.models, name)(weights=None).eval()
+        with FeatureCapture(model, list(shapes)) as cap, torch.no_grad():
+            model(x)
+        assert {p: tuple(f.shape) for p, f in cap.features.items()} == shapes
+        assert not any(m._forward_hooks for m in model.modules())
+    with pytest.raises(KeyError, match=r"closest matches: \['features.4'"):
+        FeatureCapture(model, ["features.40"])
+
+
+def test_capture_input_non_tensor_and_in_place_errors():
+    m = StudentCNN()
+    x = torch.randn(3, 1, 28, 28)
+    with FeatureCapture(m, ["fc"], what="input") as cap:
+        m(x)
+    assert torch.allclose(cap.features["fc"], torch.relu(m.conv2(torch.relu(m.conv1(x)))).flatten(1))
+
+    lstm = nn.Sequential(nn.LSTM(4, 3, batch_first=True))
+    with FeatureCapture(lstm, "0") as cap, pytest.raises(TypeError, match=r"'0' \(LSTM\) has a tuple as its output"):
+        lstm(torch.randn(2, 5, 4))
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True))   # the ReLU overwrites the conv's output
+    with FeatureCapture(net, "0") as live, FeatureCapture(net, "0", detach=True) as copy:
+        net(torch.randn(2, 1, 8, 8))
+    assert (live.features["0"] >= 0).all() and (copy.features["0"] < 0).any()
+
+
+def test_capture_refuses_a_vmap_stack():
+    with pytest.raises(TypeError, match="cannot be hooked"):
+        FeatureCapture(stack_models([ViT(depth=1), ViT(depth=1)]), ["head"])
 
 
 def test_capture_on_stacked_model_matches_each_model():
