@@ -11,7 +11,10 @@ Modules (one idea each; notebooks import one or two):
                 (Hinton KD by default), per-run cached teacher logits, multi-head models, history,
                 tqdm; ``extra_loss`` adds terms whose parameters are optimised with the students
 - ``timing``    best-of-k wall-clock measurements, the epoch cost of distillation
-- ``hooks``     ``FeatureCapture``: intermediate features by module path, hooks always removed
+- ``hooks``     ``FeatureCapture``: intermediate features by module path, hooks always removed;
+                ``cache_features``: a frozen teacher's features, computed once
+- ``features``  feature-based KD: FitNets hints (regressors on the student side, trained with it),
+                attention transfer (paper and authors' code forms), relational KD (distance, angle)
 - ``teachers``  the cached, re-evaluated teacher of each profile (a keyed artifact)
 - ``paths``     where files go: the repository in a checkout, else the working directory and the
                 user's cache folder (``COURSE_CACHE``, ``COURSE_RESULTS`` override)
