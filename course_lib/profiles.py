@@ -43,6 +43,7 @@ class VisionSettings:
     seeds: tuple[int, ...]
     eval_every: int              # evaluate on the held-out subset every k epochs
     monitor_size: int            # images of the test split used for the learning curves
+    feature_epochs: int = 30     # notebook 03: KD + feature losses (five methods x seeds)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ PROFILES: dict[str, Profile] = {
             "02.kd_beats_augmentation": True,       # on every seed (6 seeds checked: +0.77 to +1.33)
             "02.short_schedule_margin": 1.0,        # mean gain, long minus short schedule
             "02.short_schedule_kd_behind": True,    # short schedule: KD below alone on every seed
+            "03.kd_beats_alone": True,              # on every seed, at feature_epochs
+            "03.feature_within_kd": 1.0,            # |mean(KD + feature loss) - mean(KD)| in points
         },
     ),
     "full": Profile(
@@ -109,6 +112,8 @@ PROFILES: dict[str, Profile] = {
             "02.kd_beats_augmentation": None,
             "02.short_schedule_margin": None,
             "02.short_schedule_kd_behind": None,
+            "03.kd_beats_alone": None,
+            "03.feature_within_kd": None,
         },
     ),
 }

@@ -57,10 +57,10 @@ def stubs_report():
 
 def test_solutions_get_full_marks(solutions_report):
     report = solutions_report
-    assert report.earned == report.total == 40, report.table(verbose=True)
+    assert report.earned == report.total == 20 * len(MODULES), report.table(verbose=True)
     assert report.fraction == 1.0
     assert set(report.by_module()) == set(MODULES)
-    assert report.by_module() == {"ex01_dark_knowledge": (20, 20), "ex02_kd_loss": (20, 20)}
+    assert report.by_module() == {m: (20, 20) for m in MODULES}     # every exercise file is worth 20
     assert all(not f for f in report.flags().values())
 
 
@@ -261,7 +261,7 @@ def test_using_course_lib_scores_zero_for_that_file(tmp_path, line):
 def test_broken_or_missing_files_are_reported_not_raised(tmp_path):
     folder = mutant(tmp_path, {"ex01_dark_knowledge": [("import torch\n", "import torch\ndef broken(:\n")]})
     (folder / "ex02_kd_loss.py").unlink()
-    report = grade(folder)
+    report = grade(folder, only=["ex01", "ex02"])
     assert report.earned == 0
     messages = {r.module: r.message for r in report.rows if r.points == 0}
     assert "SyntaxError" in messages["ex01_dark_knowledge"]

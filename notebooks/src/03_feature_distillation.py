@@ -1,0 +1,363 @@
+# %% md slide
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/kd-course/kd-course/blob/main/notebooks/03_feature_distillation.ipynb)
+#
+# # 03 · Feature distillation and attention transfer
+#
+# **Learning goals**
+# - capture intermediate features of any model by module path, with hooks that are always removed;
+# - write the three families of "knowledge in the middle of the network": FitNets hints (with a
+#   regressor that is *trained*), attention transfer, relational KD;
+# - measure, on real data and several seeds, what each adds on top of Hinton's KD - and what it costs
+#   per epoch;
+# - recognise two bugs of the source article: adapters that are never optimised, and a loss
+#   accumulated on the wrong device.
+
+# %% code skip
+# Setup, only on Colab (locally, `make setup` has done it): clone the course, install course_lib from
+# the clone, and point COURSE_HOME at it, so exercises/ and the grade cell work as in a checkout.
+import importlib.util
+import os
+import subprocess
+import sys
+if importlib.util.find_spec("google.colab") is not None:
+    COURSE_HOME = "/content/kd-course"
+    if not os.path.isdir(COURSE_HOME):
+        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/kd-course/kd-course.git",
+                        COURSE_HOME], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", COURSE_HOME], check=True)
+    os.environ["COURSE_HOME"] = COURSE_HOME
+    os.environ.setdefault("COURSE_ALLOW_DOWNLOAD", "1")   # torchvision downloads the data on Colab
+
+# %% code subslide
+import torch
+import matplotlib.pyplot as plt
+from course_lib.profiles import configure_threads, environment_report, get_device, get_profile
+
+configure_threads()
+profile = get_profile()            # "quick" unless COURSE_PROFILE=full
+device = get_device()
+print(environment_report(profile, device))
+
+# %% md slide
+# ## The idea: supervise the middle of the network
+#
+# Hinton's KD matches the teacher's *outputs*. The methods here also match what happens inside:
+#
+# - **FitNets hints** (Romero et al. 2015): a regressor $r$ maps the student's feature map $v_s$ to the
+#   teacher's shape, and the student is pulled towards the teacher's map $u_t$:
+#   $\;\mathcal{L}_{hint} = \lVert u_t(x) - r(v_s(x)) \rVert^2$. The regressor belongs to the **student**
+#   side and is trained with it.
+# - **Attention transfer** (Zagoruyko & Komodakis 2017): collapse channels into a spatial map
+#   $Q = \sum_c |A_c|^p$, normalise it, and match the maps over layer pairs $j$:
+#   $\;\mathcal{L}_{AT} = \frac{\beta}{2} \sum_j
+#   \big\lVert \hat Q_s^j - \hat Q_t^j \big\rVert_p$, with $\hat Q = Q / \lVert Q \rVert_2$.
+#   No parameters: the student and teacher may have any channel counts.
+# - **Relational KD** (Park et al. 2019): match the *geometry of the batch* - distances between
+#   examples (normalised by their mean) and angles between triplets - with a Huber loss.
+#
+# Each is added to Hinton's loss: $\mathcal{L} = \mathcal{L}_{KD} + \lambda\,\mathcal{L}_{feature}$.
+
+# %% md slide
+# ## Hooks: features by module path
+#
+# The article's configuration: a torchvision **ResNet-50** teacher (`layer2`, `layer3`, `layer4`) and a
+# **MobileNetV3-Small** student (`features.4`, `features.9`, `features.12`). Both are built with
+# `weights=None` (`pretrained=True` is the removed API; `weights=` would download). `FeatureCapture`
+# registers forward hooks on those paths - never rewrites `forward` - and removes them on exit.
+
+# %% code subslide
+import torchvision
+from course_lib.hooks import FeatureCapture
+
+teacher_paths = ["layer2", "layer3", "layer4"]
+student_paths = ["features.4", "features.9", "features.12"]
+resnet = torchvision.models.resnet50(weights=None).eval()
+mobilenet = torchvision.models.mobilenet_v3_small(weights=None).train()
+size = 64 if profile.name == "quick" else 224          # a small input keeps the demo fast on a CPU
+x = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(0))
+with FeatureCapture(resnet, teacher_paths, detach=True) as t_cap, FeatureCapture(mobilenet, student_paths) as s_cap:
+    with torch.no_grad():
+        resnet(x)
+    mobilenet(x)
+for (tp, tf), (sp, sf) in zip(t_cap.features.items(), s_cap.features.items()):
+    print(f"teacher {tp:<7} {tuple(tf.shape)!s:<20} student {sp:<12} {tuple(sf.shape)}")
+print("hooks left after the with-block:", sum(len(m._forward_hooks) for m in resnet.modules()))
+
+# %% code subslide
+try:
+    FeatureCapture(mobilenet, ["features.13"])
+except KeyError as error:
+    print("a wrong path fails at once:", error)
+
+# %% md slide
+# ## One optimisation step, done right and done as in the article
+#
+# Right: one 1x1-convolution regressor per layer pair, **student channels -> teacher channels**, and
+# the optimiser gets the student's parameters *and* the regressors'. The article's version puts
+# adapters in the loss module, maps teacher -> student, and optimises only `student.parameters()`.
+
+# %% code subslide
+import torch.nn as nn
+from course_lib.features import ArticleFeatureLoss, attention_transfer_loss, hint_loss
+from course_lib.hooks import resize
+
+s_feats, t_feats = list(s_cap.features.values()), list(t_cap.features.values())
+regressors = nn.ModuleList(nn.Conv2d(s.shape[1], t.shape[1], 1) for s, t in zip(s_feats, t_feats))
+before = [r.weight.detach().clone() for r in regressors]
+opt = torch.optim.SGD([*mobilenet.parameters(), *regressors.parameters()], lr=0.1)
+loss = sum(hint_loss(r(s), t) for r, s, t in zip(regressors, s_feats, t_feats))
+loss = loss + attention_transfer_loss(s_feats, t_feats)          # no parameters: any channel counts
+loss.backward()
+opt.step()
+print(f"hint + AT loss {loss.item():.4f}; regressor weights changed by the step:",
+      [f"{(r.weight - b).abs().max().item():.2e}" for r, b in zip(regressors, before)])
+
+# %% code subslide
+article = ArticleFeatureLoss([s.shape[1] for s in s_feats], [t.shape[1] for t in t_feats])
+adapters_before = [a.weight.detach().clone() for a in article.adapters]
+article_opt = torch.optim.SGD(mobilenet.parameters(), lr=0.1)        # the article: student only
+with FeatureCapture(mobilenet, student_paths) as cap:
+    mobilenet(x)
+    student_maps = list(cap.features.values())
+    article_loss = article(student_maps, [resize(t, s.shape[-2:]) for s, t in zip(student_maps, t_feats)])
+article_loss.backward()
+article_opt.step()
+article_unchanged = all(torch.equal(a.weight, b) for a, b in zip(article.adapters, adapters_before))
+print(f"article's loss {article_loss.item():.4f}; its adapters unchanged after the step: {article_unchanged}")
+
+# %% code skip
+assert all(not torch.equal(r.weight, b) for r, b in zip(regressors, before)) and article_unchanged
+
+# %% md slide
+# ## The experiment: what do feature losses add to KD?
+#
+# The teacher and student of notebook 02 (a CNN with BatchNorm, a small CNN without), the same
+# class-balanced training subset, no augmentation - so the teacher's **features are cached once**,
+# like its logits, and every epoch reads rows of tables. Methods, on every seed:
+#
+# - alone; KD ($T=4$, $\alpha=0.9$);
+# - KD + FitNets hint: student `conv2` (32 x 7 x 7) -> teacher `features.7` (64 x 7 x 7), 1x1 regressor;
+# - KD + attention transfer on two pairs (`conv1`/`features.3` at 14 x 14, `conv2`/`features.7` at 7 x 7),
+#   the authors' code form, $\beta = 1000$;
+# - KD + RKD (distance 25, angle 50) on the logits.
+#
+# The epochs (a profile setting) are fewer than notebook 02's, to fit the time budget: the KD gain
+# is smaller here, and the question is what the feature terms add *on top of it*.
+
+# %% code subslide
+import time
+from course_lib.data import profile_data
+from course_lib.engine import Execution, RunSpec, TrainConfig, cache_logits, evaluate, fit
+from course_lib.features import TEACHER_CNN_PAIRS, attention_objective, cache_features, hint_objective, rkd_objective
+from course_lib.models import build_model, count_parameters
+from course_lib.teachers import pretrained_teacher
+
+train, test = profile_data(profile)
+teacher, teacher_info = pretrained_teacher(profile, train, test)
+teacher_acc = evaluate(teacher, test)
+student_train = train.subset(profile.vision.student_train_size, seed=0)
+t0 = time.perf_counter()
+teacher_logits = cache_logits(teacher, student_train)
+tables = cache_features(teacher, student_train, list(TEACHER_CNN_PAIRS.values()))
+cache_seconds = time.perf_counter() - t0
+make_student = lambda: build_model("student_cnn", train)
+print(f"teacher {count_parameters(teacher):,} params, test accuracy {teacher_acc:.2f}%; "
+      f"student {count_parameters(make_student()):,} params, {len(student_train):,} training images")
+print(f"teacher logits and features cached in {cache_seconds:.2f} s:",
+      {p: tuple(t.shape) for p, t in tables.items()})
+
+# %% code subslide
+SEEDS = profile.vision.seeds
+T, ALPHA = 4.0, 0.9
+config = TrainConfig.from_profile(profile, epochs=profile.vision.feature_epochs, eval_every=0)
+execution = Execution(device=device)
+kd_specs = [RunSpec("kd", s, T, ALPHA) for s in SEEDS]
+by_layer = {s_path: tables[t_path] for s_path, t_path in TEACHER_CNN_PAIRS.items()}
+methods = {
+    "kd + hint": hint_objective({"conv2": by_layer["conv2"]}),
+    "kd + AT": attention_objective(by_layer, form="code", beta=1000.0),
+    "kd + RKD": rkd_objective(teacher_logits),
+}
+runs = fit(make_student, [RunSpec("alone", s) for s in SEEDS] + kd_specs, student_train, config,
+           teacher_logits=teacher_logits, test=test, execution=execution, desc="alone + kd")
+for name, objective in methods.items():
+    runs += fit(make_student, [RunSpec(name, s, T, ALPHA) for s in SEEDS], student_train, config,
+                teacher_logits=teacher_logits, extra_loss=objective, test=test, execution=execution, desc=name)
+print(f"{len(runs)} students x {config.epochs} epochs in {sum(r.seconds for r in runs):.0f} s")
+
+# %% md slide
+# ## Results
+
+# %% code subslide
+import numpy as np
+names = ["alone", "kd", *methods]
+acc = {n: np.array([next(r.test_accuracy for r in runs if r.spec.name == n and r.spec.seed == s) for s in SEEDS])
+       for n in names}
+# seconds per student-epoch (stacked runs share a group's time equally)
+cost = {n: np.mean([r.seconds for r in runs if r.spec.name == n]) / config.epochs for n in names}
+print("| method | " + " | ".join(f"seed {s}" for s in SEEDS) + " | mean +- std | vs KD | s / student-epoch |")
+print("|---|" + "---|" * len(SEEDS) + "---|---|---|")
+for n in names:
+    row = " | ".join(f"{a:.2f}" for a in acc[n])
+    print(f"| {n} | {row} | {acc[n].mean():.2f} +- {acc[n].std(ddof=1):.2f} | "
+          f"{(acc[n] - acc['kd']).mean():+.2f} | {cost[n]:.3f} ({cost[n] / cost['kd']:.1f}x KD) |")
+print(f"| teacher | {teacher_acc:.2f} |")
+
+# %% code subslide tags=hide-input
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+means = [acc[n].mean() for n in names]
+axes[0].bar(names, means, yerr=[acc[n].std(ddof=1) for n in names], color="tab:blue", alpha=0.8, capsize=4)
+axes[0].axhline(teacher_acc, ls="--", c="k", label="teacher")
+axes[0].set(ylim=(min(means) - 2, teacher_acc + 1), ylabel="test accuracy (%)",
+            title=f"{len(SEEDS)} seeds, {config.epochs} epochs")
+axes[0].legend()
+axes[1].bar(names, [cost[n] for n in names], color="tab:gray")
+axes[1].set(ylabel="seconds per student-epoch", title="Cost (cached teacher logits and features)")
+for ax in axes:
+    ax.tick_params(axis="x", rotation=20)
+plt.show()
+
+# %% code skip
+# The claims, asserted with margins that are profile settings (calibrated in the quick profile):
+# KD beats the student alone on every seed; each feature loss stays within a band of KD's mean.
+if profile.claim("03.kd_beats_alone"):
+    assert (acc["kd"] > acc["alone"]).all(), acc
+band = profile.claim("03.feature_within_kd")
+if band is not None:
+    for n in methods:
+        assert abs(acc[n].mean() - acc["kd"].mean()) <= band, (n, acc[n], acc["kd"])
+
+# %% md slide
+# ## What attention transfer looks at
+#
+# $Q = \sum_c A_c^2$ at the 7 x 7 layer, for a few test images: the teacher, an untrained student,
+# the student distilled with KD only, and the one distilled with KD + AT (seed 0).
+
+# %% code subslide tags=hide-input
+from course_lib.features import attention_map
+from course_lib.hooks import FeatureCapture
+
+images = test.x[:4]
+students = {"untrained student": make_student(),
+            "KD student": next(r.model for r in runs if r.spec.name == "kd" and r.spec.seed == SEEDS[0]),
+            "KD + AT student": next(r.model for r in runs if r.spec.name == "kd + AT" and r.spec.seed == SEEDS[0])}
+maps = {}
+with torch.no_grad():
+    with FeatureCapture(teacher.eval(), ["features.7"]) as cap:
+        teacher(images)
+        maps["teacher"] = attention_map(cap.features["features.7"]).view(-1, 7, 7)
+    for label, model in students.items():
+        with FeatureCapture(model.eval(), ["conv2"]) as cap:
+            model(images)
+            maps[label] = attention_map(cap.features["conv2"]).view(-1, 7, 7)
+fig, axes = plt.subplots(len(images), 1 + len(maps), figsize=(2.1 * (1 + len(maps)), 2.0 * len(images)))
+for i in range(len(images)):
+    axes[i, 0].imshow(images[i, 0], cmap="gray")
+    for j, (label, m) in enumerate(maps.items(), start=1):
+        axes[i, j].imshow(m[i], cmap="viridis")
+        if i == 0:
+            axes[i, j].set_title(label, fontsize=9)
+for ax in axes.flat:
+    ax.axis("off")
+plt.tight_layout()
+plt.show()
+agreement = {label: float((maps[label] * maps["teacher"]).flatten(1).sum(1).mean()) for label in students}
+print("mean cosine similarity with the teacher's maps:", {k: round(v, 3) for k, v in agreement.items()})
+
+# %% code skip
+assert agreement["KD + AT student"] > agreement["untrained student"]
+
+# %% md slide
+# ## Common mistakes
+#
+# - **Adapters that are never trained.** The article's adapters live in the loss and only
+#   `student.parameters()` reach the optimiser: they stay at their random initial values (shown above).
+#   Put the regressor on the student side and give it to the optimiser (`fit` does: an `extra_loss`'s
+#   parameters are optimised with the students').
+# - **A loss accumulated on the wrong device.** The article sums attention losses into
+#   `torch.tensor(0.0)`, a CPU tensor: with features on a GPU, PyTorch refuses to write a GPU result
+#   into it. Below, tensors on the `meta` device stand in for a GPU (none is needed): the article's
+#   total ends up on the CPU - here silently, with its value lost - while `course_lib` stacks the
+#   terms and stays on the features' device.
+# - **Mixing the two attention forms.** The paper sums $|A_c|^p$ over channels and uses a norm of the
+#   difference; the authors' code averages $A_c^2$ and squares the difference. Both are in
+#   `course_lib.features` (`form="paper"` / `"code"`): say which one you report.
+# - **Claiming a gain without seeds and without the cost.** A feature loss that moves accuracy by less
+#   than the seed-to-seed spread, at a higher epoch cost, is not an improvement.
+
+# %% code subslide
+s_meta = [torch.randn(2, 16, 14, 14, device="meta"), torch.randn(2, 32, 7, 7, device="meta")]
+t_meta = [torch.randn(2, 32, 14, 14, device="meta"), torch.randn(2, 64, 7, 7, device="meta")]
+total = torch.tensor(0.0)                           # the article's accumulator, on the CPU
+for s, t in zip(s_meta, t_meta):
+    total += attention_transfer_loss([s], [t])
+ours = attention_transfer_loss(s_meta, t_meta)
+print(f"features on {s_meta[0].device}; the article's total on {total.device}, course_lib's on {ours.device}")
+
+# %% code skip
+assert total.device.type == "cpu" and ours.device.type == "meta"
+
+# %% md skip
+# ## Results recorded
+
+# %% code skip
+from course_lib.results import record_many
+figures = {
+    "setting": {"epochs": config.epochs, "temperature": T, "alpha": ALPHA, "student_train_images": len(student_train),
+                "hint": "conv2 -> features.7, 1x1 regressor, l2-normalised, weight 1",
+                "attention": "conv1/features.3 + conv2/features.7, code form, beta 1000",
+                "rkd": "logits, distance 25, angle 50"},
+    "teacher_accuracy": round(teacher_acc, 2),
+    "seeds": {str(s): {n: round(float(acc[n][i]), 2) for n in names} for i, s in enumerate(SEEDS)},
+    "mean": {n: round(float(acc[n].mean()), 2) for n in names},
+    "std": {n: round(float(acc[n].std(ddof=1)), 2) for n in names},
+    "seconds_per_student_epoch": {n: round(float(cost[n]), 4) for n in names},
+    "cost_over_kd": {n: round(float(cost[n] / cost["kd"]), 2) for n in names},
+    "attention_cosine_with_teacher": {k: round(v, 4) for k, v in agreement.items()},
+    "headline": ["mean.kd", "mean.kd + hint", "mean.kd + AT", "mean.kd + RKD"],
+}
+record_many("03_feature_distillation", figures)
+
+# %% md slide
+# ## Exercises (graded)
+#
+# Open `exercises/ex03_feature_distillation.py` and implement the functions its docstrings describe
+# (an attention map, a hint loss with its student-side adapter, ...). Grade with the cell below or
+# `python -m course_lib.grading exercises --only ex03`. `course_lib.features` is printed *after* this
+# exercise: try first, then compare.
+
+# %% code skip
+from course_lib.grading import grade
+from course_lib.paths import exercises_dir
+
+exercises = exercises_dir()      # the checkout's (or, on Colab, the clone's) exercises/ folder
+if not exercises.is_dir():
+    print(f"{exercises} not found: clone the course repository (on Colab, run the setup cell at the top)")
+else:
+    from IPython.display import display
+    display(grade(exercises, only="ex03"))
+
+# %% md slide
+# ## Summary and further reading
+#
+# - Hooks read any layer of any model by path; a feature loss's parameters (FitNets regressors) must
+#   be trained with the student.
+# - On this data and budget, measured above on every seed: KD's gain over the student alone, and what
+#   each feature loss adds on top of it, at what epoch cost.
+# - Published picture, quoted (not measured here): RepDistiller's CIFAR-100 benchmark (Tian et al.,
+#   *Contrastive Representation Distillation*, ICLR 2020) reports, without KD added, for
+#   resnet32x4 -> resnet8x4: KD 73.33, FitNet 73.50, AT 73.44, RKD 71.90 (student alone 72.50); for
+#   ResNet50 -> MobileNetV2: KD 67.35, FitNet 63.16, AT 58.58, RKD 64.43 (student alone 64.60).
+#
+# Reading: A. Romero et al., *FitNets: Hints for Thin Deep Nets*, ICLR 2015; S. Zagoruyko,
+# N. Komodakis, *Paying More Attention to Attention*, ICLR 2017; W. Park et al., *Relational Knowledge
+# Distillation*, CVPR 2019.
+
+# %% md slide
+# ## The reference implementations (after the exercise)
+
+# %% code skip
+import inspect
+from course_lib import features
+print(inspect.getsource(features.attention_map))
+print(inspect.getsource(features.hint_loss))
