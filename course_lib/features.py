@@ -283,8 +283,11 @@ def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
 
 def rkd_loss(student: torch.Tensor, teacher: torch.Tensor, *, distance_weight: float = 25.0,
              angle_weight: float = 50.0) -> torch.Tensor:
-    """Relational KD: ``distance_weight * RKD-D + angle_weight * RKD-A`` (the paper's 25 and 50)."""
-    return distance_weight * rkd_distance_loss(student, teacher) + angle_weight * rkd_angle_loss(student, teacher)
+    """Relational KD: ``distance_weight * RKD-D + angle_weight * RKD-A`` (the paper's 25 and 50).
+
+    A zero weight skips its term (the angle term costs O(B^3) per model and step)."""
+    loss = distance_weight * rkd_distance_loss(student, teacher)
+    return loss + angle_weight * rkd_angle_loss(student, teacher) if angle_weight else loss
 
 
 class RelationalKD(nn.Module):

@@ -44,6 +44,7 @@ class VisionSettings:
     eval_every: int              # evaluate on the held-out subset every k epochs
     monitor_size: int            # images of the test split used for the learning curves
     feature_epochs: int = 30     # notebook 03: KD + feature losses (five methods x seeds)
+    rkd_angle_weight: float = 50.0   # notebook 03: RKD's angle term costs O(batch^3) per step
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ PROFILES: dict[str, Profile] = {
             dataset="fashion_mnist", train_size=10_000, student_train_size=2_000, test_size=None,
             teacher_epochs=10, student_epochs=100, batch_size=128, lr=3e-3, weight_decay=1e-2,
             seeds=(0, 1, 2), eval_every=10, monitor_size=2_000,
+            rkd_angle_weight=0.0,   # RKD-D only: with the angle term RKD cost 7x a KD epoch here
         ),
         allow_download=False,
         claims={

@@ -357,3 +357,14 @@ def test_factories_train_stacked_and_single(kind, data, tables):
         assert run.history["extra"][-1] < run.history["extra"][0], (kind, run.history["extra"])
     assert stacked[0].history["extra"] == pytest.approx(single[0].history["extra"], rel=1e-4)
     assert all(m.capture is None or not m.capture._handles for m in built)
+
+
+def test_rkd_zero_angle_weight_skips_the_angle_term(monkeypatch):
+    import course_lib.features as features
+    g = torch.Generator().manual_seed(3)
+    s, t = torch.randn(6, 4, generator=g), torch.randn(6, 5, generator=g)
+    full = features.rkd_loss(s, t, distance_weight=25.0, angle_weight=50.0)
+    expected = 25.0 * features.rkd_distance_loss(s, t) + 50.0 * features.rkd_angle_loss(s, t)
+    assert torch.allclose(full, expected)
+    monkeypatch.setattr(features, "rkd_angle_loss", lambda *a: (_ for _ in ()).throw(AssertionError("computed")))
+    assert torch.allclose(features.rkd_loss(s, t, angle_weight=0.0), 25.0 * features.rkd_distance_loss(s, t))

@@ -136,10 +136,13 @@ assert all(not torch.equal(r.weight, b) for r, b in zip(regressors, before)) and
 # like its logits, and every epoch reads rows of tables. Methods, on every seed:
 #
 # - alone; KD ($T=4$, $\alpha=0.9$);
-# - KD + FitNets hint: student `conv2` (32 x 7 x 7) -> teacher `features.7` (64 x 7 x 7), 1x1 regressor;
-# - KD + attention transfer on two pairs (`conv1`/`features.3` at 14 x 14, `conv2`/`features.7` at 7 x 7),
+# - KD + FitNets hint: student `conv2` (32 channels) -> teacher `features.7` (64 channels, same spatial
+#   size: a quarter of the image's side), 1x1 regressor;
+# - KD + attention transfer on two pairs (`conv1`/`features.3` at half the image's side, `conv2`/`features.7`),
 #   the authors' code form, $\beta = 1000$;
-# - KD + RKD (distance 25, angle 50) on the logits.
+# - KD + RKD on the logits: distance term (weight 25) and, where the profile affords it, the angle
+#   term (weight 50; it compares all batch^3 triplets - in the quick profile it is switched off, since
+#   it made an epoch about 7x as long as KD's on this CPU: RKD-D, one of the paper's variants).
 #
 # The epochs (a profile setting) are fewer than notebook 02's, to fit the time budget: the KD gain
 # is smaller here, and the question is what the feature terms add *on top of it*.
@@ -176,7 +179,7 @@ by_layer = {s_path: tables[t_path] for s_path, t_path in TEACHER_CNN_PAIRS.items
 methods = {
     "kd + hint": hint_objective({"conv2": by_layer["conv2"]}),
     "kd + AT": attention_objective(by_layer, form="code", beta=1000.0),
-    "kd + RKD": rkd_objective(teacher_logits),
+    "kd + RKD": rkd_objective(teacher_logits, distance_weight=25.0, angle_weight=profile.vision.rkd_angle_weight),
 }
 runs = fit(make_student, [RunSpec("alone", s) for s in SEEDS] + kd_specs, student_train, config,
            teacher_logits=teacher_logits, test=test, execution=execution, desc="alone + kd")
@@ -230,7 +233,7 @@ if band is not None:
 # %% md slide
 # ## What attention transfer looks at
 #
-# $Q = \sum_c A_c^2$ at the 7 x 7 layer, for a few test images: the teacher, an untrained student,
+# $Q = \sum_c A_c^2$ at the `conv2` / `features.7` layer, for a few test images: the teacher, an untrained student,
 # the student distilled with KD only, and the one distilled with KD + AT (seed 0).
 
 # %% code subslide tags=hide-input
@@ -245,14 +248,16 @@ maps = {}
 with torch.no_grad():
     with FeatureCapture(teacher.eval(), ["features.7"]) as cap:
         teacher(images)
-        maps["teacher"] = attention_map(cap.features["features.7"]).view(-1, 7, 7)
+        feats = cap.features["features.7"]
+        maps["teacher"] = attention_map(feats).unflatten(-1, feats.shape[-2:])
     for label, model in students.items():
         with FeatureCapture(model.eval(), ["conv2"]) as cap:
             model(images)
-            maps[label] = attention_map(cap.features["conv2"]).view(-1, 7, 7)
+            feats = cap.features["conv2"]
+            maps[label] = attention_map(feats).unflatten(-1, feats.shape[-2:])
 fig, axes = plt.subplots(len(images), 1 + len(maps), figsize=(2.1 * (1 + len(maps)), 2.0 * len(images)))
 for i in range(len(images)):
-    axes[i, 0].imshow(images[i, 0], cmap="gray")
+    axes[i, 0].imshow(images[i].mean(0), cmap="gray")
     for j, (label, m) in enumerate(maps.items(), start=1):
         axes[i, j].imshow(m[i], cmap="viridis")
         if i == 0:
@@ -306,7 +311,7 @@ figures = {
     "setting": {"epochs": config.epochs, "temperature": T, "alpha": ALPHA, "student_train_images": len(student_train),
                 "hint": "conv2 -> features.7, 1x1 regressor, l2-normalised, weight 1",
                 "attention": "conv1/features.3 + conv2/features.7, code form, beta 1000",
-                "rkd": "logits, distance 25, angle 50"},
+                "rkd": f"logits, distance 25, angle {profile.vision.rkd_angle_weight:g}"},
     "teacher_accuracy": round(teacher_acc, 2),
     "seeds": {str(s): {n: round(float(acc[n][i]), 2) for n in names} for i, s in enumerate(SEEDS)},
     "mean": {n: round(float(acc[n].mean()), 2) for n in names},
