@@ -11,6 +11,7 @@ Modules (one idea each; notebooks import one or two):
                 (Hinton KD by default), per-run cached teacher logits, multi-head models, history,
                 tqdm; ``extra_loss`` adds terms whose parameters are optimised with the students
 - ``timing``    best-of-k wall-clock measurements, the epoch cost of distillation
+- ``deit``      DeiT: a ViT with a real distillation token and head, hard/soft DeiT losses, an objective
 - ``hooks``     ``FeatureCapture``: intermediate features by module path, hooks always removed;
                 ``cache_features``: a frozen teacher's features, computed once
 - ``features``  feature-based KD: FitNets hints (regressors on the student side, trained with it),
