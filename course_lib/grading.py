@@ -952,6 +952,18 @@ class Gradebook:
     __str__ = table
 
 
+def self_check(only: str | list[str]) -> GradeReport | None:
+    """A notebook's grade cell: grade ``exercises/`` (the checkout's, or on Colab the clone's, see
+    ``paths.exercises_dir``) for ``only``; without that folder, say how to get it and return None."""
+    from .paths import exercises_dir
+
+    folder = exercises_dir()
+    if not folder.is_dir():
+        print(f"{folder} not found: clone the course repository (on Colab, run the setup cell at the top)")
+        return None
+    return grade(folder, only=only)
+
+
 def grade_class(submissions: str | Path, only: str | list[str] | None = None, time_limit: float = 10.0, *,
                 file_time_limit: float = 60.0, memory_limit: int = 2048, solutions: str | Path | None = None,
                 progress: Callable[[str, GradeReport], None] | None = None) -> Gradebook:

@@ -15,3 +15,12 @@ def test_every_solution_file_has_a_check_module_and_checks():
     assert grading_checks.CHECK_MODULES == solutions
     assert {c.module for c in CHECKS} == set(solutions)
 
+
+
+def test_notebook_self_check_grades_the_exercises_folder_or_says_how_to_get_it(tmp_path, monkeypatch, capsys):
+    from course_lib import grading, paths
+    monkeypatch.setattr(paths, "exercises_dir", lambda: tmp_path / "missing")
+    assert grading.self_check("ex01") is None and "clone the course repository" in capsys.readouterr().out
+    monkeypatch.setattr(paths, "exercises_dir", lambda: REPO / "solutions")
+    report = grading.self_check("ex01")
+    assert report.fraction == 1.0 and set(report.by_module()) == {"ex01_dark_knowledge"}

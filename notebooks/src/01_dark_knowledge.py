@@ -275,16 +275,8 @@ assert torch.isinf(naive).any() and torch.isfinite(stable).all()
 # own implementations are printed *after* the exercise: try first, then compare.
 
 # %% code skip
-from course_lib.grading import grade
-
-from course_lib.paths import exercises_dir
-
-exercises = exercises_dir()      # the checkout's (or, on Colab, the clone's) exercises/ folder
-if not exercises.is_dir():
-    print(f"{exercises} not found: clone the course repository (on Colab, run the setup cell at the top)")
-else:
-    from IPython.display import display
-    display(grade(exercises, only="ex01"))
+from course_lib.grading import self_check
+self_check("ex01")      # grades exercises/ (the checkout's, or on Colab the clone's) in an isolated process
 
 # %% md slide
 # ## The reference implementations (after the exercise)
