@@ -1,0 +1,179 @@
+"""The ex04 checks (DeiT: distillation token, hard and soft distillation, prediction) fail wrong
+answers, and name their mistakes.
+
+The generic tests (test_grading.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
+here each wrong answer is a copy of solutions/ex04_deit.py with text replaced. A group breaks each
+of the four functions at most once, so one child process grades up to four mistakes (about 3 s per
+group), and a mistake in one function costs nothing in the others.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from course_lib.grading import grade
+from course_lib.grading_checks import CHECKS, randn
+from course_lib.grading_checks import ex04_deit as checks
+from course_lib.paths import solutions_dir
+
+MODULE = "ex04_deit"
+SOLUTION = solutions_dir() / f"{MODULE}.py"
+
+SEQUENCE = "return torch.cat([cls, dist, patch_tokens], dim=1) + pos_embed"
+CE_CLASS = "ce_class = F.cross_entropy(class_logits, labels)"
+CE_DIST = "ce_dist = F.cross_entropy(dist_logits, teacher_logits.argmax(dim=-1))"
+KL = "kl = (log_p_t.exp() * (log_p_t - log_p_dist)).sum(dim=-1).mean()"
+PREDICTION = "return ((class_logits + dist_logits) / 2).argmax(dim=-1)"
+
+# name: (function, [(old, new)], checks that must fail, text their messages must contain)
+MUTATIONS = {
+    "tokens_never_inserted": (  # the source article's wrapper: [class, patches], P + 1 tokens
+        "insert_tokens", [(SEQUENCE, "return torch.cat([cls, patch_tokens], dim=1) + pos_embed[:, : p + 1]")],
+        {"tokens_match_deit_embed", "tokens_order_and_positions"}, "the distillation token never inserted"),
+    "tokens_dist_before_cls": (
+        "insert_tokens", [(SEQUENCE, "return torch.cat([dist, cls, patch_tokens], dim=1) + pos_embed")],
+        {"tokens_match_deit_embed", "tokens_order_and_positions"},
+        "the distillation token before the class token"),
+    "tokens_without_position_embedding": (
+        "insert_tokens", [(SEQUENCE, "return torch.cat([cls, dist, patch_tokens], dim=1)")],
+        {"tokens_match_deit_embed", "tokens_order_and_positions"}, "no position embedding"),
+    "tokens_position_embedding_on_patches_only": (
+        "insert_tokens", [(SEQUENCE, "return torch.cat([cls, dist, patch_tokens + pos_embed[:, 2:]], dim=1)")],
+        {"tokens_match_deit_embed", "tokens_order_and_positions"}, "added to the patch tokens only"),
+    "tokens_shapes_not_checked": (  # the ViT's [1, P + 1, D] then fails in the addition: RuntimeError
+        "insert_tokens", [("if pos_embed.shape != (1, p + 2, d):", "if pos_embed.dim() != 3:")],
+        {"tokens_reject_mismatched_shapes"}, "expected ValueError"),
+    "hard_both_heads_on_labels": (
+        "hard_distillation_loss", [(CE_DIST, "ce_dist = F.cross_entropy(dist_logits, labels)")],
+        {"hard_matches_reference", "hard_heads_and_targets", "hard_gradients"}, "both heads trained on the labels"),
+    "hard_class_head_distilled": (
+        "hard_distillation_loss",
+        [(CE_DIST, "ce_dist = F.cross_entropy(class_logits, teacher_logits.argmax(dim=-1))")],
+        {"hard_matches_reference", "hard_heads_and_targets", "hard_gradients"},
+        "the class head distilled instead of the distillation head"),
+    "hard_heads_swapped": (
+        "hard_distillation_loss",
+        [(CE_CLASS, "ce_class = F.cross_entropy(dist_logits, labels)"),
+         (CE_DIST, "ce_dist = F.cross_entropy(class_logits, teacher_logits.argmax(dim=-1))")],
+        {"hard_matches_reference", "hard_heads_and_targets", "hard_gradients"}, "the heads swapped"),
+    "hard_soft_teacher_targets": (
+        "hard_distillation_loss", [(CE_DIST, "ce_dist = F.cross_entropy(dist_logits, teacher_logits.softmax(dim=-1))")],
+        {"hard_matches_reference", "hard_heads_and_targets", "hard_gradients"}, "soft probabilities"),
+    "hard_alpha_swapped": (
+        "hard_distillation_loss",
+        [("return (1 - alpha) * ce_class + alpha * ce_dist", "return alpha * ce_class + (1 - alpha) * ce_dist")],
+        {"hard_matches_reference", "hard_heads_and_targets", "hard_gradients"}, "alpha and (1 - alpha) swapped"),
+    "soft_without_tau_squared": (
+        "soft_distillation_loss",
+        [("return (1 - alpha) * ce + alpha * temperature ** 2 * kl", "return (1 - alpha) * ce + alpha * kl")],
+        {"soft_matches_reference", "soft_limits_and_gradient"}, "a missing tau^2 factor"),
+    "soft_reverse_kl": (
+        "soft_distillation_loss", [(KL, "kl = (log_p_dist.exp() * (log_p_dist - log_p_t)).sum(dim=-1).mean()")],
+        {"soft_matches_reference", "soft_limits_and_gradient"}, "the reverse KL"),
+    "soft_kl_div_fed_probabilities": (  # the source article's call
+        "soft_distillation_loss", [(KL, "kl = F.kl_div(log_p_dist.exp(), log_p_t.exp(), reduction='batchmean')")],
+        {"soft_matches_reference", "soft_limits_and_gradient"}, "F.kl_div fed probabilities"),
+    "soft_kl_div_sum": (
+        "soft_distillation_loss", [(KL, "kl = F.kl_div(log_p_dist, log_p_t.exp(), reduction='sum')")],
+        {"soft_matches_reference", "soft_limits_and_gradient"}, "reduction='sum'"),
+    "soft_zero_temperature_accepted": (
+        "soft_distillation_loss", [("if temperature <= 0:", "if temperature < 0:")],
+        {"soft_rejects_nonpositive_temperature"}, "expected ValueError"),
+    "prediction_class_head_only": (
+        "average_heads_prediction", [(PREDICTION, "return class_logits.argmax(dim=-1)")],
+        {"prediction_matches_mean_of_logits", "prediction_hand_example"}, "the class head only"),
+    "prediction_mean_of_indices": (
+        "average_heads_prediction",
+        [(PREDICTION, "return (class_logits.argmax(dim=-1) + dist_logits.argmax(dim=-1)) / 2")],
+        {"prediction_matches_mean_of_logits", "prediction_hand_example"},
+        "the mean of the two heads' predicted indices"),
+    "prediction_mean_of_indices_rounded_down": (
+        "average_heads_prediction",
+        [(PREDICTION, "return (class_logits.argmax(dim=-1) + dist_logits.argmax(dim=-1)) // 2")],
+        {"prediction_matches_mean_of_logits", "prediction_hand_example"}, "rounded down"),
+    "prediction_mean_of_probabilities": (
+        "average_heads_prediction",
+        [(PREDICTION, "return (class_logits.softmax(dim=-1) + dist_logits.softmax(dim=-1)).argmax(dim=-1)")],
+        {"prediction_matches_mean_of_logits", "prediction_hand_example"}, "softmax probabilities"),
+}
+
+GROUPS = [
+    ["tokens_never_inserted", "hard_both_heads_on_labels", "soft_without_tau_squared", "prediction_class_head_only"],
+    ["tokens_dist_before_cls", "hard_class_head_distilled", "soft_reverse_kl", "prediction_mean_of_indices"],
+    ["tokens_without_position_embedding", "hard_heads_swapped", "soft_kl_div_fed_probabilities",
+     "prediction_mean_of_probabilities"],
+    ["tokens_position_embedding_on_patches_only", "hard_soft_teacher_targets", "soft_kl_div_sum",
+     "prediction_mean_of_indices_rounded_down"],
+    ["tokens_shapes_not_checked", "hard_alpha_swapped", "soft_zero_temperature_accepted"],
+]
+
+
+def test_groups_cover_every_mutation_once_and_each_function_at_most_once():
+    names = [n for g in GROUPS for n in g]
+    assert sorted(names) == sorted(MUTATIONS)
+    for group in GROUPS:
+        functions = [MUTATIONS[n][0] for n in group]
+        assert len(functions) == len(set(functions)), group
+    by_check = {c.name: c.function for c in CHECKS if c.module == MODULE}
+    for name, (function, _, must_fail, _) in MUTATIONS.items():
+        assert must_fail and all(by_check[c] == function for c in must_fail), name
+
+
+def test_points_per_function():
+    points: dict[str, int] = {}
+    for c in CHECKS:
+        if c.module == MODULE:
+            points[c.function] = points.get(c.function, 0) + c.points
+    assert points == {"insert_tokens": 6, "hard_distillation_loss": 6, "soft_distillation_loss": 5,
+                      "average_heads_prediction": 3}
+
+
+def test_the_token_reference_is_deits_embed_and_leaves_the_global_generator_alone():
+    patches, cls, dist, pos = (randn(3, 9, 5, seed=1), randn(1, 1, 5, seed=2), randn(1, 1, 5, seed=3),
+                               randn(1, 11, 5, seed=4))
+    state = torch.get_rng_state()
+    got = checks._deit_embed(patches, cls, dist, pos)
+    assert torch.equal(torch.get_rng_state(), state)
+    expected = torch.cat([cls.expand(3, -1, -1), dist.expand(3, -1, -1), patches], 1) + pos
+    assert got.shape == (3, 11, 5) and torch.allclose(got, expected, atol=1e-6)
+    for mistake, wrong in checks._token_mistakes(patches, cls, dist, pos).items():
+        assert not torch.allclose(wrong, expected), mistake
+
+
+@pytest.mark.parametrize("group", GROUPS, ids="+".join)
+def test_a_wrong_answer_loses_points_with_a_message_naming_its_mistake(tmp_path, group):
+    text = SOLUTION.read_text()
+    for name in group:
+        for old, new in MUTATIONS[name][1]:
+            assert text.count(old) == 1, f"mutation target not found once: {old!r}"
+            text = text.replace(old, new)
+    folder = tmp_path / "answer"
+    folder.mkdir()
+    (folder / SOLUTION.name).write_text(text)
+    report = grade(folder, only=MODULE)
+    failed = {r.check for r in report.rows if r.earned < r.points}
+    for name in group:
+        function, _, must_fail, hint = MUTATIONS[name]
+        assert must_fail <= failed, (name, report.table(verbose=True))
+        messages = " ".join(r.message for r in report.rows if r.check in must_fail)
+        assert hint in messages, (name, messages)
+    broken = {MUTATIONS[n][0] for n in group}
+    intact = {c.name for c in CHECKS if c.module == MODULE and c.function not in broken}
+    assert not intact & failed, report.table(verbose=True)
+    assert not any(report.flags().values()), report.flags()
+
+
+def test_an_in_place_prediction_scores_zero_on_its_checks(tmp_path):
+    folder = tmp_path / "answer"
+    folder.mkdir()
+    shutil.copy(SOLUTION, folder)
+    path = Path(folder / SOLUTION.name)
+    path.write_text(path.read_text().replace(PREDICTION, "return class_logits.add_(dist_logits).div_(2).argmax(dim=-1)"))
+    report = grade(folder, only=MODULE)
+    rows = [r for r in report.rows if r.function == "average_heads_prediction"]
+    assert rows and all(r.earned == 0 and "in place" in r.message for r in rows), report.table(verbose=True)
+    assert report.flags() == {MODULE: ["inputs modified"]}
+    assert report.earned == report.total - sum(r.points for r in rows)
