@@ -227,3 +227,29 @@ def random_shift_flip(x: torch.Tensor, generator: torch.Generator | None = None,
         mask = torch.rand(n, generator=generator) < 0.5
         out[mask] = out[mask].flip(-1)
     return out
+
+
+# Augmentations by name (what a teacher's cache key and a notebook's settings refer to).
+AUGMENTATIONS = {"shift_flip": random_shift_flip}
+
+
+def get_augmentation(name: str):
+    """The augmentation called ``name`` (a function ``(x, generator) -> x``)."""
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {name!r}; known: {sorted(AUGMENTATIONS)}")
+    return AUGMENTATIONS[name]
+
+
+def augmented_views(data: TensorData, views: int, augment=random_shift_flip, seed: int = 0) -> TensorData:
+    """``views`` random augmented copies of every image, as one dataset of ``views * len(data)`` rows.
+
+    Row ``v * len(data) + i`` is view ``v`` of image ``i``. A fixed set of views lets a teacher's
+    predictions on them be computed once and cached (``engine.cache_logits``), so distilling on
+    augmented images costs no teacher forward per step; training on the views for ``E`` epochs
+    shows each image ``views * E`` times, each time one of its ``views`` fixed augmentations.
+    """
+    if views < 1:
+        raise ValueError(f"views must be >= 1, got {views}")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.cat([augment(data.x, g) for _ in range(views)])
+    return TensorData(x, data.y.repeat(views), data.classes, f"{data.name} x{views} views")

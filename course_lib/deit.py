@@ -78,12 +78,13 @@ class ArticleDistilledViT(ViT):
 
 
 def deit_loss(class_logits: torch.Tensor, dist_logits: torch.Tensor, targets: torch.Tensor,
-              teacher_logits: torch.Tensor, *, alpha=0.5, temperature=1.0, hard: bool = True) -> torch.Tensor:
+              teacher_logits: torch.Tensor, *, alpha=0.5, temperature=1.0, hard=True) -> torch.Tensor:
     """Per-example DeiT loss ``(1 - alpha) CE(class head, labels) + alpha * distillation(dist head)``.
 
     ``hard=True``: distillation = CE(dist head, argmax of the teacher); else ``tau^2`` times
     KL(teacher || dist head) at temperature ``tau``. Logits ``[..., C]``, targets ``[...]``;
-    ``alpha``/``temperature`` floats or tensors broadcasting against ``[...]`` (e.g. ``[N, 1]``).
+    ``alpha``/``temperature`` floats or tensors broadcasting against ``[...]`` (e.g. ``[N, 1]``);
+    ``hard`` a bool or a bool tensor broadcasting the same way (one choice per stacked run).
     """
     if class_logits.shape != dist_logits.shape or class_logits.shape != teacher_logits.shape:
         raise ValueError(f"class, distillation and teacher logits must share a shape: {tuple(class_logits.shape)}, "
@@ -92,25 +93,34 @@ def deit_loss(class_logits: torch.Tensor, dist_logits: torch.Tensor, targets: to
         raise ValueError(f"targets {tuple(targets.shape)} do not match logits {tuple(class_logits.shape)}")
     ce = F.cross_entropy(class_logits.flatten(0, -2), targets.flatten(), reduction="none").view(targets.shape)
     teacher = teacher_logits.detach()
-    if hard:
-        distill = F.cross_entropy(dist_logits.flatten(0, -2), teacher.argmax(-1).flatten(),
-                                  reduction="none").view(targets.shape)
-    else:
+
+    def hard_term():
+        return F.cross_entropy(dist_logits.flatten(0, -2), teacher.argmax(-1).flatten(),
+                               reduction="none").view(targets.shape)
+
+    def soft_term():
         t = temperature.to(dist_logits) if torch.is_tensor(temperature) else float(temperature)
-        distill = t * t * soft_target_kl(dist_logits, teacher, t)
+        return t * t * soft_target_kl(dist_logits, teacher, t)
+
+    if torch.is_tensor(hard):
+        distill = torch.where(hard.to(ce.device), hard_term(), soft_term())
+    else:
+        distill = hard_term() if hard else soft_term()
     a = alpha.to(ce) if torch.is_tensor(alpha) else alpha
     return (1 - a) * ce + a * distill
 
 
 class DeiTObjective(nn.Module):
-    """``fit`` objective for two-head models: ``deit_loss`` per run, with its alpha and tau."""
+    """``fit`` objective for two-head models: ``deit_loss`` per run, with its alpha, tau and hard/soft."""
 
-    def __init__(self, ctx, *, hard: bool):
+    def __init__(self, ctx, *, hard):
         super().__init__()
         bad = [s for s in ctx.specs if not 0 <= s.alpha <= 1 or s.temperature <= 0]
         if bad:
             raise ValueError(f"DeiT runs need 0 <= alpha <= 1 and temperature > 0, got {bad}")
-        self.hard = hard
+        choice = [bool(hard(s)) if callable(hard) else bool(hard) for s in ctx.specs]
+        self.hard = choice[0] if len(set(choice)) == 1 else None
+        self.register_buffer("hard_mask", torch.tensor([[c] for c in choice], device=ctx.device))
         self.register_buffer("alpha", torch.tensor([[s.alpha] for s in ctx.specs], device=ctx.device))
         self.register_buffer("temperature", torch.tensor([[s.temperature] for s in ctx.specs], device=ctx.device))
 
@@ -119,11 +129,39 @@ class DeiTObjective(nn.Module):
         if step.teacher_logits is None:
             raise ValueError("DeiT distillation needs teacher targets: pass teacher_logits (or teacher) to fit")
         loss = deit_loss(class_logits, dist_logits, step.y, step.teacher_logits, alpha=self.alpha,
-                         temperature=self.temperature, hard=self.hard)
+                         temperature=self.temperature, hard=self.hard if self.hard is not None else self.hard_mask)
         ce = F.cross_entropy(class_logits.flatten(0, 1), step.y.flatten(), reduction="none").view(step.y.shape)
         return loss.mean(1), {"ce_class_head": ce.detach().mean(1)}
 
 
-def deit_objective(*, hard: bool = True):
-    """``objective`` factory for ``fit``: DeiT's hard-label (default) or soft distillation."""
+def deit_objective(*, hard=True):
+    """``objective`` factory for ``fit``: DeiT's hard-label (default) or soft distillation.
+
+    ``hard`` is a bool for every run, or a function of the ``RunSpec`` (e.g.
+    ``lambda spec: spec.name == "DeiT hard"``), so hard and soft runs can train in one stack.
+    """
     return partial(DeiTObjective, hard=hard)
+
+
+@torch.no_grad()
+def token_attention(model: ViT, x: torch.Tensor, layer: int = -1) -> torch.Tensor:
+    """Attention of every token in block ``layer`` of a ``ViT``/``DeiT``, averaged over the heads.
+
+    Returns ``[B, T, T]`` (rows: the attending token, summing to 1): for a ``DeiT``, row 0 is the
+    class token and row 1 the distillation token; ``[:, i, 2:]`` is what token ``i`` reads from the
+    patches (reshape to the patch grid to draw it). Recomputes the block's queries and keys from its
+    input, so the model needs no hooks and no change.
+    """
+    was_training = model.training
+    model.eval()
+    blocks = list(model.blocks)
+    layer = layer % len(blocks)
+    h = model.embed(x)
+    for block in blocks[:layer]:
+        h = block(h)
+    attn = blocks[layer].attn
+    b, t, d = h.shape
+    q, k, _ = attn.qkv(blocks[layer].norm1(h)).view(b, t, 3, attn.heads, d // attn.heads).permute(2, 0, 3, 1, 4)
+    weights = ((q @ k.transpose(-2, -1)) * (d // attn.heads) ** -0.5).softmax(-1)   # [B, heads, T, T]
+    model.train(was_training)
+    return weights.mean(1)

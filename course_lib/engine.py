@@ -295,22 +295,24 @@ def _forward(group: nn.Module, stacked: bool, x: torch.Tensor):
 
 @torch.no_grad()
 def _evaluate_group(group: nn.Module, stacked: bool, n: int, data: TensorData,
-                    batch_size: int = 500) -> tuple[list[float], list[list[float]]]:
-    """Per model: accuracy of the prediction, and of each head."""
+                    batch_size: int = 500) -> tuple[list[float], list[list[float]], list[float]]:
+    """Per model: accuracy of the prediction, of each head, and how often all heads agree (100 for one head)."""
     was_training = group.training
     group.eval()
     device = _device_of(group)
-    correct, correct_heads = torch.zeros(n), None
+    correct, correct_heads, agree = torch.zeros(n), None, torch.zeros(n)
     for i in range(0, len(data), batch_size):
         x = data.x[i:i + batch_size].to(device)
         y = data.y[i:i + batch_size].to(device)
         out = _forward(group, stacked, x.unsqueeze(0).expand(n, *x.shape))
         correct += (prediction(out).argmax(-1) == y).sum(-1).float().cpu()
-        per_head = torch.stack([(h.argmax(-1) == y).sum(-1).float().cpu() for h in heads(out)])  # [H, N]
+        votes = torch.stack([h.argmax(-1) for h in heads(out)])                     # [H, N, B]
+        per_head = (votes == y).sum(-1).float().cpu()                                 # [H, N]
         correct_heads = per_head if correct_heads is None else correct_heads + per_head
+        agree += (votes == votes[0]).all(0).sum(-1).float().cpu()
     group.train(was_training)
     to_pct = lambda c: (100.0 * c / len(data)).tolist()
-    return to_pct(correct), [to_pct(c) for c in correct_heads.t()]
+    return to_pct(correct), [to_pct(c) for c in correct_heads.t()], to_pct(agree)
 
 
 @dataclass
@@ -527,12 +529,13 @@ def _train_group(job: _Job, module: nn.Module, stacked: bool, specs: list[RunSpe
             history[i]["epoch"].append(epoch)
         if job.monitor is not None and config.eval_every and (epoch % config.eval_every == 0
                                                                or epoch == config.epochs):
-            accs, accs_heads = _evaluate_group(group, stacked, n, job.monitor)
+            accs, accs_heads, agreement = _evaluate_group(group, stacked, n, job.monitor)
             for i in range(n):
                 history[i]["monitor_epoch"].append(epoch)
                 history[i]["monitor_acc"].append(accs[i])
                 if len(accs_heads[i]) > 1:
                     history[i].setdefault("monitor_acc_heads", []).append(accs_heads[i])
+                    history[i].setdefault("monitor_head_agreement", []).append(agreement[i])
             bar.set_postfix(loss=f"{sum(history[i]['loss'][-1] for i in range(n)) / n:.3f}",
                             acc=f"{sum(accs) / len(accs):.1f}")
     seconds = time.perf_counter() - start

@@ -118,7 +118,7 @@ class ViT(nn.Module):
 
 
 def build_model(name: str, data=None, **kwargs) -> nn.Module:
-    """Build ``"teacher"``, ``"student_cnn"`` or ``"vit"`` for a dataset.
+    """Build ``"teacher"``, ``"student_cnn"``, ``"vit"`` or ``"deit"`` for a dataset.
 
     ``data`` is a ``TensorData`` (its image shape and class count size the model).
     """
@@ -130,4 +130,7 @@ def build_model(name: str, data=None, **kwargs) -> nn.Module:
         return StudentCNN(c, k, h, **kwargs)
     if name == "vit":
         return ViT(c, k, h, **kwargs)
-    raise ValueError(f"unknown model {name!r}; expected teacher, student_cnn or vit")
+    if name == "deit":
+        from .deit import DeiT          # deit imports this module
+        return DeiT(c, k, h, **kwargs)
+    raise ValueError(f"unknown model {name!r}; expected teacher, student_cnn, vit or deit")

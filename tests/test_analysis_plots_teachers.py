@@ -116,3 +116,40 @@ def test_teacher_key_covers_what_trains_it_and_nothing_else(monkeypatch):
     monkeypatch.setattr(teachers, "TEACHER_SEED", 0)
     monkeypatch.setattr(teachers, "TEACHER_RECIPE_VERSION", teachers.TEACHER_RECIPE_VERSION + 1)
     assert teachers.teacher_dir(profile, data).name != key
+
+
+def test_augmented_teacher_is_its_own_artifact_trained_on_augmented_batches(tmp_path, monkeypatch):
+    from course_lib import data as data_module
+    from course_lib import teachers
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    profile = get_profile("quick").replace_vision(teacher_epochs=1, aug_teacher_epochs=2, batch_size=32)
+    data = toy()
+    plain = teachers.teacher_dir(profile, data)
+    aug = teachers.teacher_dir(profile, data, "shift_flip")
+    assert plain != aug and aug.name.startswith("teacher_quick_fashion_mnist_shift_flip-")
+    assert "augmentation" not in teachers.teacher_key_inputs(profile, data)     # the plain key is unchanged
+    # its own epochs setting is in its key, the plain teacher's epochs are not
+    assert teachers.teacher_dir(profile.replace_vision(aug_teacher_epochs=3), data, "shift_flip") != aug
+    assert teachers.teacher_dir(profile.replace_vision(teacher_epochs=3), data, "shift_flip") == aug
+    calls = []
+    real = data_module.AUGMENTATIONS["shift_flip"]
+    monkeypatch.setitem(data_module.AUGMENTATIONS, "shift_flip", lambda x, g: calls.append(len(x)) or real(x, g))
+    model, info = teachers.pretrained_teacher(profile, data, data, progress=False, augmentation="shift_flip")
+    assert calls and sum(calls) == 2 * len(data)              # every image of both epochs, augmented
+    assert info["augmentation"] == "shift_flip" and info["epochs"] == 2 and teachers.is_cached(profile, data, "shift_flip")
+    assert not teachers.is_cached(profile, data)               # the plain one was not built
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        teachers.teacher_dir(profile, data, "rotate")
+
+
+def test_augmented_views_rows_and_labels():
+    from course_lib.data import augmented_views
+    data = toy(20)
+    views = augmented_views(data, 3, seed=1)
+    assert len(views) == 60 and torch.equal(views.y, data.y.repeat(3))
+    assert not torch.equal(views.x[:20], views.x[20:40])      # different views of the same images
+    assert torch.equal(views.x, augmented_views(data, 3, seed=1).x)   # a seed fixes them
+    identity = augmented_views(data, 2, augment=lambda x, g: x)
+    assert torch.equal(identity.x[20:], data.x)
+    with pytest.raises(ValueError):
+        augmented_views(data, 0)

@@ -96,3 +96,41 @@ def test_prediction_averages_the_two_heads_and_stacks():
     assert torch.allclose(prediction(models[1](x[1])), (c + d) / 2)
     assert torch.allclose(out[1][1], d, atol=1e-5)
     assert cache_logits(models[0], x[0]).shape == (3, 10)
+
+
+def test_hard_and_soft_runs_in_one_stack_equal_separate_runs():
+    g = torch.Generator().manual_seed(4)
+    zc, zd, zt = (torch.randn(2, 6, 10, generator=g) for _ in range(3))
+    y = torch.randint(0, 10, (2, 6), generator=g)
+    mixed = deit_loss(zc, zd, y, zt, alpha=0.5, temperature=3.0, hard=torch.tensor([[True], [False]]))
+    assert torch.allclose(mixed[0], deit_loss(zc[0], zd[0], y[0], zt[0], alpha=0.5, hard=True))
+    assert torch.allclose(mixed[1], deit_loss(zc[1], zd[1], y[1], zt[1], alpha=0.5, temperature=3.0, hard=False))
+    # through fit: one stack of a hard and a soft run == each trained on its own
+    data = toy_images(96, seed=1)
+    teacher_logits = torch.randn(len(data), 10, generator=g)
+    make = lambda: DeiT(dim=16, depth=1, heads=2)
+    cfg = TrainConfig(epochs=2, batch_size=32, eval_every=0)
+    specs = [RunSpec("DeiT hard", 0, 3.0, 0.5), RunSpec("DeiT soft", 0, 3.0, 0.5)]
+    together = fit(make, specs, data, cfg, teacher_logits=teacher_logits, execution=QUIET,
+                   objective=deit_objective(hard=lambda spec: spec.name == "DeiT hard"))
+    for spec, run in zip(specs, together):
+        [alone] = fit(make, [spec], data, cfg, teacher_logits=teacher_logits, execution=QUIET,
+                      objective=deit_objective(hard=spec.name == "DeiT hard"))
+        assert run.history["loss"] == pytest.approx(alone.history["loss"], rel=1e-4)
+
+
+def test_token_attention_rows_are_distributions_and_see_the_tokens():
+    from course_lib.deit import token_attention
+    deit = small(DeiT)
+    x = torch.randn(3, 1, 28, 28)
+    att = token_attention(deit, x)
+    assert att.shape == (3, 2 + 49, 2 + 49)
+    assert torch.allclose(att.sum(-1), torch.ones(3, 51), atol=1e-5) and (att >= 0).all()
+    # by value: block 0's attention from its own queries and keys, recomputed here
+    block = deit.blocks[0]
+    h = block.norm1(deit.embed(x))
+    q, k, _ = block.attn.qkv(h).chunk(3, dim=-1)
+    heads = block.attn.heads
+    split = lambda t: t.view(3, 51, heads, -1).transpose(1, 2)
+    expected = (split(q) @ split(k).transpose(-2, -1) / (32 // heads) ** 0.5).softmax(-1).mean(1)
+    assert torch.allclose(token_attention(deit, x, layer=0), expected, atol=1e-6)

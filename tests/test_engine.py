@@ -334,6 +334,11 @@ def test_two_head_model_trains_and_evaluates_each_head(stack):
         assert r.history["head_a"][-1] < r.history["head_a"][0]
         assert len(r.history["monitor_acc_heads"]) == 2 and len(r.history["monitor_acc_heads"][0]) == 2
         assert r.history["monitor_acc_heads"][-1] == pytest.approx([acc_a, acc_b], abs=1e-6)
+        with torch.no_grad():                             # head agreement: both heads' argmax equal
+            a, b = r.model(test.x)
+        agree = 100.0 * (a.argmax(1) == b.argmax(1)).float().mean().item()
+        assert r.history["monitor_head_agreement"][-1] == pytest.approx(agree, abs=1e-4)
+        assert 0 <= agree < 100                           # the heads learned different things
         assert r.test_accuracy == pytest.approx(evaluate(r.model, test))   # the mean of the heads' logits
     with pytest.raises(ValueError, match="several heads"):
         fit(TwoHeads, [RunSpec("a", 0)], data, cfg, execution=QUIET)

@@ -16,7 +16,8 @@ temporary results file.
 * 01 runs unchanged (about 25 s).
 * every later notebook (02, 03, ...) runs with one cell prepended that shrinks the quick profile's
   *work*, not its *shape*: 200 transfer images instead of 2,000, a 1,000-image test set and
-  monitor subset of 200, and that notebook's claims not asserted (small runs do not meet them). Every cell runs; every print, table, progress
+  monitor subset of 200 (notebook 04: 200 images x 2 views, 2 epochs), and that notebook's claims not
+  asserted (small runs do not meet them). Every cell runs; every print, table, progress
   bar and figure is the one a full run makes (same epochs, seeds, figure sizes, table rows); only
   the numbers differ (about 55 s). That cell is ``skip`` and not in the deck.
 
@@ -55,7 +56,8 @@ import dataclasses
 from course_lib import profiles
 _quick = profiles.PROFILES["quick"]
 profiles.PROFILES["quick"] = dataclasses.replace(
-    _quick.replace_vision(student_train_size=200, monitor_size=200, test_size=1000),
+    _quick.replace_vision(student_train_size=200, monitor_size=200, test_size=1000, deit_train_size=200,
+                          deit_views=2, deit_epochs=2),
     claims={{k: (None if k.startswith("{number}.") else v) for k, v in _quick.claims.items()}})'''
 
 
