@@ -117,8 +117,18 @@ class ViT(nn.Module):
         return self.head(h[:, 0])
 
 
+def resnet18_small_images(in_channels: int = 3, num_classes: int = 100) -> nn.Module:
+    """torchvision's ResNet-18 for 32x32 images (the CIFAR stem of BAN/DML-era code): a 3x3 stride-1
+    first convolution and no max-pooling, so the last stage still sees 4x4 features."""
+    import torchvision
+    model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
 def build_model(name: str, data=None, **kwargs) -> nn.Module:
-    """Build ``"teacher"``, ``"student_cnn"``, ``"vit"`` or ``"deit"`` for a dataset.
+    """Build ``"teacher"``, ``"student_cnn"``, ``"vit"``, ``"deit"`` or ``"resnet18"`` for a dataset.
 
     ``data`` is a ``TensorData`` (its image shape and class count size the model).
     """
@@ -130,7 +140,9 @@ def build_model(name: str, data=None, **kwargs) -> nn.Module:
         return StudentCNN(c, k, h, **kwargs)
     if name == "vit":
         return ViT(c, k, h, **kwargs)
+    if name == "resnet18":
+        return resnet18_small_images(c, k)
     if name == "deit":
         from .deit import DeiT          # deit imports this module
         return DeiT(c, k, h, **kwargs)
-    raise ValueError(f"unknown model {name!r}; expected teacher, student_cnn, vit or deit")
+    raise ValueError(f"unknown model {name!r}; expected teacher, student_cnn, vit, deit or resnet18")

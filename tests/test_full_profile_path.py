@@ -24,7 +24,8 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import run_course  # noqa: E402
 
 # The notebooks whose data comes from the profile's vision settings.
-VISION_NOTEBOOKS = ["01_dark_knowledge", "02_kd_loss", "03_feature_distillation", "04_deit_distillation_token"]
+VISION_NOTEBOOKS = ["01_dark_knowledge", "02_kd_loss", "03_feature_distillation", "04_deit_distillation_token",
+                    "05_born_again_and_online"]
 
 STAND_IN = '''
 import dataclasses, torch
@@ -51,7 +52,10 @@ profiles.PROFILES["full"] = dataclasses.replace(
     _full.replace_vision(train_size=1000, student_train_size=500, test_size=None, teacher_epochs=12,
                          student_epochs=10, monitor_size=200, feature_epochs=3, aug_teacher_epochs=3,
                          deit_train_size=300, deit_views=2, deit_epochs=2,
-                         deit_vit=dict(patch_size=4, dim=32, depth=2, heads=2, mlp_ratio=2)),
+                         deit_vit=dict(patch_size=4, dim=32, depth=2, heads=2, mlp_ratio=2),
+                         # ResNet-18 x 21 runs is GPU work: the CNN here (tests/test_online.py runs the
+                         # ResNet-18 through born_again and mutual learning on a few images)
+                         ban_student="student_cnn", ban_epochs=2),
     claims={**{k: None for k in _full.claims}, "01.teacher_min_accuracy": 20.0,
             "01.top_pairs": _full.claims["01.top_pairs"],
             "01.top_pairs_within_group": _full.claims["01.top_pairs_within_group"]})
