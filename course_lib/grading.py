@@ -25,7 +25,12 @@ Each answer file is graded in its own child process, ``python -I -B grading_runn
     it sends the function's name and the arguments to the child, which runs the student's
     function and sends back its result and the arguments as the function left them.
     ``f.value_and_grad(*args, wrt=0)`` also returns the gradient of the 0-dim result with respect
-    to argument ``wrt``, computed in the child;
+    to argument ``wrt`` (``grad_outputs=w``: of ``(result * w).sum()``), computed in the child. A
+    model travels as a description (``grading_checks.module_arg``) that the child builds, and a
+    model comes back as a ``ModuleReport`` (its identity, modes, ``requires_grad`` flags, values
+    and storage addresses); ``f.inspect(*args, probe_input=x)`` also returns the arguments as the
+    function left them and the returned model's outputs before and after the child re-initialised
+    the model it was given;
 (c) comparison: here, against ``course_lib.losses`` (the tested reference), hand-computed values
     and limits; a wrong value that matches a known mistake is named in the message.
 
@@ -53,8 +58,9 @@ Limits and guards (``Limits``; the flags they raise are in brackets):
   [forbidden import]; and when it starts a process, sends a signal, uses ``ctypes`` or writes
   outside its scratch folder [sandbox]. ``import course_lib`` written in the source is rejected
   by a static scan before anything runs [forbidden import]; either way the file scores zero.
-- inputs: the parent compares the arguments the child sends back with those it sent; a function
-  that modifies its inputs in place scores zero on that check [inputs modified].
+- inputs: the parent compares the arguments the child sends back with those it sent (tensors,
+  lists of tensors, a model's parameters and buffers); a function that modifies its inputs in
+  place scores zero on that check [inputs modified].
 - closed form: a function whose task asks for a closed form (``check(..., closed_form=True)``:
   ``kd_gradient``) runs under ``torch.inference_mode`` on inference tensors, and torch's public
   autograd entry points (``torch.autograd.grad/backward``, ``Tensor.backward``, ``torch.func``,
@@ -117,7 +123,7 @@ from pathlib import Path
 import torch
 
 from course_lib import grading_runner as _runner
-from course_lib.grading_checks import CHECKS, Check
+from course_lib.grading_checks import CHECKS, Check, ModuleReport
 from course_lib.paths import exercises_dir, solutions_dir
 
 BEGIN = "### BEGIN SOLUTION"
@@ -600,6 +606,8 @@ def _decode(value):
     if isinstance(value, dict):
         if set(value) == {"__opaque__"}:
             return _opaque_type(str(value["__opaque__"]))()
+        if set(value) == {_runner.MODULE_KEY}:
+            return _module_report(value[_runner.MODULE_KEY])
         return {k: _decode(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(_decode(v) for v in value)
@@ -610,11 +618,32 @@ def _sendable(value):
     return value.detach().clone() if torch.is_tensor(value) else value
 
 
+def _module_report(info) -> ModuleReport | _Opaque:
+    try:
+        return ModuleReport(str(info["type"]), int(info["id"]), dict(info["training"]), dict(info["requires_grad"]),
+                            dict(info["state"]), dict(info["storage"]))
+    except (KeyError, TypeError, ValueError):
+        return _opaque_type("unreadable module report")()
+
+
 def _same_tensor(a: torch.Tensor, b) -> bool:
     if not torch.is_tensor(b) or a.shape != b.shape or a.dtype != b.dtype:
         return False
     return bool(torch.equal(a, b) or ((a == b) | (a.isnan() & b.isnan())).all()) if a.is_floating_point() \
         else torch.equal(a, b)
+
+
+@dataclass
+class Called:
+    """What one call in the child returned (``RemoteFunction.inspect``)."""
+    value: object
+    grad: object
+    requires_grad: bool
+    args: object                # the arguments as the function left them (models as ModuleReports)
+    kwargs: object
+    probe_before: object = None  # the returned model's outputs on probe_input (eval mode)
+    probe_after: object = None   # ... after the child re-initialised every model argument
+    probe_error: StudentError | None = None   # what the returned model's forward raised, if it did
 
 
 class RemoteFunction:
@@ -626,7 +655,10 @@ class RemoteFunction:
     the function raised, and ``AssertionError`` when it modified its inputs in place or, for a
     closed-form function, used autograd. ``f.value_and_grad(*args, wrt=0, **kwargs)`` returns
     ``(result, gradient)``, the gradient with respect to argument ``wrt`` or None when the result
-    is not a differentiable 0-dim tensor.
+    is not a differentiable 0-dim tensor (with ``grad_outputs``: of ``(result * grad_outputs).sum()``).
+    ``f.inspect(*args, probe_input=None, **kwargs)`` returns a ``Called`` (the result, the arguments
+    as the function left them, and the probe of a returned model). A model argument is sent as
+    ``grading_checks.module_arg(...)``; a model comes back as a ``grading_checks.ModuleReport``.
     """
 
     def __init__(self, child: _Child, name: str, closed_form: bool, flags: set[str], deadline: float, limit: str):
@@ -635,16 +667,27 @@ class RemoteFunction:
         self._deadline, self._limit = deadline, limit
 
     def __call__(self, *args, **kwargs):
-        return self._call("closed_form" if self._closed_form else "plain", args, kwargs, 0)[0]
+        return self._call("closed_form" if self._closed_form else "plain", args, kwargs, 0).value
 
-    def value_and_grad(self, *args, wrt: int = 0, **kwargs):
-        value, grad, requires_grad = self._call("grad", args, kwargs, wrt)
-        return value, (grad if requires_grad else None)
+    def value_and_grad(self, *args, wrt: int = 0, grad_outputs: torch.Tensor | None = None, **kwargs):
+        """``(result, gradient)``: the gradient with respect to argument ``wrt`` of the 0-dim result,
+        or with ``grad_outputs`` (a tensor of the result's shape) of ``(result * grad_outputs).sum()``."""
+        extra = {} if grad_outputs is None else {"grad_outputs": grad_outputs.detach().clone()}
+        reply = self._call("grad", args, kwargs, wrt, extra)
+        return reply.value, (reply.grad if reply.requires_grad else None)
 
-    def _call(self, mode, args, kwargs, wrt):
+    def inspect(self, *args, probe_input: torch.Tensor | None = None, **kwargs) -> Called:
+        """Call the function; also return the arguments as it left them (a model as a ``ModuleReport``)
+        and, with ``probe_input`` and a model as the result, the result's outputs on ``probe_input``
+        in eval mode before and after the child re-initialised every model argument in place."""
+        extra = {} if probe_input is None else {"probe": probe_input.detach().clone()}
+        return self._call("closed_form" if self._closed_form else "plain", args, kwargs, 0, extra)
+
+    def _call(self, mode, args, kwargs, wrt, extra=None) -> Called:
         name = self.__name__
         request = {"op": "call", "function": name, "mode": mode, "wrt": wrt,
-                   "args": [_sendable(a) for a in args], "kwargs": {k: _sendable(v) for k, v in kwargs.items()}}
+                   "args": [_sendable(a) for a in args], "kwargs": {k: _sendable(v) for k, v in kwargs.items()},
+                   **(extra or {})}
         reply = self._child.request(request, self._deadline, f"{name}() did not return within {self._limit}")
         if "missing" in reply:
             raise _MissingFunction(str(reply["missing"]))
@@ -657,15 +700,37 @@ class RemoteFunction:
             if isinstance(error, dict) and error.get("memory"):
                 self._flags.add(MEMORY)
             raise _student_error(error)
-        changed = [f"argument {i + 1}" for i, a in enumerate(args)
-                   if torch.is_tensor(a) and not _same_tensor(a, _item(reply.get("args"), i))]
-        changed += [f"argument {k}=" for k, v in kwargs.items()
-                    if torch.is_tensor(v) and not _same_tensor(v, _item(reply.get("kwargs"), k))]
+        changes = [(f"argument {i + 1}", _changed(a, _item(reply.get("args"), i))) for i, a in enumerate(args)]
+        changes += [(f"argument {k}=", _changed(v, _item(reply.get("kwargs"), k))) for k, v in kwargs.items()]
+        changed = [f"{where}{': ' + what if what else ''}" for where, what in changes if what is not None]
         if changed:
             self._flags.add(INPUTS_MODIFIED)
-            raise AssertionError(f"{name}() modified its input ({', '.join(changed)}) in place; leave the "
+            raise AssertionError(f"{name}() modified its input ({'; '.join(changed)}) in place; leave the "
                                  "caller's tensors unchanged (use out-of-place operations, or work on a copy)")
-        return _decode(reply.get("value")), _decode(reply.get("grad")), bool(reply.get("requires_grad"))
+        probe = reply.get("probe")
+        probe = probe if isinstance(probe, dict) else {}
+        return Called(_decode(reply.get("value")), _decode(reply.get("grad")), bool(reply.get("requires_grad")),
+                      _decode(reply.get("args")), _decode(reply.get("kwargs")), _decode(probe.get("before")),
+                      _decode(probe.get("after")), _student_error(probe["error"]) if "error" in probe else None)
+
+
+def _changed(sent, returned) -> str | None:
+    """How an argument the child sent back differs from what was sent (None: unchanged, or not
+    comparable): a tensor's values, a list's or tuple's tensors, a model's parameters and buffers."""
+    if torch.is_tensor(sent):
+        return None if _same_tensor(sent, returned) else ""
+    if isinstance(sent, (list, tuple)):
+        items = [f"item {i}" for i, a in enumerate(sent)
+                 if torch.is_tensor(a) and not _same_tensor(a, _item(returned, i))]
+        return ", ".join(items) or None
+    if _runner.is_module_spec(sent):
+        state = sent[_runner.MODULE_KEY]["state"]
+        got = _decode(returned)
+        if not isinstance(got, ModuleReport):
+            return None
+        names = [k for k, t in state.items() if not _same_tensor(t, got.state.get(k))]
+        return f"the values of {', '.join(names)}" if names else None
+    return None
 
 
 def _item(container, key):

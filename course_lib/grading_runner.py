@@ -13,17 +13,29 @@ whatever the answer prints is discarded and cannot corrupt the channel by accide
 
   child -> parent  {"ready": pid}                       torch imported, limits set
   child -> parent  {"loaded": [names]} | {"error": ...} | {"exit": why}    the answer file ran
-  parent -> child  {"id", "op": "call", "function", "args", "kwargs", "mode", "wrt"}
-  child -> parent  {"id", "value", "args", "kwargs", "grad", "requires_grad", "autograd"}
+  parent -> child  {"id", "op": "call", "function", "args", "kwargs", "mode", "wrt",
+                    ["grad_outputs", "probe"]}
+  child -> parent  {"id", "value", "args", "kwargs", "grad", "requires_grad", "autograd", ["probe"]}
                    | {"id", "error": {...}, "autograd"} | {"id", "missing": why} | {"exit": why}
 
 The parent ends the child by killing its process group (any other message, or end of input, also
 ends it). ``mode`` is ``"plain"``; ``"grad"`` (argument ``wrt`` gets ``requires_grad`` and the
-gradient of the 0-dim result with respect to it comes back); or ``"closed_form"`` (the call runs
-under ``torch.inference_mode`` on inference-tensor copies of the inputs, and torch's public
+gradient of the 0-dim result with respect to it comes back; with ``grad_outputs``, a tensor of the
+result's shape, the gradient of ``(result * grad_outputs).sum()``); or ``"closed_form"`` (the call
+runs under ``torch.inference_mode`` on inference-tensor copies of the inputs, and torch's public
 autograd entry points raise and set ``autograd``; the process must be started with
 ``--closed-form``). After every call the arguments come back as the answer left them, so the
 parent can tell whether it modified its inputs in place.
+
+Modules: an argument ``{"__module__": {"layers", "state", "training", "frozen"}}`` is built here as
+a ``torch.nn.Sequential`` of ``torch.nn`` layers named in ``LAYERS`` (``build_module``), and an
+``nn.Module`` (a result, or a module argument as the answer left it) comes back as
+``{"__module__": report}`` (``module_report``: its ``id``, every submodule's mode, every
+parameter's ``requires_grad``, every parameter's and buffer's values and storage address). With
+``probe`` (an input tensor) and a module result, the reply's ``probe`` holds the result's outputs
+on it in eval mode, then again after every module argument was re-initialised in place
+(``probe_module``; the reports are taken before): equal unless the result shares something with
+an argument.
 
 Guards installed before the answer runs (a ``sys.addaudithook`` hook cannot be removed):
 
@@ -96,8 +108,9 @@ class Channel:
 
 def encode(torch, value, depth=0):
     """A copy of ``value`` that ``torch.load(weights_only=True)`` accepts: tensors (detached, cloned
-    outside inference mode), numbers, strings, lists/tuples/dicts of those; anything else becomes
-    ``{"__opaque__": type name}``."""
+    outside inference mode), numbers, strings, lists/tuples/dicts of those, ``nn.Module``s as
+    ``module_report``s; anything else becomes ``{"__opaque__": type name}`` (as does a dict of the
+    answer's that has the report's key ``"__module__"``: only this file writes reports)."""
     if torch.is_tensor(value):
         if value.numel() * value.element_size() > MAX_RESULT_BYTES:
             return {"__opaque__": f"tensor too large to return ({tuple(value.shape)})"}
@@ -107,10 +120,96 @@ def encode(torch, value, depth=0):
     if depth < 4 and type(value) in (list, tuple) and len(value) <= 1000:
         items = [encode(torch, v, depth + 1) for v in value]
         return items if type(value) is list else tuple(items)
-    if depth < 4 and type(value) is dict and len(value) <= 1000 and all(type(k) is str for k in value):
+    if (depth < 4 and type(value) is dict and len(value) <= 1000 and all(type(k) is str for k in value)
+            and MODULE_KEY not in value):
         return {k: encode(torch, v, depth + 1) for k, v in value.items()}
+    if isinstance(value, torch.nn.Module):
+        return module_report(torch, value)
     kind = type(value)
     return {"__opaque__": f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', '?')}"}
+
+
+# --------------------------------------------------------------------------- modules
+
+MODULE_KEY = "__module__"
+LAYERS = ("Linear", "ReLU", "Tanh", "Dropout", "BatchNorm1d", "Conv2d", "BatchNorm2d", "Flatten", "Identity")
+
+
+def build_layers(torch, layers):
+    """``nn.Sequential`` of ``[[name, [args...]], ...]``: ``torch.nn`` layers named in ``LAYERS``, or
+    ``["Sequential", [layers...]]`` for a nested one (weights from torch's default initialisation)."""
+    built = []
+    for name, args in layers:
+        if name == "Sequential":
+            built.append(build_layers(torch, args))
+        elif name in LAYERS:
+            built.append(getattr(torch.nn, name)(*args))
+        else:
+            raise ValueError(f"unknown layer {name!r} (allowed: {', '.join(LAYERS)}, Sequential)")
+    return torch.nn.Sequential(*built)
+
+
+def build_module(torch, spec):
+    """The module an argument ``{"__module__": {...}}`` describes: ``build_layers(layers)`` with the
+    state dict ``state``, in training mode if ``training``, ``frozen`` parameters without gradients."""
+    desc = spec[MODULE_KEY]
+    module = build_layers(torch, desc["layers"])
+    module.load_state_dict(desc["state"])
+    module.train(bool(desc["training"]))
+    frozen = set(desc.get("frozen", ()))
+    for name, p in module.named_parameters():
+        if name in frozen:
+            p.requires_grad_(False)
+    return module
+
+
+def is_module_spec(value):
+    return type(value) is dict and set(value) == {MODULE_KEY}
+
+
+def module_report(torch, module):
+    """``{"__module__": {...}}``: the module's type and ``id``, ``training`` of every submodule by
+    name (``""``: the module itself), ``requires_grad`` of every parameter, ``state`` (every
+    parameter's and buffer's values) and ``storage`` (the address of each one's storage)."""
+    try:
+        params = list(module.named_parameters(remove_duplicate=False))
+        tensors = params + list(module.named_buffers(remove_duplicate=False))
+        submodules = list(module.named_modules(remove_duplicate=False))
+        if len(tensors) > 1000 or len(submodules) > 1000:
+            raise ValueError("too many parameters to report")
+        kind = type(module)
+        return {MODULE_KEY: {
+            "type": f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', '?')}",
+            "id": id(module),
+            "training": {name: bool(m.training) for name, m in submodules},
+            "requires_grad": {name: bool(p.requires_grad) for name, p in params},
+            "state": {name: encode(torch, t, 4) for name, t in tensors},
+            "storage": {name: int(t.untyped_storage().data_ptr()) for name, t in tensors},
+        }}
+    except Exception as e:  # noqa: BLE001 - an answer's odd module must not stop the reply
+        return {"__opaque__": f"torch.nn.Module that could not be reported ({type(e).__name__})"}
+
+
+def probe_module(torch, value, originals, x):
+    """``value``'s outputs on ``x`` in eval mode, then after every module of ``originals`` was
+    re-initialised (``reset_parameters``, then + 0.5 on every floating parameter and buffer)."""
+    if not isinstance(value, torch.nn.Module):
+        return None
+    try:
+        with torch.no_grad():
+            value.eval()
+            before = value(x)
+            for original in originals:
+                for m in original.modules():
+                    if callable(getattr(m, "reset_parameters", None)):
+                        m.reset_parameters()
+                for t in [*original.parameters(), *original.buffers()]:
+                    if t.is_floating_point():
+                        t.add_(0.5)
+            after = value(x)
+    except Exception as e:  # noqa: BLE001 - reported to the parent
+        return {"error": describe_error(e)}
+    return {"before": encode(torch, before), "after": encode(torch, after)}
 
 
 def describe_error(e):
@@ -274,6 +373,8 @@ def call(torch, namespace, request, state):
     if not callable(function):
         return {"missing": "not defined" if function is None else f"not callable ({type(function).__name__})"}
     args, kwargs, mode = list(request["args"]), dict(request["kwargs"]), request["mode"]
+    args = [build_module(torch, a) if is_module_spec(a) else a for a in args]
+    kwargs = {k: build_module(torch, v) if is_module_spec(v) else v for k, v in kwargs.items()}
     reply = {}
     if mode == "closed_form":
         if not state.get("guarded"):
@@ -290,15 +391,20 @@ def call(torch, namespace, request, state):
     elif mode == "grad":
         leaf = args[request["wrt"]] = args[request["wrt"]].detach().clone().requires_grad_(True)
         value = function(*args, **kwargs)
-        grad = None
-        if torch.is_tensor(value) and value.requires_grad and value.numel() == 1:
-            (grad,) = torch.autograd.grad(value.sum(), leaf, allow_unused=True)
+        grad, weights = None, request.get("grad_outputs")
+        if torch.is_tensor(value) and value.requires_grad and (
+                value.numel() == 1 if weights is None else value.shape == weights.shape):
+            total = value.sum() if weights is None else (value * weights.to(value.dtype)).sum()
+            (grad,) = torch.autograd.grad(total, leaf, allow_unused=True)
             grad = torch.zeros_like(leaf) if grad is None else grad
         reply["requires_grad"] = bool(torch.is_tensor(value) and value.requires_grad)
         reply["grad"] = encode(torch, grad)
     else:
         value = function(*args, **kwargs)
     reply.update(value=encode(torch, value), args=encode(torch, args), kwargs=encode(torch, kwargs))
+    if request.get("probe") is not None:  # after the reports: it re-initialises the module arguments
+        originals = [a for a in [*args, *kwargs.values()] if isinstance(a, torch.nn.Module)]
+        reply["probe"] = probe_module(torch, value, originals, request["probe"])
     return reply
 
 

@@ -11,7 +11,12 @@ wrt=0)`` for a result and its gradient with respect to an argument) and the comp
 ``course_lib.losses`` (the tested reference), hand-computed numbers and limits (``T -> inf``,
 student == teacher, ``alpha = 0``). Arguments travel as copies, and a function that modifies
 them in place fails the check. With ``closed_form=True`` the function runs with autograd
-disabled (the task asks for a derivation, not ``torch.autograd``).
+disabled (the task asks for a derivation, not ``torch.autograd``). A model argument is a
+description (``module_arg``: ``torch.nn`` layers, their state, mode and frozen parameters) that the
+child builds; a model that comes back is a ``ModuleReport`` (identity, modes, ``requires_grad``,
+values, storage addresses), and ``f.inspect(model_arg, probe_input=x)`` also returns the model as
+the function left it and the returned model's outputs before and after the original was
+re-initialised (``ex05_born_again.py`` uses all of it).
 
 To add one::
 
@@ -26,6 +31,8 @@ from dataclasses import dataclass
 from collections.abc import Callable
 
 import torch
+
+from course_lib import grading_runner as _runner
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,48 @@ def matches(value: float, candidates: dict[str, float], tol: float = 1e-4) -> st
         if abs(value - v) <= tol * max(1.0, abs(v)):
             return name
     return None
+
+
+@dataclass(frozen=True)
+class ModuleReport:
+    """What the child reports about an ``nn.Module`` it holds (a function's result, or a model
+    argument as the function left it); see ``grading_runner.module_report``."""
+    type_name: str
+    identity: int                      # id() in the child: equal for one and the same object
+    training: dict[str, bool]          # every submodule's mode, by name ("": the module itself)
+    requires_grad: dict[str, bool]     # every parameter's flag, by name
+    state: dict[str, torch.Tensor]     # every parameter's and buffer's values, by name
+    storage: dict[str, int]            # the address of each parameter's and buffer's storage (0: empty)
+
+
+def module_arg(layers: list, seed: int, *, training: bool = True, frozen: tuple[str, ...] = (),
+               scale: float = 1.0) -> dict:
+    """A model argument for a remote call: ``nn.Sequential`` of ``layers`` (``[[name, [args]], ...]``,
+    ``torch.nn`` names from ``grading_runner.LAYERS``; ``["Sequential", [...]]`` nests), initialised
+    from ``seed`` (the global generator is left alone), BatchNorm weights, biases and running
+    statistics random too (so eval and train mode differ), in training mode if ``training``, the
+    parameters named in ``frozen`` without gradients. The child builds it (``grading_runner.build_module``);
+    ``build(arg)`` builds the same model here."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _runner.build_layers(torch, layers)
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.normal_()
+                    m.running_mean.normal_()
+                    m.running_var.uniform_(0.5, 2.0)
+                    m.num_batches_tracked.fill_(7)
+            for p in model.parameters():
+                p.mul_(scale)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return {_runner.MODULE_KEY: {"layers": layers, "state": state, "training": bool(training), "frozen": list(frozen)}}
+
+
+def build(arg: dict) -> torch.nn.Module:
+    """The model a ``module_arg`` describes, built in this process (for reference outputs)."""
+    return _runner.build_module(torch, arg)
 
 
 def _register_all() -> list[str]:

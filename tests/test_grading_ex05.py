@@ -1,0 +1,299 @@
+"""The ex05 checks (born-again teacher, mutual-learning losses, ensemble prediction) fail wrong
+answers, and name their mistakes; the model arguments and reports they rely on work.
+
+The generic tests (test_grading.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
+here each wrong answer is a copy of solutions/ex05_born_again.py with text replaced. A group breaks
+each of the three functions at most once, so one child process grades up to three mistakes, and a
+mistake in one function costs nothing in the others.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from course_lib import grading_runner
+from course_lib.grading import grade
+from course_lib.grading_checks import CHECKS, build, module_arg
+from course_lib.grading_checks import ex05_born_again as checks
+from course_lib.online import ensemble_logits
+from course_lib.paths import exercises_dir, solutions_dir
+
+MODULE = "ex05_born_again"
+SOLUTION = solutions_dir() / f"{MODULE}.py"
+
+COPY = "teacher = copy.deepcopy(model)"
+EVAL = "teacher.eval()"
+FREEZE_LOOP = "for parameter in teacher.parameters():"
+FREEZE = "parameter.requires_grad_(False)"
+DETACH = "log_targets = log_p.detach()"
+KL = "kls = [(log_targets[j].exp() * (log_targets[j] - log_p[i])).sum(dim=-1).mean() for j in range(k) if j != i]"
+LOSS = "losses.append(ce + temperature ** 2 * torch.stack(kls).mean())"
+STACK = "stacked = torch.stack(list(logits_list))"
+SCORES = 'scores = stacked.softmax(dim=-1).mean(dim=0) if how == "probs" else stacked.mean(dim=0)'
+PREDICT = "return scores.argmax(dim=-1)"
+
+TEACHER_CHECKS = {"teacher_is_a_new_module", "teacher_survives_reinitialising_the_original", "teacher_in_eval_mode",
+                  "teacher_has_no_gradients", "original_left_unchanged"}
+ENSEMBLE_VALUES = {"ensemble_matches_mean_probabilities", "ensemble_matches_mean_logits", "ensemble_hand_example"}
+
+# name: (function, [(old, new)], checks that must fail, text their messages must contain)
+MUTATIONS = {
+    "teacher_is_the_model": (  # the known bug: teacher and student one module
+        "frozen_teacher", [(COPY, "teacher = model")],
+        {"teacher_is_a_new_module", "teacher_survives_reinitialising_the_original", "original_left_unchanged"},
+        "the model itself returned"),
+    "teacher_shallow_copy": (
+        "frozen_teacher", [(COPY, "teacher = copy.copy(model)")],
+        {"teacher_is_a_new_module", "teacher_survives_reinitialising_the_original", "original_left_unchanged"},
+        "a shallow copy (copy.copy(model))"),
+    "teacher_without_eval": (
+        "frozen_teacher", [(EVAL, "pass")], {"teacher_in_eval_mode"}, "the copy is still in training mode"),
+    "teacher_top_flag_only": (
+        "frozen_teacher", [(EVAL, "teacher.training = False")], {"teacher_in_eval_mode"},
+        "only the copy's own training flag"),
+    "teacher_not_frozen": (  # detach() returns a new tensor: the parameter still requires grad
+        "frozen_teacher", [(FREEZE, "parameter.detach()")], {"teacher_has_no_gradients"},
+        "every parameter of the copy still requires grad"),
+    "teacher_eval_on_the_original": (
+        "frozen_teacher", [(COPY, "teacher = copy.deepcopy(model.eval())")], {"original_left_unchanged"},
+        "eval() was called on the original model"),
+    "teacher_freezes_the_original": (
+        "frozen_teacher", [(FREEZE_LOOP, "for parameter in model.parameters():")],
+        {"teacher_has_no_gradients", "original_left_unchanged"},
+        "requires_grad_(False) was applied to the original model's parameters"),
+    "mutual_peers_not_detached": (
+        "mutual_learning_losses", [(DETACH, "log_targets = log_p")], {"mutual_gradients_stay_with_each_peer"},
+        "the peers' distributions not detached"),
+    "mutual_reverse_kl": (
+        "mutual_learning_losses",
+        [(KL, KL.replace("(log_targets[j].exp() * (log_targets[j] - log_p[i]))",
+                         "(log_p[i].exp() * (log_p[i] - log_targets[j]))"))],
+        {"mutual_losses_match_reference", "mutual_gradients_stay_with_each_peer"}, "the KL reversed"),
+    "mutual_self_term_in_the_mean": (
+        "mutual_learning_losses", [(KL, KL.replace(" if j != i]", "]"))],
+        {"mutual_losses_match_reference", "mutual_gradients_stay_with_each_peer"},
+        "dividing by K instead of K - 1"),
+    "mutual_without_t_squared": (
+        "mutual_learning_losses", [(LOSS, "losses.append(ce + torch.stack(kls).mean())")],
+        {"mutual_losses_match_reference", "mutual_gradients_stay_with_each_peer"}, "a missing T^2 factor"),
+    "mutual_sum_over_peers": (
+        "mutual_learning_losses", [(LOSS, LOSS.replace(".mean())", ".sum())"))],
+        {"mutual_losses_match_reference", "mutual_gradients_stay_with_each_peer"},
+        "the sum over the peers instead of their mean"),
+    "mutual_zero_temperature_accepted": (
+        "mutual_learning_losses", [("if temperature <= 0:", "if temperature < 0:")], {"mutual_rejects_bad_inputs"},
+        "temperature=0: expected ValueError"),
+    "mutual_single_model_accepted": (  # torch.stack([]) then raises RuntimeError
+        "mutual_learning_losses", [("if k < 2:", "if k < 1:")], {"mutual_rejects_bad_inputs"},
+        "raised RuntimeError, expected ValueError"),
+    "ensemble_majority_vote": (
+        "ensemble_predict", [(PREDICT, "return torch.mode(stacked.argmax(dim=-1), dim=0).values")], ENSEMBLE_VALUES,
+        "a majority vote of the members' predicted classes"),
+    "ensemble_first_member_only": (
+        "ensemble_predict", [(STACK, "stacked = logits_list[0].unsqueeze(0)")], ENSEMBLE_VALUES,
+        "the first member only"),
+    "ensemble_rules_swapped": (
+        "ensemble_predict", [(SCORES, SCORES.replace('how == "probs"', 'how == "logits"'))], ENSEMBLE_VALUES,
+        "(how='logits'"),
+    "ensemble_always_mean_logits": (
+        "ensemble_predict", [(SCORES, "scores = stacked.mean(dim=0)")],
+        {"ensemble_matches_mean_probabilities", "ensemble_hand_example"}, "the mean of the logits (how='logits'"),
+    "ensemble_mean_of_indices": (
+        "ensemble_predict", [(PREDICT, "return stacked.argmax(dim=-1).float().mean(dim=0)")], ENSEMBLE_VALUES,
+        "the mean of the members' predicted indices"),
+    "ensemble_unknown_how_accepted": (
+        "ensemble_predict", [('if how not in {"probs", "logits"}:', "if how is None:")],
+        {"ensemble_rejects_bad_inputs"}, "how='mean': expected ValueError"),
+    "ensemble_empty_list_accepted": (
+        "ensemble_predict", [("if len(logits_list) == 0:", "if logits_list is None:")],
+        {"ensemble_rejects_bad_inputs"}, "an empty list of members"),
+}
+
+GROUPS = [
+    ["teacher_is_the_model", "mutual_peers_not_detached", "ensemble_majority_vote"],
+    ["teacher_shallow_copy", "mutual_reverse_kl", "ensemble_first_member_only"],
+    ["teacher_without_eval", "mutual_self_term_in_the_mean", "ensemble_rules_swapped"],
+    ["teacher_top_flag_only", "mutual_without_t_squared", "ensemble_always_mean_logits"],
+    ["teacher_not_frozen", "mutual_sum_over_peers", "ensemble_mean_of_indices"],
+    ["teacher_eval_on_the_original", "mutual_zero_temperature_accepted", "ensemble_unknown_how_accepted"],
+    ["teacher_freezes_the_original", "mutual_single_model_accepted", "ensemble_empty_list_accepted"],
+]
+
+
+def test_groups_cover_every_mutation_once_and_each_function_at_most_once():
+    names = [n for g in GROUPS for n in g]
+    assert sorted(names) == sorted(MUTATIONS)
+    for group in GROUPS:
+        functions = [MUTATIONS[n][0] for n in group]
+        assert len(functions) == len(set(functions)), group
+    by_check = {c.name: c.function for c in CHECKS if c.module == MODULE}
+    for name, (function, _, must_fail, _) in MUTATIONS.items():
+        assert must_fail and all(by_check[c] == function for c in must_fail), name
+
+
+def test_points_per_function():
+    points: dict[str, int] = {}
+    for c in CHECKS:
+        if c.module == MODULE:
+            points[c.function] = points.get(c.function, 0) + c.points
+    assert points == {"frozen_teacher": 7, "mutual_learning_losses": 8, "ensemble_predict": 5}
+
+
+def _grade_text(tmp_path: Path, text: str):
+    folder = tmp_path / "answer"
+    folder.mkdir()
+    (folder / SOLUTION.name).write_text(text)
+    return grade(folder, only=MODULE)
+
+
+@pytest.mark.parametrize("group", GROUPS, ids="+".join)
+def test_a_wrong_answer_loses_points_with_a_message_naming_its_mistake(tmp_path, group):
+    text = SOLUTION.read_text()
+    for name in group:
+        for old, new in MUTATIONS[name][1]:
+            assert text.count(old) == 1, f"mutation target not found once: {old!r}"
+            text = text.replace(old, new)
+    report = _grade_text(tmp_path, text)
+    failed = {r.check for r in report.rows if r.earned < r.points}
+    for name in group:
+        function, _, must_fail, hint = MUTATIONS[name]
+        assert must_fail <= failed, (name, report.table(verbose=True))
+        messages = " ".join(r.message for r in report.rows if r.check in must_fail)
+        assert hint in messages, (name, messages)
+    broken = {MUTATIONS[n][0] for n in group}
+    intact = {c.name for c in CHECKS if c.module == MODULE and c.function not in broken}
+    assert not intact & failed, report.table(verbose=True)
+    assert not any(report.flags().values()), report.flags()
+    # each mistake fails exactly the checks it should (so a check's points follow the mistakes it is about)
+    for name in group:
+        function, _, must_fail, _ = MUTATIONS[name]
+        assert {r.check for r in report.rows if r.function == function and r.earned < r.points} == must_fail, name
+
+
+def test_answers_that_modify_their_inputs_in_place_score_zero_on_those_checks(tmp_path):
+    """The model's values (a teacher that zeroes the student) and a list of tensors (shifted logits)
+    are guarded like tensors: zero on every check of the function, flagged."""
+    text = SOLUTION.read_text()
+    text = text.replace(EVAL, EVAL + "\n    for p in model.parameters():\n        p.data.zero_()")
+    text = text.replace(STACK, "stacked = torch.stack([z.sub_(z.amax(dim=-1, keepdim=True)) for z in logits_list])")
+    report = _grade_text(tmp_path, text)
+    for function in ("frozen_teacher", "ensemble_predict"):
+        rows = [r for r in report.rows if r.function == function and r.check != "ensemble_rejects_bad_inputs"]
+        assert rows and all(r.earned == 0 and "in place" in r.message for r in rows), report.table(verbose=True)
+    teacher = next(r for r in report.rows if r.check == "teacher_is_a_new_module")
+    assert "the values of 0.weight" in teacher.message, teacher.message
+    ensemble = next(r for r in report.rows if r.check == "ensemble_matches_mean_logits")
+    assert "argument 1: item 0" in ensemble.message, ensemble.message
+    assert report.flags() == {MODULE: ["inputs modified"]}
+    assert all(r.earned == r.points for r in report.rows if r.function == "mutual_learning_losses")
+
+
+# --------------------------------------------------------------------------- the references and the inputs
+
+def test_mutual_reference_is_the_formula_and_its_mistakes_are_told_apart():
+    cases = [(1100, (2, 8, 10), 1.0), (1104, (3, 8, 10), 2.0), (1108, (4, 1, 5), 4.0), (1112, (3, 16, 100), 1.5),
+             (1116, (5, 6, 3), 0.5)]
+    told_apart: set[str] = set()
+    for seed, (k, b, c), t in cases:  # the inputs of mutual_losses_match_reference
+        z, y = checks._peers_batch(seed, k, b, c)
+        expected = checks._mutual_reference(z, y, t)
+        assert expected.shape == (k,)
+        assert torch.allclose(expected, checks._mutual_formula(z, y, t), atol=1e-6)
+        for mistake, wrong in checks._mutual_mistakes(z, y, t).items():
+            if not torch.allclose(wrong, expected, atol=1e-4, rtol=1e-3):
+                told_apart.add(mistake)
+    assert told_apart == set(checks._mutual_mistakes(z, y, t)), set(checks._mutual_mistakes(z, y, t)) - told_apart
+    # MutualLearning's peers are detached: loss i reaches only z_i; without detaching it reaches the others
+    z, y = checks._peers_batch(1200, 3, 6, 7)
+    one_hot = torch.tensor([0.0, 1.0, 0.0])
+    grad = checks._reference_grad(z, y, 2.0, one_hot)
+    assert grad[1].abs().sum() > 0 and grad[[0, 2]].abs().sum() == 0
+    assert checks._reference_grad(z, y, 2.0, one_hot, detach=False)[[0, 2]].abs().sum() > 0
+
+
+class _Fixed(nn.Module):
+    """A "model" whose logits on input row i are row i of a fixed table (for ensemble_logits)."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.register_buffer("table", table)
+
+    def forward(self, x):
+        return self.table[x.long()]
+
+
+def test_ensemble_reference_is_course_libs_and_its_mistakes_are_told_apart():
+    told_apart: dict[str, set[str]] = {"probs": set(), "logits": set()}
+    for seed, (m, n, c) in [(1500, (3, 200, 10)), (1510, (2, 300, 4)), (1520, (5, 100, 10)), (1600, (3, 200, 10))]:
+        members = checks._members(seed, m, n, c)
+        x = torch.arange(n).float()
+        for how in ("probs", "logits"):
+            expected = checks._ensemble_reference(members, how)
+            assert torch.equal(expected, ensemble_logits([_Fixed(z) for z in members], x, how).argmax(-1))
+            for mistake, wrong in checks._ensemble_mistakes(members, how).items():
+                if not torch.equal(wrong.double(), expected.double()):
+                    told_apart[how].add(mistake)
+        if m == 3:  # probability and logit rules disagree on a good share of the examples
+            disagree = (checks._ensemble_reference(members, "probs") != checks._ensemble_reference(members, "logits"))
+            assert disagree.float().mean() > 0.05
+    for how, found in told_apart.items():
+        assert found == set(checks._ensemble_mistakes(members, how)), how
+
+
+def test_the_hand_example_is_as_its_comment_says():
+    stacked = torch.stack(checks.HAND)
+    votes = stacked.argmax(-1)
+    assert votes[:, 0].tolist() == [1, 1, 2] and votes[:, 1].tolist() == [0, 1, 1]
+    assert checks._ensemble_reference(checks.HAND, "probs").tolist() == [2, 1]
+    assert checks._ensemble_reference(checks.HAND, "logits").tolist() == [3, 1]
+    x = torch.arange(2).float()
+    assert ensemble_logits([_Fixed(z) for z in checks.HAND], x, "probs").argmax(-1).tolist() == [2, 1]
+
+
+# --------------------------------------------------------------------------- model arguments and reports
+
+def test_module_args_are_deterministic_and_leave_the_global_generator_alone():
+    state = torch.get_rng_state()
+    a, b = module_arg(checks.MLP, 3), module_arg(checks.MLP, 3, training=False, frozen=("0.weight",))
+    assert torch.equal(torch.get_rng_state(), state)
+    sa, sb = a["__module__"]["state"], b["__module__"]["state"]
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    model, frozen = build(a), build(b)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert not any(m.training for m in frozen.modules())
+    assert [n for n, p in frozen.named_parameters() if not p.requires_grad] == ["0.weight"]
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(model(x), frozen(x))   # BatchNorm and Dropout: the mode matters
+    with pytest.raises(ValueError, match="unknown layer"):
+        grading_runner.build_layers(torch, [["Linear", [2, 2]], ["Module", []]])
+
+
+def test_module_reports_and_what_an_answer_cannot_forge():
+    model = build(module_arg(checks.CNN, 5))
+    report = grading_runner.module_report(torch, model)["__module__"]
+    assert report["id"] == id(model) and report["training"][""] is True
+    assert set(report["state"]) == set(model.state_dict()) and set(report["requires_grad"]) == {
+        n for n, _ in model.named_parameters()}
+    assert report["storage"]["0.weight"] == model[0].weight.untyped_storage().data_ptr()
+    assert grading_runner.encode(torch, model).keys() == {"__module__"}
+    forged = {"__module__": {"id": 1, "training": {}, "requires_grad": {}, "state": {}, "storage": {}}}
+    assert grading_runner.encode(torch, forged) == {"__opaque__": "builtins.dict"}
+    # the probe: a deep copy's outputs survive re-initialising the original, a shallow copy's do not
+    import copy
+    x = torch.randn(2, 2, 6, 6, generator=torch.Generator().manual_seed(1))
+    for make, same in ((copy.deepcopy, True), (copy.copy, False)):
+        original = build(module_arg(checks.CNN, 6))
+        probe = grading_runner.probe_module(torch, make(original), [original], x)
+        assert torch.equal(probe["before"], probe["after"]) == same
+
+
+def test_the_solution_gets_full_marks_and_the_stub_zero():
+    """Also covered for every module by test_grading.py; here for ex05 alone (one child each)."""
+    report = grade(SOLUTION.parent, only=MODULE)
+    assert report.earned == report.total == 20 and not any(report.flags().values()), report.table(verbose=True)
+    stub = grade(exercises_dir(), only=MODULE)
+    graded = [r for r in stub.rows if r.points]
+    assert stub.earned == 0 and graded and all(r.message.startswith("not implemented") for r in graded)
