@@ -14,8 +14,8 @@ scratch, each on ``CE(z_i, y) + weight * T^2 * mean_{j != i} KL(p_j^T || p_i^T)`
 is peer ``j``'s *current* prediction on the same batch, detached (each student treats its peers'
 predictions as targets, as in the paper's alternating updates). ``MutualLearning`` is an objective
 with ``couples_runs = True``: ``fit`` keeps all peers in one group (one stack). Which runs are peers
-is a function of the ``RunSpec`` (default: runs with the same ``data_seed`` - peers see the same
-batches, and get different initial weights from their ``seed``).
+is a function of the ``RunSpec`` (default: runs with the same data order, ``data_seed`` or else
+``seed`` - peers see the same batches, and get different initial weights from their ``seed``).
 
 **Ensembles**: ``ensemble_logits(models, x, how)`` averages the members' probabilities
 (``how="probs"``, the default: the ensemble's prediction is a mixture of its members' predictive
@@ -87,8 +87,8 @@ def born_again(make_model: Callable[[], nn.Module], seeds: Sequence[int], train:
 class MutualLearning(nn.Module):
     """Deep mutual learning: ``CE(z_i, y) + weight * T^2 * mean over peers j of KL(p_j^T || p_i^T)``.
 
-    Peers are the runs with equal ``peers_of(spec)`` (default: ``spec.data_seed``); a run without a
-    peer is an error. Returns per-model losses and the parts ``ce`` and ``kl``.
+    Peers are the runs with equal ``peers_of(spec)`` (default: ``spec.order_seed``, the data order:
+    ``data_seed``, else ``seed``); a run without a peer is an error. Returns per-model losses and the parts ``ce`` and ``kl``.
     """
 
     couples_runs = True
@@ -97,7 +97,7 @@ class MutualLearning(nn.Module):
                  peers_of: Callable[[RunSpec], object] | None = None):
         super().__init__()
         if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+            raise ValueError(f"the mutual-learning temperature must be positive, got {temperature}")
         keys = [(peers_of or (lambda s: s.order_seed))(s) for s in ctx.specs]
         same = torch.tensor([[a == b for b in keys] for a in keys], dtype=torch.float32)
         same.fill_diagonal_(0)

@@ -111,10 +111,13 @@ PROFILES: dict[str, Profile] = {
             "04.soft_beats_alone": True,            # DeiT soft (average of heads) > ViT alone on every seed
             "04.hard_gain_min": 0.75,               # mean gain of DeiT hard over ViT alone, in points
             "04.soft_beats_hard_mean": True,        # on the mean over seeds (few images: dark knowledge)
-            # calibrated on seeds 0-5 (2,000 images, 60 epochs): see notebook 05's note in the issue log
-            "05.kd_over_gen2_min": 1.0,             # KD from the CNN teacher minus born-again gen 2, every seed
+            # seeds 0-5 measured on this CPU (2,000 images, 60 epochs), seeds 0-2 once on CUDA: KD - gen2
+            # +2.75 to +2.98; KD - best ensemble +1.77 to +2.32; ensemble of 3 generations - gen1 +0.14
+            # to +0.94 per seed, +0.50 to +0.70 on the mean of 3 seeds; gen2 - gen1 -0.49 to +0.71 (not
+            # asserted); mutual-pair ensemble - independent pair -0.59 to +0.94 (not asserted)
+            "05.kd_over_gen2_min": 1.5,             # KD from the CNN teacher minus born-again gen 2, every seed
             "05.kd_over_ensembles_min": 1.0,        # KD minus the best two- or three-model ensemble, every seed
-            "05.generation_ensemble_over_gen1_min": 0.15,  # ensemble of the generations minus gen 1, every seed
+            "05.generation_ensemble_over_gen1_mean_min": 0.25,  # ensemble of the generations - gen 1, mean
         },
     ),
     "full": Profile(
@@ -148,7 +151,7 @@ PROFILES: dict[str, Profile] = {
             "04.soft_beats_hard_mean": None,
             "05.kd_over_gen2_min": None,
             "05.kd_over_ensembles_min": None,
-            "05.generation_ensemble_over_gen1_min": None,
+            "05.generation_ensemble_over_gen1_mean_min": None,
         },
     ),
 }
