@@ -97,7 +97,8 @@ class MutualLearning(nn.Module):
                  peers_of: Callable[[RunSpec], object] | None = None):
         super().__init__()
         if temperature <= 0:
-            raise ValueError(f"the mutual-learning temperature must be positive, got {temperature}")
+            raise ValueError(f"the mutual-learning temperature must be positive, "
+                             f"got {temperature}")
         keys = [(peers_of or (lambda s: s.order_seed))(s) for s in ctx.specs]
         same = torch.tensor([[a == b for b in keys] for a in keys], dtype=torch.float32)
         same.fill_diagonal_(0)
