@@ -88,7 +88,8 @@ class MutualLearning(nn.Module):
     """Deep mutual learning: ``CE(z_i, y) + weight * T^2 * mean over peers j of KL(p_j^T || p_i^T)``.
 
     Peers are the runs with equal ``peers_of(spec)`` (default: ``spec.order_seed``, the data order:
-    ``data_seed``, else ``seed``); a run without a peer is an error. Returns per-model losses and the parts ``ce`` and ``kl``.
+    ``data_seed``, else ``seed``); a run without a peer is an error. Returns per-model losses and
+    the parts ``ce`` and ``kl``.
     """
 
     couples_runs = True
@@ -97,8 +98,7 @@ class MutualLearning(nn.Module):
                  peers_of: Callable[[RunSpec], object] | None = None):
         super().__init__()
         if temperature <= 0:
-            raise ValueError(f"the mutual-learning temperature must be positive, "
-                             f"got {temperature}")
+            raise ValueError(f"the mutual-learning temperature must be positive, got {temperature}")
         keys = [(peers_of or (lambda s: s.order_seed))(s) for s in ctx.specs]
         same = torch.tensor([[a == b for b in keys] for a in keys], dtype=torch.float32)
         same.fill_diagonal_(0)
