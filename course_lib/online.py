@@ -17,10 +17,10 @@ with ``couples_runs = True``: ``fit`` keeps all peers in one group (one stack). 
 is a function of the ``RunSpec`` (default: runs with the same data order, ``data_seed`` or else
 ``seed`` - peers see the same batches, and get different initial weights from their ``seed``).
 
-**Ensembles**: ``ensemble_logits(models, x, how)`` averages the members' probabilities
-(``how="probs"``, the default: the ensemble's prediction is a mixture of its members' predictive
-distributions, as BAN's ensembles are reported) or their logits (``how="logits"``, a geometric mean
-of the distributions); ``ensemble_accuracy`` scores it.
+**Ensembles**: ``ensemble_logits(models, x, how)`` (``combine_logits`` for logits already computed)
+averages the members' probabilities (``how="probs"``, the default: the ensemble's prediction is a
+mixture of its members' predictive distributions, as BAN's ensembles are reported) or their logits
+(``how="logits"``, a geometric mean of the distributions); ``ensemble_accuracy`` scores it.
 """
 from __future__ import annotations
 
@@ -127,18 +127,28 @@ def mutual_learning(*, temperature: float = 1.0, weight: float = 1.0, peers_of=N
     return factory
 
 
+def combine_logits(logits: Sequence[torch.Tensor], how: str = "probs") -> torch.Tensor:
+    """Combine members' logits ``[n, classes]`` (already computed) into the ensemble's scores: mean
+    probability (``"probs"``; returned as its log, so argmax and softmax work as on logits) or mean
+    logits (``"logits"``)."""
+    if how not in ("probs", "logits"):
+        raise ValueError(f"how must be 'probs' or 'logits', got {how!r}")
+    if not len(logits):
+        raise ValueError("an ensemble needs at least one model")
+    outs = torch.stack(list(logits))                                    # [M, n, C]
+    if how == "logits":
+        return outs.mean(0)
+    return outs.softmax(-1).mean(0).log()
+
+
 @torch.no_grad()
 def ensemble_logits(models: Sequence[nn.Module], x: torch.Tensor, how: str = "probs") -> torch.Tensor:
-    """The ensemble's scores ``[n, classes]``: mean probability (``"probs"``; returned as its log, so
-    argmax and softmax work as on logits) or mean logits (``"logits"``)."""
+    """The ensemble's scores ``[n, classes]`` on ``x`` (see ``combine_logits``)."""
     if how not in ("probs", "logits"):
         raise ValueError(f"how must be 'probs' or 'logits', got {how!r}")
     if not models:
         raise ValueError("an ensemble needs at least one model")
-    outs = torch.stack([predict_logits(m, x) for m in models])            # [M, n, C]
-    if how == "logits":
-        return outs.mean(0)
-    return outs.softmax(-1).mean(0).log()
+    return combine_logits([predict_logits(m, x) for m in models], how)
 
 
 def ensemble_accuracy(models: Sequence[nn.Module], data: TensorData, how: str = "probs") -> float:

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from course_lib.engine import Execution, RunSpec, TrainConfig, fit, predict_logits
 from course_lib.losses import soft_target_kl
 from course_lib.models import StudentCNN
-from course_lib.online import MutualLearning, born_again, ensemble_accuracy, ensemble_logits, mutual_learning
+from course_lib.online import (MutualLearning, born_again, combine_logits, ensemble_accuracy, ensemble_logits,
+                               mutual_learning)
 from test_engine import toy_images
 
 QUIET = Execution(device="cpu", progress=False)
@@ -123,8 +124,11 @@ def test_ensembles_by_value():
     assert torch.allclose(ensemble_logits(models[:1], data.x), outs[0].log_softmax(-1), atol=1e-5)
     acc = ensemble_accuracy(models, data)
     assert acc == pytest.approx(100.0 * float((probs.argmax(-1) == data.y).float().mean()))
+    assert torch.equal(combine_logits(list(outs)), probs)
     with pytest.raises(ValueError, match="how"):
         ensemble_logits(models, data.x, "vote")
+    with pytest.raises(ValueError, match="how"):
+        combine_logits(list(outs), "vote")
     with pytest.raises(ValueError):
         ensemble_logits([], data.x)
 

@@ -100,12 +100,13 @@ for label, teacher_of in [("teacher = student (the article's loop)", lambda m: m
 #
 # Same training images (the students' subset of notebook 02), same architecture, same epochs per model,
 # on every seed: generation 1 (labels only), born-again generations 2 and 3 (T = 4, alpha = 0.9), KD from
-# the trained CNN teacher (same T and alpha), a second independent student, and a mutual-learning pair
-# (T = 1, as in the paper). Each stage trains all its seeds together.
+# the trained CNN teacher (same T and alpha), and a mutual-learning pair (T = 1, as in the paper).
+# The pair trained **apart** is generation 1 of this seed with generation 1 of the next seed (other
+# weights, other batches, no contact). Each stage trains all its seeds together.
 
 # %% code subslide
 from course_lib.engine import Execution, RunSpec, TrainConfig, cache_logits, evaluate, fit
-from course_lib.online import born_again, ensemble_accuracy, mutual_learning
+from course_lib.online import born_again, mutual_learning
 from course_lib.teachers import pretrained_teacher
 
 SEEDS = v.seeds
@@ -118,9 +119,8 @@ config = TrainConfig.from_profile(profile, epochs=v.ban_epochs, eval_every=0)
 execution = Execution(device=device)
 print(f"student: {v.ban_student}, {count_parameters(make_student()):,} parameters; "
       f"{len(student_train):,} training images; {config.epochs} epochs per model")
-base = fit(make_student, [RunSpec("gen1", s) for s in SEEDS] + [RunSpec("KD", s, T, ALPHA) for s in SEEDS]
-           + [RunSpec("independent", s + 100, data_seed=s) for s in SEEDS], student_train, config,
-           teacher_logits=teacher_logits, test=test, execution=execution, desc="gen1 + KD + independent")
+base = fit(make_student, [RunSpec("gen1", s) for s in SEEDS] + [RunSpec("KD", s, T, ALPHA) for s in SEEDS],
+           student_train, config, teacher_logits=teacher_logits, test=test, execution=execution, desc="gen1 + KD")
 ban = born_again(make_student, SEEDS, student_train, config, generations=v.ban_generations, temperature=T,
                  alpha=ALPHA, first=[r for r in base if r.spec.name == "gen1"], test=test, execution=execution)
 peers = fit(make_student, [RunSpec("mutual", s + 200 * k, data_seed=s) for s in SEEDS for k in (1, 2)],
@@ -134,16 +134,27 @@ print(f"{len(runs)} students x {config.epochs} epochs in {sum(r.seconds for r in
 
 # %% code subslide
 import numpy as np
+from course_lib.engine import accuracy, predict_logits
+from course_lib.online import combine_logits
 
 by = {(r.spec.name, r.spec.order_seed): r for r in runs if r.spec.name != "mutual"}
 gens = [f"gen{k}" for k in range(1, v.ban_generations + 1)]
-acc = {name: np.array([by[name, s].test_accuracy for s in SEEDS]) for name in [*gens, "KD", "independent"]}
+test_logits = {id(r.model): predict_logits(r.model, test.x) for r in runs}      # each model once
+
+
+def ensemble(models):
+    """Test accuracy of the mean of the members' probabilities."""
+    return accuracy(combine_logits([test_logits[id(m)] for m in models], how="probs"), test.y)
+
+
+acc = {name: np.array([by[name, s].test_accuracy for s in SEEDS]) for name in [*gens, "KD"]}
 pairs = [[r for r in peers if r.spec.order_seed == s] for s in SEEDS]
 acc["mutual (each)"] = np.array([np.mean([r.test_accuracy for r in pair]) for pair in pairs])
-acc["ensemble of generations"] = np.array([ensemble_accuracy(ban.models(i), test) for i in range(len(SEEDS))])
-acc["mutual pair ensemble"] = np.array([ensemble_accuracy([r.model for r in pair], test) for pair in pairs])
-acc["independent pair ensemble"] = np.array([ensemble_accuracy([by["gen1", s].model, by["independent", s].model],
-                                                               test) for s in SEEDS])
+acc["ensemble of generations"] = np.array([ensemble(ban.models(i)) for i in range(len(SEEDS))])
+acc["mutual pair ensemble"] = np.array([ensemble([r.model for r in pair]) for pair in pairs])
+next_seed = {s: SEEDS[(i + 1) % len(SEEDS)] for i, s in enumerate(SEEDS)}
+acc["independent pair ensemble"] = np.array([ensemble([by["gen1", s].model, by["gen1", next_seed[s]].model])
+                                             for s in SEEDS])
 print("| | " + " | ".join(f"seed {s}" for s in SEEDS) + " | mean +- std | vs gen1 |")
 print("|---|" + "---|" * len(SEEDS) + "---|---|")
 for name, a in acc.items():
@@ -158,7 +169,7 @@ ks = np.arange(1, v.ban_generations + 1)
 for i in range(len(SEEDS)):
     axes[0].plot(ks, [acc[g][i] for g in gens], "o-", c="tab:blue", alpha=0.35)
 axes[0].plot(ks, [acc[g].mean() for g in gens], "o-", c="tab:blue", lw=3, label="generation k (mean)")
-axes[0].plot(ks, [np.mean([ensemble_accuracy(ban.models(i)[:k], test) for i in range(len(SEEDS))]) for k in ks],
+axes[0].plot(ks, [np.mean([ensemble(ban.models(i)[:k]) for i in range(len(SEEDS))]) for k in ks],
              "s--", c="tab:green", label="ensemble of generations 1..k")
 axes[0].axhline(acc["KD"].mean(), c="tab:red", ls=":", label="KD from the CNN teacher")
 axes[0].set(xticks=ks, xlabel="generation", ylabel="test accuracy (%)", title="Born-again generations (thin: seeds)")
