@@ -132,7 +132,8 @@ print(f"{len(runs)} students x {config.epochs} epochs in {sum(r.seconds for r in
 # %% md slide
 # ## Results
 
-# %% code subslide
+# %% code skip
+# every accuracy of the table below (the deck shows only the table)
 import numpy as np
 from course_lib.engine import accuracy, predict_logits
 from course_lib.online import combine_logits
@@ -155,6 +156,8 @@ acc["mutual pair ensemble"] = np.array([ensemble([r.model for r in pair]) for pa
 next_seed = {s: SEEDS[(i + 1) % len(SEEDS)] for i, s in enumerate(SEEDS)}
 acc["independent pair ensemble"] = np.array([ensemble([by["gen1", s].model, by["gen1", next_seed[s]].model])
                                              for s in SEEDS])
+
+# %% code subslide
 print("| | " + " | ".join(f"seed {s}" for s in SEEDS) + " | mean +- std | vs gen1 |")
 print("|---|" + "---|" * len(SEEDS) + "---|---|")
 for name, a in acc.items():
