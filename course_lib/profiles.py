@@ -86,7 +86,9 @@ PROFILES: dict[str, Profile] = {
         name="quick",
         vision=VisionSettings(
             dataset="fashion_mnist", train_size=10_000, student_train_size=2_000, test_size=None,
-            teacher_epochs=10, student_epochs=100, batch_size=128, lr=3e-3, weight_decay=1e-2,
+            # student_epochs: 70 (was 100) keeps notebooks 01 + 02 within their 4-minute budget on this
+            # 2-core machine (02: 286 s -> 176 s); every 02 claim re-checked at 70 on seeds 0-5
+            teacher_epochs=10, student_epochs=70, batch_size=128, lr=3e-3, weight_decay=1e-2,
             seeds=(0, 1, 2), eval_every=10, monitor_size=2_000,
             rkd_angle_weight=0.0,   # RKD-D only: with the angle term RKD cost 7x a KD epoch here
         ),
@@ -98,9 +100,9 @@ PROFILES: dict[str, Profile] = {
             "01.top_pairs_within_group": 1.0,       # ... and the fraction of them inside one group
             "01.nearest_in_group": True,            # the example class's nearest class shares its group
             "02.kd_beats_alone": True,              # on every seed
-            "02.gap_recovered_min": 0.4,
+            "02.gap_recovered_min": 0.4,            # 70 epochs: 0.432 (seeds 0-2), 0.443 (seeds 3-5)
             "02.kd_beats_label_smoothing": True,    # on every seed
-            "02.kd_beats_augmentation": True,       # on every seed (6 seeds checked: +0.77 to +1.33)
+            "02.kd_beats_augmentation": True,       # on every seed (70 epochs, seeds 0-5: +0.81 to +1.52)
             "02.short_schedule_margin": 1.0,        # mean gain, long minus short schedule
             "02.short_schedule_kd_behind": True,    # short schedule: KD below alone on every seed
             "03.kd_beats_alone": True,              # on every seed, at feature_epochs
