@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from course_lib.grading import grade
-from course_lib.grading_checks import CHECKS
 from course_lib.paths import solutions_dir
+from _mutations import assert_mistakes_named, check_groups, grade_mutated
 
 MODULE = "ex03_feature_distillation"
 SOLUTION = solutions_dir() / f"{MODULE}.py"
@@ -72,37 +72,13 @@ GROUPS = [["attention_without_abs", "hint_adapter_on_the_teacher_side", "rkd_wit
 
 
 def test_groups_cover_every_mutation_once_and_each_function_at_most_once():
-    names = [n for g in GROUPS for n in g]
-    assert sorted(names) == sorted(MUTATIONS)
-    for group in GROUPS:
-        functions = [MUTATIONS[n][0] for n in group]
-        assert len(functions) == len(set(functions)), group
-    checks = {c.name: c.function for c in CHECKS if c.module == MODULE}
-    for name, (function, _, must_fail, _) in MUTATIONS.items():
-        assert must_fail and all(checks[c] == function for c in must_fail), name
+    check_groups(MODULE, MUTATIONS, GROUPS)
 
 
 @pytest.mark.parametrize("group", GROUPS, ids="+".join)
 def test_a_wrong_answer_loses_points_with_a_message_naming_its_mistake(tmp_path, group):
-    text = SOLUTION.read_text()
-    for name in group:
-        for old, new in MUTATIONS[name][1]:
-            assert text.count(old) == 1, f"mutation target not found once: {old!r}"
-            text = text.replace(old, new)
-    folder = tmp_path / "answer"
-    folder.mkdir()
-    (folder / SOLUTION.name).write_text(text)
-    report = grade(folder, only=MODULE)
-    failed = {r.check for r in report.rows if r.earned < r.points}
-    for name in group:
-        function, _, must_fail, hint = MUTATIONS[name]
-        assert must_fail <= failed, (name, report.table(verbose=True))
-        messages = " ".join(r.message for r in report.rows if r.check in must_fail)
-        assert hint in messages, (name, messages)
-    broken = {MUTATIONS[n][0] for n in group}
-    intact = {c.name for c in CHECKS if c.module == MODULE and c.function not in broken}
-    assert not intact & failed, report.table(verbose=True)
-    assert not any(report.flags().values()), report.flags()
+    report = grade_mutated(tmp_path, MODULE, SOLUTION, MUTATIONS, group)
+    assert_mistakes_named(report, MODULE, MUTATIONS, group)
 
 
 def test_an_in_place_attention_map_scores_zero_on_its_checks(tmp_path):

@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from course_lib.grading import grade
-from course_lib.grading_checks import CHECKS, randn
+from course_lib.grading_checks import randn
 from course_lib.grading_checks import ex04_deit as checks
 from course_lib.paths import solutions_dir
+from _mutations import assert_mistakes_named, check_groups, grade_mutated, points_per_function
 
 MODULE = "ex04_deit"
 SOLUTION = solutions_dir() / f"{MODULE}.py"
@@ -112,22 +113,11 @@ GROUPS = [
 
 
 def test_groups_cover_every_mutation_once_and_each_function_at_most_once():
-    names = [n for g in GROUPS for n in g]
-    assert sorted(names) == sorted(MUTATIONS)
-    for group in GROUPS:
-        functions = [MUTATIONS[n][0] for n in group]
-        assert len(functions) == len(set(functions)), group
-    by_check = {c.name: c.function for c in CHECKS if c.module == MODULE}
-    for name, (function, _, must_fail, _) in MUTATIONS.items():
-        assert must_fail and all(by_check[c] == function for c in must_fail), name
+    check_groups(MODULE, MUTATIONS, GROUPS)
 
 
 def test_points_per_function():
-    points: dict[str, int] = {}
-    for c in CHECKS:
-        if c.module == MODULE:
-            points[c.function] = points.get(c.function, 0) + c.points
-    assert points == {"insert_tokens": 6, "hard_distillation_loss": 6, "soft_distillation_loss": 5,
+    assert points_per_function(MODULE) == {"insert_tokens": 6, "hard_distillation_loss": 6, "soft_distillation_loss": 5,
                       "average_heads_prediction": 3}
 
 
@@ -145,25 +135,8 @@ def test_the_token_reference_is_deits_embed_and_leaves_the_global_generator_alon
 
 @pytest.mark.parametrize("group", GROUPS, ids="+".join)
 def test_a_wrong_answer_loses_points_with_a_message_naming_its_mistake(tmp_path, group):
-    text = SOLUTION.read_text()
-    for name in group:
-        for old, new in MUTATIONS[name][1]:
-            assert text.count(old) == 1, f"mutation target not found once: {old!r}"
-            text = text.replace(old, new)
-    folder = tmp_path / "answer"
-    folder.mkdir()
-    (folder / SOLUTION.name).write_text(text)
-    report = grade(folder, only=MODULE)
-    failed = {r.check for r in report.rows if r.earned < r.points}
-    for name in group:
-        function, _, must_fail, hint = MUTATIONS[name]
-        assert must_fail <= failed, (name, report.table(verbose=True))
-        messages = " ".join(r.message for r in report.rows if r.check in must_fail)
-        assert hint in messages, (name, messages)
-    broken = {MUTATIONS[n][0] for n in group}
-    intact = {c.name for c in CHECKS if c.module == MODULE and c.function not in broken}
-    assert not intact & failed, report.table(verbose=True)
-    assert not any(report.flags().values()), report.flags()
+    report = grade_mutated(tmp_path, MODULE, SOLUTION, MUTATIONS, group)
+    assert_mistakes_named(report, MODULE, MUTATIONS, group)
 
 
 def test_an_in_place_prediction_scores_zero_on_its_checks(tmp_path):
