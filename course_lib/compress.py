@@ -13,7 +13,7 @@ Everything a "smaller and faster" claim rests on is measured here, never estimat
 
 Choices, with torch 2.14.1:
 
-* Static int8 in torch uses *eager* ``torch.ao.quantization`` (QuantStub/DeQuantStub wrapper, conv+ReLU
+* Static int8 in torch uses *eager* ``torch.ao.quantization`` (QuantStub/DeQuantStub wrapper, conv-BN-ReLU
   fused, observers calibrated on a few hundred training images, then converted). FX
   ``prepare_fx/convert_fx`` works too, but its graph is slower here and harder to read; the
   ``quantize_pt2e`` path no longer exists in torch.ao; torchao (the named successor) makes
@@ -237,25 +237,42 @@ def measure_latency(target, batch: torch.Tensor, *, warmup: int = 10, repeats: i
 
 
 # --------------------------------------------------------------------------- torch int8 (PTQ)
-class QuantizableStudentCNN(nn.Module):
-    """``StudentCNN`` (conv-ReLU-conv-ReLU-linear) with quant/dequant stubs and ReLUs as modules, so
-    that eager-mode quantization can fuse conv+ReLU and quantize the whole forward."""
+def _module_form(model: nn.Module) -> nn.Module:
+    """``model`` as a network of modules only (eager quantization swaps modules, it cannot see
+    ``torch.relu`` called in a ``forward``): ``StudentCNN`` becomes the equivalent
+    conv-ReLU-conv-ReLU-flatten-linear ``nn.Sequential``; ``TeacherCNN`` already is one."""
+    from .models import StudentCNN, TeacherCNN
 
-    def __init__(self, student: nn.Module):
-        super().__init__()
-        from torch.ao.quantization import DeQuantStub, QuantStub
+    model = copy.deepcopy(model).cpu().eval()
+    if type(model) is StudentCNN:
+        return nn.Sequential(model.conv1, nn.ReLU(), model.conv2, nn.ReLU(), nn.Flatten(), model.fc).eval()
+    if type(model) is TeacherCNN:
+        return model
+    raise TypeError(f"quantize_static_int8 handles the course's StudentCNN and TeacherCNN (modules only, no "
+                    f"residual additions); for {type(model).__name__} export it to ONNX and use "
+                    f"ort_quantize_static, which quantizes the graph")
 
-        self.quant = QuantStub()
-        self.conv1, self.relu1 = student.conv1, nn.ReLU()
-        self.conv2, self.relu2 = student.conv2, nn.ReLU()
-        self.fc = student.fc
-        self.dequant = DeQuantStub()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.quant(x)
-        x = self.relu1(self.conv1(x))
-        x = self.relu2(self.conv2(x))
-        return self.dequant(self.fc(x.flatten(1)))
+def _fusion_groups(model: nn.Module) -> list[list[str]]:
+    """Names of conv-BN(-ReLU), conv-ReLU and linear-ReLU runs inside ``nn.Sequential`` blocks."""
+    patterns = [(nn.Conv2d, nn.BatchNorm2d, nn.ReLU), (nn.Conv2d, nn.BatchNorm2d), (nn.Conv2d, nn.ReLU),
+                (nn.Linear, nn.ReLU)]
+    groups = []
+    for prefix, block in model.named_modules():
+        if not isinstance(block, nn.Sequential):
+            continue
+        children = list(block.named_children())
+        i = 0
+        while i < len(children):
+            for pattern in patterns:
+                run = children[i:i + len(pattern)]
+                if len(run) == len(pattern) and all(type(m) is t for (_, m), t in zip(run, pattern)):
+                    groups.append([f"{prefix}.{name}" if prefix else name for name, _ in run])
+                    i += len(pattern)
+                    break
+            else:
+                i += 1
+    return groups
 
 
 def _static_qconfig():
@@ -270,22 +287,22 @@ def _static_qconfig():
 
 def quantize_static_int8(model: nn.Module, calibration_data: TensorData | torch.Tensor,
                          batch_size: int = 100) -> nn.Module:
-    """Post-training static int8 of a ``StudentCNN``: fuse conv+ReLU, calibrate activation ranges on
-    ``calibration_data`` (a few hundred training images are enough), convert. ``model`` is left
-    unchanged; the result runs on CPU with the ``x86`` quantized engine (set globally, as torch requires)."""
+    """Post-training static int8 of the course's CNNs (``StudentCNN``, ``TeacherCNN``): fuse
+    conv-BN-ReLU / conv-ReLU / linear-ReLU, calibrate activation ranges on ``calibration_data`` (a
+    few hundred training images are enough), convert. ``model`` is left unchanged; the result is
+    ``Sequential(QuantStub, network, DeQuantStub)`` on CPU with the ``x86`` quantized engine (set
+    globally, as torch requires; ``qnnpack`` on ARM)."""
     from torch.ao import quantization as tq
 
-    for name in ("conv1", "conv2", "fc"):
-        if not hasattr(model, name):
-            raise TypeError(f"quantize_static_int8 expects a StudentCNN (conv1, conv2, fc); {type(model).__name__} "
-                            f"has no {name!r}")
     x = calibration_data.x if isinstance(calibration_data, TensorData) else calibration_data
     # x86 (fbgemm + onednn) where available; qnnpack on ARM. The 0..127 activation range suits both.
     engines = torch.backends.quantized.supported_engines
     torch.backends.quantized.engine = "x86" if "x86" in engines else "qnnpack"
-    q = QuantizableStudentCNN(copy.deepcopy(model).cpu()).eval()
+    network = _module_form(model)
+    groups = [[f"1.{name}" for name in g] for g in _fusion_groups(network)]
+    q = nn.Sequential(tq.QuantStub(), network, tq.DeQuantStub()).eval()
     q.qconfig = _static_qconfig()
-    tq.fuse_modules(q, [["conv1", "relu1"], ["conv2", "relu2"]], inplace=True)
+    tq.fuse_modules(q, groups, inplace=True)
     tq.prepare(q, inplace=True)
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):

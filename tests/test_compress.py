@@ -13,7 +13,7 @@ import torch
 from course_lib import compress
 from course_lib.data import TensorData
 from course_lib.engine import Execution, RunSpec, TrainConfig, fit
-from course_lib.models import StudentCNN
+from course_lib.models import StudentCNN, TeacherCNN, ViT
 
 # int8 accuracy may differ from fp32 by at most this many points on the same 400 test images
 # (measured: torch static int8 -0.25 points, ORT static QDQ +0.5)
@@ -180,3 +180,32 @@ def test_comparison_table_rows(trained, onnx_path):
         assert set(r) == {"name", "bytes", "parameters", "latency_b1_ms", "latency_b64_ms", "threads", "accuracy"}
         assert r["bytes"] > 0 and r["latency_b1_ms"] > 0 and 0 <= r["accuracy"] <= 100
     assert rows[0]["parameters"] == rows[1]["parameters"] == 20_490
+
+
+def test_module_form_and_fusion_groups_of_the_course_cnns(trained):
+    model, _, test = trained
+    network = compress._module_form(model)
+    assert torch.equal(network(test.x[:16]), model(test.x[:16]))       # the same function, modules only
+    assert compress._fusion_groups(network) == [["0", "1"], ["2", "3"]]
+    teacher = TeacherCNN()
+    assert compress._fusion_groups(compress._module_form(teacher)) == [
+        ["features.0", "features.1", "features.2"], ["features.4", "features.5", "features.6"],
+        ["features.8", "features.9", "features.10"], ["head.1", "head.2"]]
+    with pytest.raises(TypeError, match="ort_quantize_static"):
+        compress.quantize_static_int8(ViT(patch_size=7, dim=16, depth=1, heads=2), test.x[:8])
+
+
+def test_static_int8_of_the_teacher_cnn_keeps_its_accuracy(trained):
+    _, train, test = trained
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=3e-3, weight_decay=1e-2, eval_every=2)
+    teacher = fit(TeacherCNN, [RunSpec("teacher", 0)], train, cfg,
+                  execution=Execution(device="cpu", progress=False))[0].model.cpu().eval()
+    q = compress.quantize_static_int8(teacher, train.subset(200))
+    fp32, int8 = compress.accuracy(teacher, test), compress.accuracy(q, test)
+    assert fp32 > 50.0, "the toy teacher did not learn; the comparison would say nothing"
+    assert abs(int8 - fp32) <= INT8_TOLERANCE_POINTS, (fp32, int8)
+    # batch norm folded into the bias-free convolutions: its weight and bias (2 per channel) become one
+    # conv bias per channel
+    channels = sum(m.num_features for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert compress.torch_parameters(q) == compress.torch_parameters(teacher) - channels
+    assert compress.size_on_disk(q) < compress.size_on_disk(teacher) / 3      # weights int8, batch-norm folded
