@@ -209,3 +209,16 @@ def test_static_int8_of_the_teacher_cnn_keeps_its_accuracy(trained):
     channels = sum(m.num_features for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert compress.torch_parameters(q) == compress.torch_parameters(teacher) - channels
     assert compress.size_on_disk(q) < compress.size_on_disk(teacher) / 3      # weights int8, batch-norm folded
+
+
+def test_the_timed_call_computes_the_models_output(trained, onnx_path):
+    """What measure_latency times is the model on the batch: torch's call returns its logits, ORT's
+    bound call leaves them in its IOBinding."""
+    model, _, test = trained
+    x = test.x[:5]
+    expected = model(x).detach()
+    call, runtime = compress._bound_call(model, x)
+    assert runtime == "torch" and torch.equal(call(), expected)
+    call, runtime = compress._bound_call(compress.ort_session(onnx_path), x)
+    assert runtime == "onnxruntime"
+    assert torch.allclose(torch.from_numpy(call().copy_outputs_to_cpu()[0]), expected, rtol=1e-4, atol=1e-4)
