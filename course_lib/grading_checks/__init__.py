@@ -18,6 +18,12 @@ values, storage addresses), and ``f.inspect(model_arg, probe_input=x)`` also ret
 the function left it and the returned model's outputs before and after the original was
 re-initialised (``ex05_born_again.py`` uses all of it).
 
+Helpers shared by the check modules (below): seeded inputs (``randn``, ``randint``, ``module_arg``,
+``build``); comparisons that name a known mistake when a value is wrong (``close_naming`` for a
+tensor, ``value_naming`` for a scalar, both given ``{description of the mistake: what it
+gives}``; ``close``, ``tensors_close``, ``scalar``, ``matches``); ``expect_value_error`` for the
+inputs a function must reject, and ``student_error()``, the class of what an answer raised.
+
 To add one::
 
     @check("ex02_kd_loss", "kd_loss", points=2)
@@ -106,6 +112,55 @@ def matches(value: float, candidates: dict[str, float], tol: float = 1e-4) -> st
         if abs(value - v) <= tol * max(1.0, abs(v)):
             return name
     return None
+
+
+def tensors_close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same shape and nearly the same values (in float64, ``atol=1e-5``, ``rtol=1e-4``, as ``close``)."""
+    return a.shape == b.shape and torch.allclose(a.detach().double(), b.detach().double(), atol=1e-5, rtol=1e-4)
+
+
+def close_naming(got, expected: torch.Tensor, mistakes: dict[str, torch.Tensor], what: str) -> None:
+    """``close(got, expected)``, but first name the known mistake (a tensor of ``mistakes``) ``got`` equals."""
+    got = as_tensor(got, what)
+    if got.shape == expected.shape and not tensors_close(got, expected):
+        for mistake, wrong in mistakes.items():
+            if not tensors_close(wrong, expected) and tensors_close(got, wrong):
+                raise AssertionError(f"{what}: wrong values - that is what {mistake} gives")
+    close(got, expected, what)
+
+
+def value_naming(got, expected: float, mistakes: dict[str, float], what: str) -> None:
+    """A scalar equal to ``expected``; otherwise the message names the mistake it matches, if any."""
+    value = scalar(got, what)
+    tol = 1e-5 + 1e-4 * abs(expected)
+    if abs(value - expected) <= tol:
+        return
+    real = {k: v for k, v in mistakes.items() if abs(v - expected) > tol}
+    mistake = matches(value, real, tol=1e-5)
+    hint = f" - that is what {mistake} gives" if mistake else ""
+    raise AssertionError(f"{what}: expected {expected:.6g}, got {value:.6g}{hint}")
+
+
+def student_error() -> type:
+    """``course_lib.grading.StudentError``, what a student's function raises in a check (``except
+    student_error() as e``: ``e.kind`` names the student's exception, ``e.message`` its message).
+    Imported at run time: ``course_lib.grading`` imports this package."""
+    from course_lib.grading import StudentError
+    return StudentError
+
+
+def expect_value_error(f, args, kwargs, what: str, hint: str) -> None:
+    """``f(*args, **kwargs)`` must raise ``ValueError``; another exception or none fails with ``hint``.
+    The stub's ``NotImplementedError`` goes through (the check is then "not implemented")."""
+    try:
+        f(*args, **kwargs)
+    except ValueError:
+        return
+    except student_error() as e:
+        if isinstance(e, NotImplementedError):
+            raise
+        raise AssertionError(f"{what}: raised {e.kind}, expected ValueError - {hint}") from None
+    raise AssertionError(f"{what}: expected ValueError, nothing was raised - {hint}")
 
 
 @dataclass(frozen=True)

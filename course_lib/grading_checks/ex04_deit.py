@@ -18,41 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import deit as reference
-from course_lib.grading_checks import as_tensor, check, close, matches, randint, randn, scalar
+from course_lib.grading_checks import (as_tensor, check, close, close_naming, expect_value_error, randint, randn,
+                                       scalar, student_error, tensors_close, value_naming)
 from course_lib.losses import soft_target_kl
 
 M = "ex04_deit"
-
-
-def _tensors_close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and torch.allclose(a.detach().double(), b.detach().double(), atol=1e-5, rtol=1e-4)
-
-
-def _close_naming(got, expected: torch.Tensor, mistakes: dict[str, torch.Tensor], what: str) -> None:
-    """``close(got, expected)``, but first name the known mistake (a tensor of ``mistakes``) ``got`` equals."""
-    got = as_tensor(got, what)
-    if got.shape == expected.shape and not _tensors_close(got, expected):
-        for mistake, wrong in mistakes.items():
-            if not _tensors_close(wrong, expected) and _tensors_close(got, wrong):
-                raise AssertionError(f"{what}: wrong values - that is what {mistake} gives")
-    close(got, expected, what)
-
-
-def _value_naming(got, expected: float, mistakes: dict[str, float], what: str) -> None:
-    """A scalar equal to ``expected``; otherwise the message names the mistake it matches, if any."""
-    value = scalar(got, what)
-    tol = 1e-5 + 1e-4 * abs(expected)
-    if abs(value - expected) <= tol:
-        return
-    real = {k: v for k, v in mistakes.items() if abs(v - expected) > tol}
-    mistake = matches(value, real, tol=1e-5)
-    hint = f" - that is what {mistake} gives" if mistake else ""
-    raise AssertionError(f"{what}: expected {expected:.6g}, got {value:.6g}{hint}")
-
-
-def _student_error():
-    from course_lib.grading import StudentError  # at run time: course_lib.grading imports this package
-    return StudentError
 
 
 # --------------------------------------------------------------------------- insert_tokens
@@ -108,14 +78,14 @@ def _tokens_close(got, patches, cls, dist, pos, expected: torch.Tensor, what: st
     b, p, d = patches.shape
     if got.shape == (b, p + 1, d):
         raise AssertionError(f"{what}: expected shape {(b, p + 2, d)}, got {tuple(got.shape)} - {ARTICLE_TOKEN}")
-    _close_naming(got, expected, _token_mistakes(patches, cls, dist, pos), what)
+    close_naming(got, expected, _token_mistakes(patches, cls, dist, pos), what)
 
 
 def _call_tokens(insert_tokens, args, what: str):
     """``insert_tokens(*args)``; an exception the answer raises on valid inputs gets a hint."""
     try:
         return insert_tokens(*args)
-    except _student_error() as e:
+    except student_error() as e:
         if isinstance(e, NotImplementedError):
             raise
         raise AssertionError(
@@ -144,7 +114,7 @@ def tokens_order_and_positions(insert_tokens):
     if got.shape == (b, p + 1, d):
         raise AssertionError(f"{what}: expected shape {(b, p + 2, d)}, got {tuple(got.shape)} - {ARTICLE_TOKEN}")
     assert got.shape == (b, p + 2, d), f"{what}: expected shape {(b, p + 2, d)}, got {tuple(got.shape)}"
-    if _tensors_close(got[:, 0], dist.expand(b, -1, -1)[:, 0]):
+    if tensors_close(got[:, 0], dist.expand(b, -1, -1)[:, 0]):
         raise AssertionError(f"{what}: position 0 holds the distillation token - DeiT's order is [class, "
                              "distillation, patches]")
     close(got[:, 0], cls.expand(b, -1, -1)[:, 0], f"{what}: position 0 (the class token)")
@@ -156,9 +126,9 @@ def tokens_order_and_positions(insert_tokens):
     got = as_tensor(_call_tokens(insert_tokens, (*zeros, pos), what), what)
     expected = pos.expand(b, -1, -1)
     assert got.shape == expected.shape, f"{what}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
-    if _tensors_close(got, torch.zeros_like(expected)):
+    if tensors_close(got, torch.zeros_like(expected)):
         raise AssertionError(f"{what}: got all zeros - the position embedding is never added")
-    if _tensors_close(got[:, :2], torch.zeros(b, 2, d)) and not _tensors_close(got, expected):
+    if tensors_close(got[:, :2], torch.zeros(b, 2, d)) and not tensors_close(got, expected):
         raise AssertionError(f"{what}: positions 0 and 1 got no position embedding - add pos_embed to the whole "
                              "sequence (rows 0 and 1 are the class and distillation tokens' positions), not to the "
                              "patches only")
@@ -180,16 +150,8 @@ def tokens_reject_mismatched_shapes(insert_tokens):
         ("patch_tokens of shape [P, D] (no batch dimension)", (patches[0], cls, dist, pos)),
     ]
     for what, args in cases:
-        try:
-            insert_tokens(*args)
-        except ValueError:
-            continue
-        except _student_error() as e:
-            if isinstance(e, NotImplementedError):
-                raise
-            raise AssertionError(f"{what}: raised {e.kind}, expected ValueError - check the shapes first and "
-                                 "raise ValueError with a message that says which input is wrong") from None
-        raise AssertionError(f"{what}: expected ValueError, nothing was raised")
+        expect_value_error(insert_tokens, args, {}, what,
+                           "check the shapes first and raise ValueError with a message that says which input is wrong")
 
 
 # --------------------------------------------------------------------------- the two losses
@@ -230,7 +192,7 @@ def _hard_mistakes(zc, zd, y, zt, a) -> dict[str, float]:
 
 
 def _hard_close(got, zc, zd, y, zt, alpha, what):
-    _value_naming(got, _hard_reference(zc, zd, y, zt, alpha), _hard_mistakes(zc, zd, y, zt, alpha), what)
+    value_naming(got, _hard_reference(zc, zd, y, zt, alpha), _hard_mistakes(zc, zd, y, zt, alpha), what)
 
 
 @check(M, "hard_distillation_loss", points=3)
@@ -249,15 +211,15 @@ def hard_heads_and_targets(hard_distillation_loss):
     """alpha = 0: CE of the class head on the labels; alpha = 1: CE of the distillation head on argmax z_t,
     unchanged when the teacher's logits are scaled (only their argmax counts)."""
     zc, zd, y, zt = _heads_batch(720, 12, 6)
-    _value_naming(hard_distillation_loss(zc, zd, y, zt, alpha=0.0), _ce(zc, y), _hard_mistakes(zc, zd, y, zt, 0.0),
-                  "alpha=0 (should be F.cross_entropy(class_logits, labels))")
+    value_naming(hard_distillation_loss(zc, zd, y, zt, alpha=0.0), _ce(zc, y), _hard_mistakes(zc, zd, y, zt, 0.0),
+                 "alpha=0 (should be F.cross_entropy(class_logits, labels))")
     expected = _ce(zd, zt.argmax(-1))
     for scale in (1.0, 0.1, 10.0):
         what = ("alpha=1 (should be F.cross_entropy(dist_logits, teacher_logits.argmax(-1)))" if scale == 1.0 else
                 f"alpha=1, teacher logits multiplied by {scale:g} (only their argmax counts: the loss must not change)")
         t = scale * zt
-        _value_naming(hard_distillation_loss(zc, zd, y, t, alpha=1.0), expected, _hard_mistakes(zc, zd, y, t, 1.0),
-                      what)
+        value_naming(hard_distillation_loss(zc, zd, y, t, alpha=1.0), expected, _hard_mistakes(zc, zd, y, t, 1.0),
+                     what)
 
 
 @check(M, "hard_distillation_loss", points=1)
@@ -305,7 +267,7 @@ def _soft_mistakes(zc, zd, y, zt, a, tau) -> dict[str, float]:
 
 
 def _soft_close(got, zc, zd, y, zt, alpha, tau, what):
-    _value_naming(got, _soft_reference(zc, zd, y, zt, alpha, tau), _soft_mistakes(zc, zd, y, zt, alpha, tau), what)
+    value_naming(got, _soft_reference(zc, zd, y, zt, alpha, tau), _soft_mistakes(zc, zd, y, zt, alpha, tau), what)
 
 
 @check(M, "soft_distillation_loss", points=3)
@@ -325,9 +287,9 @@ def soft_matches_reference(soft_distillation_loss):
 def soft_limits_and_gradient(soft_distillation_loss):
     """alpha = 0: CE of the class head; dist head == teacher with alpha = 1: 0; gradients match deit_loss's."""
     zc, zd, y, zt = _heads_batch(820, 6, 7)
-    _value_naming(soft_distillation_loss(zc, zd, y, zt, alpha=0.0, temperature=2.0), _ce(zc, y),
-                  _soft_mistakes(zc, zd, y, zt, 0.0, 2.0),
-                  "alpha=0, temperature=2 (should be F.cross_entropy(class_logits, labels))")
+    value_naming(soft_distillation_loss(zc, zd, y, zt, alpha=0.0, temperature=2.0), _ce(zc, y),
+                 _soft_mistakes(zc, zd, y, zt, 0.0, 2.0),
+                 "alpha=0, temperature=2 (should be F.cross_entropy(class_logits, labels))")
     for tau in (1.0, 4.0):
         what = f"dist_logits == teacher_logits, alpha=1, temperature={tau:g}"
         same = scalar(soft_distillation_loss(zc, zt, y, zt, alpha=1.0, temperature=tau), what)
@@ -380,7 +342,7 @@ def _prediction_close(got, zc, zd, what: str) -> None:
     if got.shape == zc.shape:
         raise AssertionError(f"{what}: got shape {tuple(got.shape)}, the logits' - return the predicted class "
                              "indices (the argmax over the classes of the mean logits), not the logits")
-    _close_naming(got, expected, _prediction_mistakes(zc, zd), what)
+    close_naming(got, expected, _prediction_mistakes(zc, zd), what)
     assert not got.is_floating_point() and not got.is_complex() and got.dtype != torch.bool, (
         f"{what}: expected integer class indices (torch.long), got {got.dtype}")
 

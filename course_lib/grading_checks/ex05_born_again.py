@@ -23,42 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.engine import RunSpec, freeze
-from course_lib.grading_checks import ModuleReport, as_tensor, build, check, close, module_arg, randint, randn
+from course_lib.grading_checks import (ModuleReport, as_tensor, build, check, close, close_naming, expect_value_error,
+                                       module_arg, randint, randn, tensors_close)
 from course_lib.losses import soft_target_kl
 from course_lib.online import MutualLearning
 
 M = "ex05_born_again"
-
-
-def _tensors_close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and torch.allclose(a.detach().double(), b.detach().double(), atol=1e-5, rtol=1e-4)
-
-
-def _close_naming(got, expected: torch.Tensor, mistakes: dict[str, torch.Tensor], what: str) -> None:
-    """``close(got, expected)``, but first name the known mistake (a tensor of ``mistakes``) ``got`` equals."""
-    got = as_tensor(got, what)
-    if got.shape == expected.shape and not _tensors_close(got, expected):
-        for mistake, wrong in mistakes.items():
-            if not _tensors_close(wrong, expected) and _tensors_close(got, wrong):
-                raise AssertionError(f"{what}: wrong values - that is what {mistake} gives")
-    close(got, expected, what)
-
-
-def _student_error():
-    from course_lib.grading import StudentError  # at run time: course_lib.grading imports this package
-    return StudentError
-
-
-def _expect_value_error(f, args, kwargs, what: str, hint: str) -> None:
-    try:
-        f(*args, **kwargs)
-    except ValueError:
-        return
-    except _student_error() as e:
-        if isinstance(e, NotImplementedError):
-            raise
-        raise AssertionError(f"{what}: raised {e.kind}, expected ValueError - {hint}") from None
-    raise AssertionError(f"{what}: expected ValueError, nothing was raised - {hint}")
 
 
 # --------------------------------------------------------------------------- frozen_teacher
@@ -136,7 +106,7 @@ def teacher_is_a_new_module(frozen_teacher):
         assert set(got.state) == set(state), (f"{what}: the copy's parameters and buffers are {sorted(got.state)}, "
                                               f"the model's {sorted(state)} - copy the whole model")
         for name, value in state.items():
-            assert _tensors_close(got.state[name], value) and got.state[name].dtype == value.dtype, (
+            assert tensors_close(got.state[name], value) and got.state[name].dtype == value.dtype, (
                 f"{what}: the copy's {name} differs from the model's - the teacher is the trained model as it is: "
                 "copy it (copy.deepcopy), do not build or re-initialise another one")
 
@@ -153,7 +123,7 @@ def teacher_survives_reinitialising_the_original(frozen_teacher):
         with torch.no_grad():
             expected = reference(x)
         close(called.probe_before, expected, f"{what}: the copy's outputs in eval mode (should be the model's)")
-        if not _tensors_close(as_tensor(called.probe_after, what), called.probe_before):
+        if not tensors_close(as_tensor(called.probe_after, what), called.probe_before):
             hint = (SAME_OBJECT if got.identity == original.identity else SHALLOW if _shared(got, original)
                     else "the copy still depends on the model - use copy.deepcopy(model)")
             raise AssertionError(f"{what}: re-initialising the model changed the copy's outputs - {hint}")
@@ -270,7 +240,7 @@ def _losses_close(got, z, y, t, what: str) -> None:
     if got.dim() == 0:
         raise AssertionError(f"{what}: got a scalar - return one loss per peer, a tensor [K] = [{k}] (each peer "
                              "minimises its own loss), not their sum or mean")
-    _close_naming(got, _mutual_reference(z, y, t), _mutual_mistakes(z, y, t), what)
+    close_naming(got, _mutual_reference(z, y, t), _mutual_mistakes(z, y, t), what)
 
 
 @check(M, "mutual_learning_losses", points=3)
@@ -319,9 +289,9 @@ def mutual_gradients_stay_with_each_peer(mutual_learning_losses):
     what = "K=4, B=8, C=6, temperature=3, the gradient of sum_i w_i L_i"
     value, grad = mutual_learning_losses.value_and_grad(z, y, temperature=3.0, wrt=0, grad_outputs=weights)
     assert grad is not None, f"{what}: the losses are not differentiable with respect to the logits"
-    _close_naming(grad, _reference_grad(z, y, 3.0, weights),
-                  {"the peers' distributions not detached (use logits[j].detach() for the peers)":
-                   _reference_grad(z, y, 3.0, weights, detach=False)}, what)
+    close_naming(grad, _reference_grad(z, y, 3.0, weights),
+                 {"the peers' distributions not detached (use logits[j].detach() for the peers)":
+                  _reference_grad(z, y, 3.0, weights, detach=False)}, what)
 
 
 @check(M, "mutual_learning_losses", points=1)
@@ -332,8 +302,8 @@ def mutual_special_cases(mutual_learning_losses):
         same = z.expand(k, -1, -1).clone()
         what = f"{k} identical peers, temperature={t:g} (the KL terms are 0: each loss is F.cross_entropy(z_i, y))"
         expected = F.cross_entropy(z[0], y).expand(k).clone()
-        _close_naming(mutual_learning_losses(same, y, temperature=t), expected,
-                      {"the cross-entropy left out": torch.zeros(k)}, what)
+        close_naming(mutual_learning_losses(same, y, temperature=t), expected,
+                     {"the cross-entropy left out": torch.zeros(k)}, what)
     z, y = _peers_batch(1304, 4, 6, 5)
     base = as_tensor(mutual_learning_losses(z, y, temperature=2.0), "K=4, temperature=2")
     perm = torch.tensor([2, 0, 3, 1])
@@ -352,8 +322,8 @@ def mutual_rejects_bad_inputs(mutual_learning_losses):
         ("temperature=-2", (z, y), {"temperature": -2.0}),
     ]
     for what, args, kwargs in cases:
-        _expect_value_error(mutual_learning_losses, args, kwargs, what,
-                            "check the shape ([K, B, C] with K >= 2) and the temperature (> 0) first")
+        expect_value_error(mutual_learning_losses, args, kwargs, what,
+                           "check the shape ([K, B, C] with K >= 2) and the temperature (> 0) first")
 
 
 # --------------------------------------------------------------------------- ensemble_predict
@@ -398,7 +368,7 @@ def _ensemble_close(got, members, how: str, what: str) -> None:
     if got.shape == (n, c):
         raise AssertionError(f"{what}: got shape {tuple(got.shape)}, the logits' - return the predicted class "
                              "indices [n] (the argmax over the classes of the averaged outputs)")
-    _close_naming(got, _ensemble_reference(members, how), _ensemble_mistakes(members, how), what)
+    close_naming(got, _ensemble_reference(members, how), _ensemble_mistakes(members, how), what)
     assert not got.is_floating_point() and not got.is_complex() and got.dtype != torch.bool, (
         f"{what}: expected integer class indices (torch.long), got {got.dtype}")
 
@@ -445,8 +415,8 @@ def ensemble_rejects_bad_inputs(ensemble_predict):
     """ValueError for an unknown how ('mean', 'prob', 'vote') and for an empty list of members."""
     members = _members(1700, 2, 5, 3)
     for how in ("mean", "prob", "vote"):
-        _expect_value_error(ensemble_predict, (members,), {"how": how}, f"how={how!r}",
-                            "how must be 'probs' or 'logits': check it before anything else")
+        expect_value_error(ensemble_predict, (members,), {"how": how}, f"how={how!r}",
+                           "how must be 'probs' or 'logits': check it before anything else")
     for how in ("probs", "logits"):
-        _expect_value_error(ensemble_predict, ([],), {"how": how}, f"an empty list of members, how={how!r}",
-                            "an ensemble needs at least one member: check len(logits_list) first")
+        expect_value_error(ensemble_predict, ([],), {"how": how}, f"an empty list of members, how={how!r}",
+                           "an ensemble needs at least one member: check len(logits_list) first")
