@@ -25,7 +25,7 @@ import run_course  # noqa: E402
 
 # The notebooks whose data comes from the profile's vision settings.
 VISION_NOTEBOOKS = ["01_dark_knowledge", "02_kd_loss", "03_feature_distillation", "04_deit_distillation_token",
-                    "05_born_again_and_online"]
+                    "05_born_again_and_online", "07_quantization_onnx"]
 
 STAND_IN = '''
 import dataclasses, torch
