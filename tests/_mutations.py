@@ -51,8 +51,10 @@ def grade_mutated(tmp_path: Path, module: str, solution: Path, mutations: dict, 
     return grade_text(tmp_path, module, solution.name, text)
 
 
-def assert_mistakes_named(report, module: str, mutations: dict, group: list[str]) -> None:
-    """Each mutation fails its checks with its hint in the message; the other functions' checks pass."""
+def assert_mistakes_named(report, module: str, mutations: dict, group: list[str], *, exactly: bool = False) -> None:
+    """Each mutation fails its checks with its hint in the message; the other functions' checks pass.
+    ``exactly``: each mutation fails only its checks among its function's (so a check's points follow
+    the mistakes it is about)."""
     failed = {r.check for r in report.rows if r.earned < r.points}
     for name in group:
         function, _, must_fail, hint = mutations[name]
@@ -63,3 +65,17 @@ def assert_mistakes_named(report, module: str, mutations: dict, group: list[str]
     intact = {c.name for c in CHECKS if c.module == module and c.function not in broken}
     assert not intact & failed, report.table(verbose=True)
     assert not any(report.flags().values()), report.flags()
+    if exactly:
+        for name in group:
+            function, _, must_fail, _ = mutations[name]
+            assert {r.check for r in report.rows if r.function == function and r.earned < r.points} == must_fail, name
+
+
+def assert_solution_full_and_stub_zero(module: str, solution: Path, stubs: Path, total: int = 20) -> None:
+    """The reference solution earns every point without a flag; the generated stub earns none, every
+    graded check saying "not implemented" (test_grading.py covers all modules at once; this grades one)."""
+    report = grade(solution.parent, only=module)
+    assert report.earned == report.total == total and not any(report.flags().values()), report.table(verbose=True)
+    stub = grade(stubs, only=module)
+    graded = [r for r in stub.rows if r.points]
+    assert stub.earned == 0 and graded and all(r.message.startswith("not implemented") for r in graded)

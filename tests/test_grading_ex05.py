@@ -15,12 +15,12 @@ import torch
 from torch import nn
 
 from course_lib import grading_runner
-from course_lib.grading import grade
 from course_lib.grading_checks import build, module_arg
 from course_lib.grading_checks import ex05_born_again as checks
 from course_lib.online import ensemble_logits
 from course_lib.paths import exercises_dir, solutions_dir
-from _mutations import assert_mistakes_named, check_groups, grade_mutated, grade_text, points_per_function
+from _mutations import (assert_mistakes_named, assert_solution_full_and_stub_zero, check_groups, grade_mutated,
+                        grade_text, points_per_function)
 
 MODULE = "ex05_born_again"
 SOLUTION = solutions_dir() / f"{MODULE}.py"
@@ -139,11 +139,7 @@ def _grade_text(tmp_path: Path, text: str):
 @pytest.mark.parametrize("group", GROUPS, ids="+".join)
 def test_a_wrong_answer_loses_points_with_a_message_naming_its_mistake(tmp_path, group):
     report = grade_mutated(tmp_path, MODULE, SOLUTION, MUTATIONS, group)
-    assert_mistakes_named(report, MODULE, MUTATIONS, group)
-    # each mistake fails exactly the checks it should (so a check's points follow the mistakes it is about)
-    for name in group:
-        function, _, must_fail, _ = MUTATIONS[name]
-        assert {r.check for r in report.rows if r.function == function and r.earned < r.points} == must_fail, name
+    assert_mistakes_named(report, MODULE, MUTATIONS, group, exactly=True)
 
 
 def test_answers_that_modify_their_inputs_in_place_score_zero_on_those_checks(tmp_path):
@@ -264,9 +260,4 @@ def test_module_reports_and_what_an_answer_cannot_forge():
 
 
 def test_the_solution_gets_full_marks_and_the_stub_zero():
-    """Also covered for every module by test_grading.py; here for ex05 alone (one child each)."""
-    report = grade(SOLUTION.parent, only=MODULE)
-    assert report.earned == report.total == 20 and not any(report.flags().values()), report.table(verbose=True)
-    stub = grade(exercises_dir(), only=MODULE)
-    graded = [r for r in stub.rows if r.points]
-    assert stub.earned == 0 and graded and all(r.message.startswith("not implemented") for r in graded)
+    assert_solution_full_and_stub_zero(MODULE, SOLUTION, exercises_dir())

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from course_lib.compress import size_on_disk
-from course_lib.grading import grade
 from course_lib.grading_checks import build, module_arg
 from course_lib.grading_checks import ex07_quantization as checks
 from course_lib.paths import exercises_dir, solutions_dir
-from _mutations import assert_mistakes_named, check_groups, grade_mutated, grade_text, points_per_function
+from _mutations import (assert_mistakes_named, assert_solution_full_and_stub_zero, check_groups, grade_mutated,
+                        grade_text, points_per_function)
 
 MODULE = "ex07_quantization"
 SOLUTION = solutions_dir() / f"{MODULE}.py"
@@ -144,11 +144,7 @@ def test_points_per_function():
 @pytest.mark.parametrize("group", GROUPS, ids="+".join)
 def test_a_wrong_answer_loses_points_with_a_message_naming_its_mistake(tmp_path, group):
     report = grade_mutated(tmp_path, MODULE, SOLUTION, MUTATIONS, group)
-    assert_mistakes_named(report, MODULE, MUTATIONS, group)
-    # each mistake fails exactly the checks it should (so a check's points follow the mistakes it is about)
-    for name in group:
-        function, _, must_fail, _ = MUTATIONS[name]
-        assert {r.check for r in report.rows if r.function == function and r.earned < r.points} == must_fail, name
+    assert_mistakes_named(report, MODULE, MUTATIONS, group, exactly=True)
 
 
 def test_answers_that_modify_their_inputs_in_place_score_zero_on_those_checks(tmp_path):
@@ -282,10 +278,5 @@ def test_the_parity_hand_example_is_as_its_comment_says():
 
 
 def test_the_solution_gets_full_marks_and_the_stub_zero():
-    """Also covered for every module by test_grading.py; here for ex07 alone (one child each)."""
-    report = grade(SOLUTION.parent, only=MODULE)
-    assert report.earned == report.total == 20 and not any(report.flags().values()), report.table(verbose=True)
-    stub = grade(exercises_dir(), only=MODULE)
-    graded = [r for r in stub.rows if r.points]
-    assert stub.earned == 0 and graded and all(r.message.startswith("not implemented") for r in graded)
+    assert_solution_full_and_stub_zero(MODULE, SOLUTION, exercises_dir())
 

@@ -12,40 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import features as reference
-from course_lib.grading_checks import as_tensor, check, close, matches, randn, scalar
+from course_lib.grading_checks import (as_tensor, check, close, close_naming, randn, scalar, student_error,
+                                      value_naming)
 
 M = "ex03_feature_distillation"
-
-
-def _tensors_close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and torch.allclose(a.detach().double(), b.detach().double(), atol=1e-5, rtol=1e-4)
-
-
-def _close_naming(got, expected: torch.Tensor, mistakes: dict[str, torch.Tensor], what: str) -> None:
-    """``close(got, expected)``, but first name the known mistake (a tensor of ``mistakes``) ``got`` equals."""
-    got = as_tensor(got, what)
-    if got.shape == expected.shape and not _tensors_close(got, expected):
-        for mistake, wrong in mistakes.items():
-            if not _tensors_close(wrong, expected) and _tensors_close(got, wrong):
-                raise AssertionError(f"{what}: wrong values - that is what {mistake} gives")
-    close(got, expected, what)
-
-
-def _value_naming(got, expected: float, mistakes: dict[str, float], what: str) -> None:
-    """A scalar equal to ``expected``; otherwise the message names the mistake it matches, if any."""
-    value = scalar(got, what)
-    tol = 1e-5 + 1e-4 * abs(expected)
-    if abs(value - expected) <= tol:
-        return
-    real = {k: v for k, v in mistakes.items() if abs(v - expected) > tol}
-    mistake = matches(value, real, tol=1e-5)
-    hint = f" - that is what {mistake} gives" if mistake else ""
-    raise AssertionError(f"{what}: expected {expected:.6g}, got {value:.6g}{hint}")
-
-
-def _student_error():
-    from course_lib.grading import StudentError  # at run time: course_lib.grading imports this package
-    return StudentError
 
 
 # --------------------------------------------------------------------------- attention_map
@@ -71,10 +41,10 @@ def attention_map_matches_reference(attention_map):
     for i, shape in enumerate([(4, 8, 7, 5), (2, 3, 6, 6), (3, 1, 4, 9)]):
         x = randn(*shape, seed=300 + i, scale=1.5)
         for p in (1, 2, 4):
-            _close_naming(attention_map(x, p), reference.attention_map(x, p), _attention_mistakes(x, p),
+            close_naming(attention_map(x, p), reference.attention_map(x, p), _attention_mistakes(x, p),
                           f"features of shape {shape}, p={p}")
     x = randn(2, 5, 3, 4, seed=310)
-    _close_naming(attention_map(x), reference.attention_map(x, 2), _attention_mistakes(x, 2),
+    close_naming(attention_map(x), reference.attention_map(x, 2), _attention_mistakes(x, 2),
                   "the default p (should be 2)")
 
 
@@ -92,7 +62,7 @@ def attention_map_uses_absolute_values(attention_map):
         close(got, expected[p], f"hand example, p={p}")
     x = randn(3, 6, 5, 4, seed=320)  # pre-ReLU: both signs
     for p in (1, 3):
-        _close_naming(attention_map(x, p), reference.attention_map(x, p), _attention_mistakes(x, p),
+        close_naming(attention_map(x, p), reference.attention_map(x, p), _attention_mistakes(x, p),
                       f"odd p={p} on features of both signs")
         close(attention_map(-x, p), reference.attention_map(x, p),
               f"p={p}, features multiplied by -1 (the map must not change)")
@@ -154,7 +124,7 @@ def hint_matches_reference(hint_loss_with_adapter):
     for seed, shape in [(400, (4, 3, 5, 6, 6)), (403, (2, 8, 4, 5, 7)), (406, (3, 6, 6, 4, 4))]:
         s, t, w = _hint_inputs(seed, *shape)
         b, c_s, c_t, h, wd = shape
-        _value_naming(hint_loss_with_adapter(s, t, w), _hint_reference(s, t, w).item(), _hint_mistakes(s, t, w),
+        value_naming(hint_loss_with_adapter(s, t, w), _hint_reference(s, t, w).item(), _hint_mistakes(s, t, w),
                       f"B={b}, C_s={c_s}, C_t={c_t}, H={h}, W={wd}")
 
 
@@ -166,14 +136,14 @@ def hint_adapter_maps_student_to_teacher(hint_loss_with_adapter):
         what = f"student with C_s={c_s} channels, teacher with C_t={c_t}, adapter weight [{c_t}, {c_s}]"
         try:
             got = hint_loss_with_adapter(s, t, w)
-        except _student_error() as e:
+        except student_error() as e:
             if isinstance(e, NotImplementedError):
                 raise
             raise AssertionError(
                 f"{what}: raised {e.kind}: {e.message[:160]} - the adapter weight [C_t, C_s] maps the student's C_s "
                 f"channels to the teacher's C_t (r = W A_s, a 1x1 convolution on the student side); the source "
                 f"article's adapter went the other way, teacher -> student") from None
-        _value_naming(got, _hint_reference(s, t, w).item(), _hint_mistakes(s, t, w), what)
+        value_naming(got, _hint_reference(s, t, w).item(), _hint_mistakes(s, t, w), what)
 
 
 @check(M, "hint_loss_with_adapter", points=1)
@@ -250,7 +220,7 @@ def rkd_matches_reference(rkd_distance_loss):
                                  (509, (10, 6, 6), True)]:
         s, t = _rkd_inputs(seed, *shape, outlier=outlier)
         b, d_s, d_t = shape
-        _value_naming(rkd_distance_loss(s, t), reference.rkd_distance_loss(s, t).item(), _rkd_mistakes(s, t),
+        value_naming(rkd_distance_loss(s, t), reference.rkd_distance_loss(s, t).item(), _rkd_mistakes(s, t),
                       f"B={b}, D_s={d_s}, D_t={d_t}" + (", one student example far away" if outlier else ""))
 
 
