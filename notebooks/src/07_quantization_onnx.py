@@ -84,16 +84,10 @@ print(f"distilled student: {run.test_accuracy:.2f}% test accuracy after {run.sec
 # %% code subslide
 from course_lib import compress
 
-calibration = train.subset(300, seed=1)          # a few hundred training images, never test images
-teacher_int8 = compress.quantize_static_int8(teacher, calibration)
 for name, model in [("teacher", teacher), ("student", student)]:
     params = compress.torch_parameters(model)
     print(f"{name:<8} {params:>9,} parameters x 4 bytes = {4 * params:>9,} B; "
           f"torch.save: {compress.size_on_disk(model):>9,} B")
-estimate = compress.size_on_disk(teacher) // 4
-measured = compress.size_on_disk(teacher_int8)
-print(f"teacher int8: 'fp32 size / 4' estimate {estimate:,} B, measured {measured:,} B "
-      f"({measured / estimate:.2f}x the estimate)")
 
 # %% md slide
 # ## Dynamic int8 on a CNN touches only the Linear layers
@@ -129,8 +123,14 @@ student_dynamic = compress.quantize_dynamic_int8(student)[0]
 # tensor dtypes) is left visible below: it is true.
 
 # %% code subslide
+calibration = train.subset(300, seed=1)          # a few hundred training images, never test images
 student_int8 = compress.quantize_static_int8(student, calibration)
+teacher_int8 = compress.quantize_static_int8(teacher, calibration)
 print(student_int8)
+for name, fp32, int8 in [("student", student, student_int8), ("teacher", teacher, teacher_int8)]:
+    estimate, measured = compress.size_on_disk(fp32) // 4, compress.size_on_disk(int8)
+    print(f"{name} int8: 'fp32 size / 4' estimate {estimate:,} B, measured {measured:,} B "
+          f"({measured / estimate:.2f}x the estimate)")
 
 # %% md slide
 # ## ONNX export, parity, ONNX Runtime
