@@ -17,6 +17,12 @@ Modules (one idea each; notebooks import one or two):
 - ``features``  feature-based KD: FitNets hints (regressors on the student side, trained with it),
                 attention transfer (paper and authors' code forms), relational KD (distance, angle)
 - ``teachers``  the cached, re-evaluated teacher of each profile (a keyed artifact)
+- ``online``    born-again generations, deep mutual learning, ensembles
+- ``compress``  deployment, measured: bytes on disk, latency, accuracy; int8 (torch, ONNX Runtime), ONNX
+- ``llm``       the offline LLM teacher (SmolLM2-135M-Instruct from GGUF, cached), pruned and fresh
+                students sharing its tokenizer, Shakespeare token blocks, perplexity, top-1 agreement
+- ``llm_losses`` token-level KD for LLMs over real tokens only: forward / reverse KL, generalised JSD,
+                cached top-k teacher logits, vocabulary checks
 - ``paths``     where files go: the repository in a checkout, else the working directory and the
                 user's cache folder (``COURSE_CACHE``, ``COURSE_RESULTS`` override)
 - ``artifacts`` heavy artifacts cached under a key of the settings, data and code that built them
