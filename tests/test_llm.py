@@ -396,3 +396,50 @@ def test_pruned_real_teacher_generates_with_its_kv_cache(real_teacher):
     assert torch.equal(student.generate(prompt, use_cache=True, **kwargs),
                        student.generate(prompt, use_cache=False, **kwargs))
     assert not any(p.requires_grad for p in teacher.parameters()) and teacher.config.num_hidden_layers == 30
+
+
+# --------------------------------------------------------------------------- sequence-level KD data
+
+def _greedy(model, ids, steps):
+    """Greedy decoding by hand, without a cache: the reference for teacher_continuations."""
+    for _ in range(steps):
+        with torch.no_grad():
+            nxt = model(input_ids=ids, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, nxt], dim=1)
+    return ids
+
+
+def test_teacher_continuations_are_greedy_and_stop_at_eos(tmp_path):
+    teacher = tiny_teacher().train()
+    prompts = tokens(n=5, s=6, seed=3)
+    responses, real = llm.teacher_continuations(teacher, prompts, 7, batch_size=2, progress=False)
+    assert teacher.training                                               # its mode restored
+    assert responses.shape == real.shape == (5, 7) and real.all()
+    assert torch.equal(responses, _greedy(teacher.eval(), prompts, 7)[:, 6:])
+    # with an EOS: the id the greedy answer of prompt 0 produces at step 3 plays EOS
+    eos = int(responses[0, 3])
+    cut, real = llm.teacher_continuations(teacher, prompts, 7, batch_size=5, eos_token_id=eos, progress=False)
+    first = (responses[0] == eos).nonzero()[0, 0]
+    assert real[0].tolist() == [True] * (int(first) + 1) + [False] * (6 - int(first))
+    assert torch.equal(cut[0, :first + 1], responses[0, :first + 1])
+    for i in range(5):                                                    # real tokens never run past an EOS
+        hits = (cut[i] == eos).nonzero()
+        if len(hits):
+            assert not real[i, int(hits[0, 0]) + 1:].any()
+    # JSONL round trip of the ids
+    tok = word_tokenizer([str(i) for i in range(VOCAB)])
+    path = llm.write_responses(tmp_path / "r.jsonl", tok, prompts, cut, real)
+    p2, r2, real2 = llm.read_responses(path)
+    assert torch.equal(p2, prompts) and torch.equal(real2, real[:, :real2.shape[1]])
+    assert torch.equal(r2[real2], cut[:, :r2.shape[1]][real2])
+
+
+def test_response_examples_label_only_the_real_response():
+    prompts, responses = tokens(n=2, s=3, seed=4), tokens(n=2, s=4, seed=5)
+    real = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    ids, labels = llm.response_examples(prompts, responses, real)
+    assert torch.equal(ids, torch.cat([prompts, responses], 1))
+    assert (labels[:, :3] == -100).all()
+    assert torch.equal(labels[0, 3:], responses[0]) and labels[1, 3:].tolist() == [*responses[1, :2].tolist(), -100, -100]
+    with pytest.raises(ValueError, match="share N"):
+        llm.response_examples(prompts, responses[:1])
