@@ -1,0 +1,315 @@
+"""LLM distillation with ``transformers.Trainer`` (notebook 06): one class that scales out.
+
+``DistillationTrainer`` is a ``Trainer`` whose ``compute_loss`` is the token-level KD loss of
+:mod:`course_lib.llm_losses`; everything else (optimizer, scheduler, gradient accumulation,
+logging, saving, and ``torchrun`` / ``accelerate`` launches with DDP, FSDP or DeepSpeed) is the
+Trainer's own. ``scripts/distill_llm.py`` runs it from the command line::
+
+    trainer = DistillationTrainer(model=student, teacher=teacher, args=TrainingArguments(...),
+                                  train_dataset=TokenBlockDataset(blocks), divergence="forward_kl",
+                                  temperature=2.0, alpha=0.5)
+    trainer.train()
+
+**The loss of one batch.** The student's logits at position ``i`` are scored against token
+``i + 1`` (``shift_for_causal_lm``; the teacher's logits shift the same way). A shifted position
+counts iff the token it reads and the token it predicts are both real (``attention_mask == 1``)
+and its label is not ``ignore_index``. Per counted token the loss is
+``alpha * T^2 * D(p_t^T, p_s^T) + (1 - alpha) * CE`` (``token_kd_loss``), or, from a cached top-k
+teacher, the forward KL to the renormalised top-k (``topk_kd_loss``).
+
+**Gradient accumulation and several processes** (the convention of ``transformers`` 5.x,
+``Trainer.get_batch_samples`` / ``_get_num_items_in_batch`` / ``compute_loss`` / ``training_step``):
+before an optimizer step the Trainer fetches the step's ``k`` micro-batches and counts their real
+tokens once, ``num_items_in_batch``; with ``average_tokens_across_devices`` (default ``True``) the
+count is summed over all processes. Each micro-batch's loss is then its SUM over real tokens divided
+by that count (and multiplied by the number of processes, since DDP averages gradients over
+processes), and ``training_step`` does not divide it by ``k`` again. The accumulated gradient is
+therefore the gradient of the mean over every real token of the optimizer step, on every process:
+``k`` micro-batches give the gradient of one big batch, however unevenly padded. A per-micro-batch
+mean divided by ``k`` (what a naive ``compute_loss`` returns) weights a token of a short
+micro-batch more than one of a long one.
+
+The Trainer only counts tokens for models that accept loss keyword arguments, by its own rule
+(``labels[..., 1:] != -100``, blind to ``attention_mask``), so this class counts them itself, by
+the rule above (``get_batch_samples`` is overridden), for every model.
+
+Evaluation (``model.eval()``) returns the plain mean over the batch's real tokens.
+
+**The teacher** is frozen (``eval()``, ``requires_grad_(False)``), moved to ``args.device``, kept
+out of the optimizer and of the saved checkpoints (only ``self.model``, the student, is saved).
+Every process holds a full copy of it: fine for DDP, and for FSDP with a teacher that fits one
+device; a DeepSpeed ZeRO-3 teacher that does not fit is not handled here (TRL prepares it with
+``deepspeed.initialize``).
+
+**Cached teacher.** Batches may carry ``teacher_topk_values`` / ``teacher_topk_indices``
+``[B, S, k]`` (``llm_losses.topk_teacher_logits`` of the teacher's logits over the same ``S``
+positions as ``input_ids``, unshifted): the trainer then distils from them with ``topk_kd_loss``
+(forward KL only) and needs no teacher (``teacher=None``). When a batch carries them, they are used
+even if a teacher was given.
+
+**Logs.** Besides the Trainer's ``loss``, each log has ``kd`` (the divergence per real token, without
+``alpha`` and ``T^2``; 0 when ``alpha == 0``, as it is then not computed) and ``ce`` (the
+cross-entropy per real token at ``T = 1``), averaged over the real tokens of the logging interval
+on all processes. With one process, ``loss == alpha * T^2 * kd + (1 - alpha) * ce``.
+"""
+from __future__ import annotations
+
+from numbers import Real
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+import transformers
+
+from course_lib.llm_losses import DIVERGENCES, shift_for_causal_lm, token_kd_loss, topk_kd_loss
+
+__all__ = ["TOPK_KEYS", "DistillationTrainer", "TokenBlockDataset", "collate_token_blocks", "shifted_labels",
+           "count_real_tokens", "tiny_llama", "tiny_token_blocks"]
+
+TOPK_KEYS = ("teacher_topk_values", "teacher_topk_indices")
+
+
+# --------------------------------------------------------------------------- data
+
+class TokenBlockDataset(Dataset):
+    """Fixed-length token blocks ``[N, S]`` as Trainer items: ``{"input_ids": [S], ...}``.
+
+    Optional: ``attention_mask`` ``[N, S]`` (1 = real token), and the teacher's cached top-k
+    ``teacher_topk_values`` / ``teacher_topk_indices`` ``[N, S, k]`` (both or neither).
+    """
+
+    def __init__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 teacher_topk_values: torch.Tensor | None = None, teacher_topk_indices: torch.Tensor | None = None):
+        if not torch.is_tensor(input_ids) or input_ids.dim() != 2 or input_ids.dtype.is_floating_point:
+            shape = tuple(input_ids.shape) if torch.is_tensor(input_ids) else type(input_ids).__name__
+            raise ValueError(f"input_ids must be an integer tensor [N, S] of token blocks, got {shape}")
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask {tuple(attention_mask.shape)} differs from input_ids "
+                             f"{tuple(input_ids.shape)}")
+        if (teacher_topk_values is None) != (teacher_topk_indices is None):
+            raise ValueError(f"give both {TOPK_KEYS[0]} and {TOPK_KEYS[1]}, or neither")
+        if teacher_topk_values is not None:
+            for name, t in zip(TOPK_KEYS, (teacher_topk_values, teacher_topk_indices)):
+                if t.dim() != 3 or t.shape[:2] != input_ids.shape:
+                    raise ValueError(f"{name} must be [N, S, k] with [N, S] = {tuple(input_ids.shape)}, "
+                                     f"got {tuple(t.shape)}")
+        self.tensors = {"input_ids": input_ids, "attention_mask": attention_mask,
+                        TOPK_KEYS[0]: teacher_topk_values, TOPK_KEYS[1]: teacher_topk_indices}
+        self.tensors = {k: v for k, v in self.tensors.items() if v is not None}
+
+    def __len__(self) -> int:
+        return len(self.tensors["input_ids"])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.tensors.items()}
+
+
+def collate_token_blocks(features: list[dict[str, torch.Tensor]], *, ignore_index: int = -100) -> dict:
+    """Stack equal-length items into a batch, adding what the trainer reads when missing:
+    ``attention_mask`` (all ones) and ``labels`` (``input_ids`` with ``ignore_index`` where
+    ``attention_mask == 0``). No padding is done: items must already have the same length."""
+    if not features:
+        raise ValueError("cannot collate an empty list of items")
+    batch = {k: torch.stack([torch.as_tensor(f[k]) for f in features]) for k in features[0]}
+    ids = batch["input_ids"].long()
+    batch["input_ids"] = ids
+    if "attention_mask" not in batch:
+        batch["attention_mask"] = torch.ones_like(ids)
+    if "labels" not in batch:
+        batch["labels"] = ids.masked_fill(batch["attention_mask"] == 0, ignore_index)
+    return batch
+
+
+def shifted_labels(batch: dict, *, ignore_index: int = -100) -> torch.Tensor:
+    """The labels ``[B, S - 1]`` the loss scores, by ``shift_for_causal_lm``'s rule: ``labels`` (else
+    ``input_ids``) shifted by one, ``ignore_index`` where the read or predicted token is padding."""
+    labels = batch.get("labels")
+    if labels is None:
+        labels = batch["input_ids"]
+    empty = labels.new_empty(*labels.shape, 0)        # no logits needed: only the labels are shifted
+    return shift_for_causal_lm(empty, labels, batch.get("attention_mask"), ignore_index=ignore_index)[1]
+
+
+def count_real_tokens(batch: dict, *, ignore_index: int = -100) -> torch.Tensor:
+    """Number of positions the loss averages over (a 0-dim int64 tensor)."""
+    return (shifted_labels(batch, ignore_index=ignore_index) != ignore_index).sum()
+
+
+# --------------------------------------------------------------------------- the trainer
+
+def _output_rows(model: nn.Module) -> int | None:
+    """Size of the model's logits' last dimension, from its output matrix (else its config)."""
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    if head is not None and hasattr(head, "weight"):
+        return int(head.weight.shape[0])
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    return int(size) if size is not None else None
+
+
+class DistillationTrainer(transformers.Trainer):
+    """A ``transformers.Trainer`` that distils ``teacher`` into ``model`` token by token.
+
+    Arguments beyond the Trainer's (all keyword-only): ``teacher`` (a causal LM sharing the
+    student's tokenizer, or ``None`` when every batch carries cached top-k logits), ``divergence``
+    (``"forward_kl"``, ``"reverse_kl"``, ``"jsd"``), ``beta`` (the JSD's mixture weight),
+    ``temperature``, ``alpha`` (weight of the KD term; ``1 - alpha`` goes to the CE),
+    ``vocab_size`` (trim both vocabularies to it, for output matrices padded beyond the tokenizer),
+    ``ignore_index``. ``data_collator`` defaults to :func:`collate_token_blocks`. See the module
+    docstring for the loss, its normalisation under gradient accumulation and DDP, and the logs.
+    """
+
+    def __init__(self, model: nn.Module | None = None, args: transformers.TrainingArguments | None = None, *,
+                 teacher: nn.Module | None = None, divergence: str = "forward_kl", beta: float = 0.5,
+                 temperature: float = 1.0, alpha: float = 1.0, vocab_size: int | None = None,
+                 ignore_index: int = -100, **kwargs: Any):
+        if model is None:
+            raise ValueError("DistillationTrainer needs the student as model=")
+        if divergence not in DIVERGENCES:
+            raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+        for name, value in (("temperature", temperature), ("alpha", alpha), ("beta", beta)):
+            if isinstance(value, bool) or not isinstance(value, Real):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        if teacher is None and divergence != "forward_kl":
+            raise ValueError(f"without a teacher the trainer distils from cached top-k logits (topk_kd_loss), "
+                             f"which is the forward KL only; got divergence={divergence!r}")
+        if teacher is not None:
+            if not isinstance(teacher, nn.Module):
+                raise TypeError(f"teacher must be a torch.nn.Module (a causal LM) or None, "
+                                f"got {type(teacher).__name__}")
+            t_rows, s_rows = _output_rows(teacher), _output_rows(model)
+            if vocab_size is None and t_rows is not None and s_rows is not None and t_rows != s_rows:
+                raise ValueError(
+                    f"teacher and student vocabularies differ: the teacher ({type(teacher).__name__}) has {t_rows} "
+                    f"output rows, the student ({type(model).__name__}) {s_rows}. If both use the same tokenizer and "
+                    f"one output matrix is padded beyond it, pass vocab_size=len(tokenizer) to trim both; models with "
+                    f"different tokenizers cannot be distilled token by token")
+            shared = {id(p) for p in teacher.parameters()} & {id(p) for p in model.parameters()}
+            if shared:
+                raise ValueError(f"teacher and student share {len(shared)} parameter tensors: freezing the teacher "
+                                 f"would freeze them in the student too. Copy the teacher (copy.deepcopy) first")
+        kwargs.setdefault("data_collator", collate_token_blocks)
+        super().__init__(model=model, args=args, **kwargs)
+        self.divergence, self.beta, self.temperature, self.alpha = divergence, beta, temperature, alpha
+        self.vocab_size, self.ignore_index = vocab_size, ignore_index
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.eval().requires_grad_(False).to(self.args.device)
+        self._validated = False                  # the loss checks its inputs' values until one batch passed
+        self._parts = None                       # [kd sum, ce sum, tokens] since the last log
+
+    # ---------------------------------------------------------------- data plumbing
+
+    def _set_signature_columns_if_needed(self) -> None:
+        """Keep the cached top-k columns: the Trainer drops item keys the model's forward lacks."""
+        super()._set_signature_columns_if_needed()
+        self._signature_columns += [k for k in TOPK_KEYS if k not in self._signature_columns]
+
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
+        """The Trainer's micro-batches of one optimizer step, with ``num_items_in_batch`` = their real
+        tokens by this loss's rule (summed over processes with ``average_tokens_across_devices``)."""
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if not batches:
+            return batches, None
+        count = sum(count_real_tokens(b, ignore_index=self.ignore_index) for b in batches).to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return batches, count
+
+    # ---------------------------------------------------------------- the loss
+
+    def _teacher_logits(self, model_inputs: dict) -> torch.Tensor:
+        with torch.no_grad():
+            return self.teacher(**model_inputs).logits
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: torch.Tensor | int | None = None):
+        """The KD loss of this batch: its sum over real tokens divided by ``num_items_in_batch``
+        (training), or its mean over real tokens (``num_items_in_batch`` None, or ``model.eval()``)."""
+        inputs = dict(inputs)
+        labels = shifted_labels(inputs, ignore_index=self.ignore_index)
+        inputs.pop("labels", None)
+        cached = [inputs.pop(k, None) for k in TOPK_KEYS]
+        if (cached[0] is None) != (cached[1] is None):
+            raise ValueError(f"the batch has only one of {TOPK_KEYS}: give both, or neither")
+        if cached[0] is None and self.teacher is None:
+            raise ValueError(f"no teacher: pass teacher= to DistillationTrainer, or put the teacher's cached top-k "
+                             f"logits in every batch as {TOPK_KEYS[0]!r} and {TOPK_KEYS[1]!r}")
+        model_inputs = {"use_cache": False, **inputs}
+        outputs = model(**model_inputs)
+        student = outputs.logits[:, :-1]
+        count = (labels != self.ignore_index).sum()
+        validate = not self._validated and bool(count)     # reads a value only until the first batch passed
+        common = dict(temperature=self.temperature, alpha=self.alpha, ignore_index=self.ignore_index,
+                      vocab_size=self.vocab_size, reduction="sum", return_parts=True, validate=validate)
+        if cached[0] is not None:
+            if self.divergence != "forward_kl":
+                raise ValueError(f"cached top-k logits support the forward KL only (topk_kd_loss); this trainer "
+                                 f"has divergence={self.divergence!r}")
+            values, indices = (c[:, :-1] for c in cached)
+            loss, parts = topk_kd_loss(student, values, indices, labels, **common)
+        else:
+            teacher = self._teacher_logits(model_inputs)[:, :-1]
+            loss, parts = token_kd_loss(student, teacher, labels, divergence=self.divergence, beta=self.beta,
+                                        **common)
+        self._validated = self._validated or validate
+        if model.training:
+            self._record_parts(parts, count)
+        if num_items_in_batch is not None and model.training:
+            total = num_items_in_batch
+            loss = loss / (total.clamp_min(1) if torch.is_tensor(total) else max(total, 1))
+            if self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes   # DDP averages the gradients over processes
+            self.loss_is_scaled_for_ga = True                  # training_step must not divide by k again
+        else:
+            loss = loss / count.clamp_min(1)
+            self.loss_is_scaled_for_ga = False                 # a mean: training_step divides it by k
+        return (loss, outputs) if return_outputs else loss
+
+    # ---------------------------------------------------------------- logs
+
+    def _record_parts(self, parts: dict, count: torch.Tensor) -> None:
+        row = torch.stack([parts["divergence"].detach().float(), parts["ce"].detach().float(),
+                           count.detach().float()])
+        self._parts = row if self._parts is None else self._parts + row
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add ``kd`` and ``ce`` (per real token, all processes) to the training-loss logs."""
+        if "loss" in logs and self._parts is not None:
+            parts = self._parts.to(self.args.device)
+            if self.args.world_size > 1:
+                parts = self.accelerator.reduce(parts, reduction="sum")
+            kd, ce, tokens = parts.tolist()
+            logs = {**logs, "kd": kd / max(tokens, 1.0), "ce": ce / max(tokens, 1.0)}
+            self._parts = None
+        super().log(logs, start_time)
+
+
+# --------------------------------------------------------------------------- tiny models and data (tests, smoke runs)
+
+def tiny_llama(num_layers: int, *, seed: int = 0, vocab_size: int = 64, hidden_size: int = 32,
+               max_positions: int = 256) -> nn.Module:
+    """A small random ``LlamaForCausalLM`` (4 heads, 2 KV heads, untied embeddings), its weights
+    drawn from ``seed``: a teacher and a student built with the same ``vocab_size`` share a
+    vocabulary. For tests and smoke runs (``scripts/distill_llm.py --teacher tiny``)."""
+    config = transformers.LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size,
+                                      intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
+                                      num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=max_positions, tie_word_embeddings=False)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return transformers.LlamaForCausalLM(config)
+
+
+def tiny_token_blocks(n_blocks: int = 64, block_size: int = 32, *, vocab_size: int = 64, seed: int = 0) -> torch.Tensor:
+    """``[n_blocks, block_size]`` int64 tokens that a model can learn: a random permutation ``perm``
+    of the vocabulary (from ``seed``) is followed from a random first token, ``x[i + 1] = perm[x[i]]``,
+    so every token but the first is determined by the one before it (the CE can fall to 0)."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(vocab_size, generator=g)
+    blocks = torch.empty(n_blocks, block_size, dtype=torch.long)
+    blocks[:, 0] = torch.randint(vocab_size, (n_blocks,), generator=g)
+    for i in range(1, block_size):
+        blocks[:, i] = perm[blocks[:, i - 1]]
+    return blocks
