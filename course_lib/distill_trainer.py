@@ -62,6 +62,7 @@ from torch import nn
 from torch.utils.data import Dataset
 import transformers
 
+from course_lib.llm import output_vocab_size
 from course_lib.llm_losses import DIVERGENCES, shift_for_causal_lm, token_kd_loss, topk_kd_loss
 
 __all__ = ["TOPK_KEYS", "DistillationTrainer", "TokenBlockDataset", "collate_token_blocks", "shifted_labels",
@@ -138,16 +139,6 @@ def count_real_tokens(batch: dict, *, ignore_index: int = -100) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- the trainer
 
-def _output_rows(model: nn.Module) -> int | None:
-    """Size of the model's logits' last dimension, from its output matrix (else its config)."""
-    get = getattr(model, "get_output_embeddings", None)
-    head = get() if callable(get) else None
-    if head is not None and hasattr(head, "weight"):
-        return int(head.weight.shape[0])
-    size = getattr(getattr(model, "config", None), "vocab_size", None)
-    return int(size) if size is not None else None
-
-
 class DistillationTrainer(transformers.Trainer):
     """A ``transformers.Trainer`` that distils ``teacher`` into ``model`` token by token.
 
@@ -178,8 +169,8 @@ class DistillationTrainer(transformers.Trainer):
             if not isinstance(teacher, nn.Module):
                 raise TypeError(f"teacher must be a torch.nn.Module (a causal LM) or None, "
                                 f"got {type(teacher).__name__}")
-            t_rows, s_rows = _output_rows(teacher), _output_rows(model)
-            if vocab_size is None and t_rows is not None and s_rows is not None and t_rows != s_rows:
+            t_rows, s_rows = output_vocab_size(teacher), output_vocab_size(model)
+            if vocab_size is None and t_rows != s_rows:
                 raise ValueError(
                     f"teacher and student vocabularies differ: the teacher ({type(teacher).__name__}) has {t_rows} "
                     f"output rows, the student ({type(model).__name__}) {s_rows}. If both use the same tokenizer and "

@@ -226,7 +226,8 @@ def vocab_size(tokenizer) -> int:
 def output_vocab_size(model: nn.Module) -> int:
     """Rows of the model's output matrix (``lm_head``): the size of its logits' last dimension.
     It may exceed ``len(tokenizer)`` when the matrix is padded; SmolLM2's is not (49,152)."""
-    head = model.get_output_embeddings()
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
     if head is None or not hasattr(head, "weight"):
         raise TypeError(f"{type(model).__name__} has no output embedding (lm_head) to measure")
     return int(head.weight.shape[0])
