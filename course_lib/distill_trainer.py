@@ -44,8 +44,8 @@ device; a DeepSpeed ZeRO-3 teacher that does not fit is not handled here (TRL pr
 **Cached teacher.** Batches may carry ``teacher_topk_values`` / ``teacher_topk_indices``
 ``[B, S, k]`` (``llm_losses.topk_teacher_logits`` of the teacher's logits over the same ``S``
 positions as ``input_ids``, unshifted): the trainer then distils from them with ``topk_kd_loss``
-(forward KL only) and needs no teacher (``teacher=None``). When a batch carries them, they are used
-even if a teacher was given.
+(any divergence: see ``llm_losses.topk_divergence``) and needs no teacher (``teacher=None``). When a
+batch carries them, they are used even if a teacher was given.
 
 **Logs.** Besides the Trainer's ``loss``, each log has ``kd`` (the divergence per real token, without
 ``alpha`` and ``T^2``; 0 when ``alpha == 0``, as it is then not computed) and ``ce`` (the
@@ -76,18 +76,23 @@ TOPK_KEYS = ("teacher_topk_values", "teacher_topk_indices")
 class TokenBlockDataset(Dataset):
     """Fixed-length token blocks ``[N, S]`` as Trainer items: ``{"input_ids": [S], ...}``.
 
-    Optional: ``attention_mask`` ``[N, S]`` (1 = real token), and the teacher's cached top-k
-    ``teacher_topk_values`` / ``teacher_topk_indices`` ``[N, S, k]`` (both or neither).
+    Optional: ``attention_mask`` ``[N, S]`` (1 = real token), ``labels`` ``[N, S]`` (aligned with
+    ``input_ids``, ``-100`` where a token is not a target, e.g. a prompt; default: the real tokens),
+    and the teacher's cached top-k ``teacher_topk_values`` / ``teacher_topk_indices`` ``[N, S, k]``
+    (both or neither).
     """
 
     def __init__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                 teacher_topk_values: torch.Tensor | None = None, teacher_topk_indices: torch.Tensor | None = None):
+                 teacher_topk_values: torch.Tensor | None = None, teacher_topk_indices: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None):
         if not torch.is_tensor(input_ids) or input_ids.dim() != 2 or input_ids.dtype.is_floating_point:
             shape = tuple(input_ids.shape) if torch.is_tensor(input_ids) else type(input_ids).__name__
             raise ValueError(f"input_ids must be an integer tensor [N, S] of token blocks, got {shape}")
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask {tuple(attention_mask.shape)} differs from input_ids "
                              f"{tuple(input_ids.shape)}")
+        if labels is not None and labels.shape != input_ids.shape:
+            raise ValueError(f"labels {tuple(labels.shape)} differ from input_ids {tuple(input_ids.shape)}")
         if (teacher_topk_values is None) != (teacher_topk_indices is None):
             raise ValueError(f"give both {TOPK_KEYS[0]} and {TOPK_KEYS[1]}, or neither")
         if teacher_topk_values is not None:
@@ -95,7 +100,7 @@ class TokenBlockDataset(Dataset):
                 if t.dim() != 3 or t.shape[:2] != input_ids.shape:
                     raise ValueError(f"{name} must be [N, S, k] with [N, S] = {tuple(input_ids.shape)}, "
                                      f"got {tuple(t.shape)}")
-        self.tensors = {"input_ids": input_ids, "attention_mask": attention_mask,
+        self.tensors = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
                         TOPK_KEYS[0]: teacher_topk_values, TOPK_KEYS[1]: teacher_topk_indices}
         self.tensors = {k: v for k, v in self.tensors.items() if v is not None}
 
@@ -162,9 +167,6 @@ class DistillationTrainer(transformers.Trainer):
         for name, value in (("temperature", temperature), ("alpha", alpha), ("beta", beta)):
             if isinstance(value, bool) or not isinstance(value, Real):
                 raise ValueError(f"{name} must be a number, got {value!r}")
-        if teacher is None and divergence != "forward_kl":
-            raise ValueError(f"without a teacher the trainer distils from cached top-k logits (topk_kd_loss), "
-                             f"which is the forward KL only; got divergence={divergence!r}")
         if teacher is not None:
             if not isinstance(teacher, nn.Module):
                 raise TypeError(f"teacher must be a torch.nn.Module (a causal LM) or None, "
@@ -235,11 +237,9 @@ class DistillationTrainer(transformers.Trainer):
         common = dict(temperature=self.temperature, alpha=self.alpha, ignore_index=self.ignore_index,
                       vocab_size=self.vocab_size, reduction="sum", return_parts=True, validate=validate)
         if cached[0] is not None:
-            if self.divergence != "forward_kl":
-                raise ValueError(f"cached top-k logits support the forward KL only (topk_kd_loss); this trainer "
-                                 f"has divergence={self.divergence!r}")
             values, indices = (c[:, :-1] for c in cached)
-            loss, parts = topk_kd_loss(student, values, indices, labels, **common)
+            loss, parts = topk_kd_loss(student, values, indices, labels, divergence=self.divergence, beta=self.beta,
+                                       **common)
         else:
             teacher = self._teacher_logits(model_inputs)[:, :-1]
             loss, parts = token_kd_loss(student, teacher, labels, divergence=self.divergence, beta=self.beta,

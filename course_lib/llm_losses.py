@@ -255,12 +255,25 @@ def topk_mass(teacher_logits: torch.Tensor, k: int, *, temperature: float = 1.0,
 
 
 def topk_divergence(student_logits: torch.Tensor, topk_values: torch.Tensor, topk_indices: torch.Tensor,
-                    *, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
-    """Per position ``sum_{v in K} q_t(v) (log q_t(v) - log p_s(v))``, shape ``logits.shape[:-1]``.
+                    *, divergence: str = "forward_kl", beta: float = 0.5,
+                    temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """Per position, the divergence between the cached top-k teacher and the student, shape
+    ``logits.shape[:-1]``. ``K`` = the cached indices, ``q_t = softmax(topk_values / T)`` the
+    teacher renormalised over ``K``.
 
-    ``K`` = the cached indices, ``q_t = softmax(topk_values / T)`` the teacher renormalised over
-    ``K``, ``p_s = softmax(z_s / T)`` the student over its WHOLE vocabulary, gathered at ``K``.
-    This is exactly KL(q_t || p_s), ``q_t`` being 0 outside ``K``. See ``topk_kd_loss``."""
+    - ``"forward_kl"``: ``sum_{v in K} q_t(v) (log q_t(v) - log p_s(v))`` with ``p_s = softmax(z_s / T)``
+      the student over its WHOLE vocabulary, gathered at ``K``: exactly KL(q_t || p_s), ``q_t`` being
+      0 outside ``K``. See ``topk_kd_loss``.
+    - ``"reverse_kl"`` and ``"jsd"``: ``token_divergence`` between the student renormalised over ``K``
+      (``q_s = softmax(z_s[K] / T)``) and ``q_t``. Both need the teacher's probability wherever the
+      student puts mass, which the cache only has on ``K``: the divergence is over ``K``, and the
+      student's mass outside ``K`` is not seen (mix in cross-entropy, ``alpha < 1``, to keep it honest).
+      At ``k = V`` every form equals ``token_divergence`` of the full distributions."""
+    if divergence != "forward_kl":
+        _check_divergence(divergence, beta)
+        gathered = student_logits.gather(-1, topk_indices.long())
+        return token_divergence(gathered, topk_values.to(student_logits.dtype), divergence, beta=beta,
+                                temperature=temperature)
     t = _as_column(temperature, student_logits)
     log_q = F.log_softmax(topk_values.to(student_logits.dtype) / t, dim=-1)
     log_ps = F.log_softmax(student_logits / t, dim=-1).gather(-1, topk_indices.long())
@@ -268,12 +281,14 @@ def topk_divergence(student_logits: torch.Tensor, topk_values: torch.Tensor, top
 
 
 def topk_kd_loss(student_logits: torch.Tensor, topk_values: torch.Tensor, topk_indices: torch.Tensor,
-                 labels: torch.Tensor | None = None, *, temperature: float | torch.Tensor = 1.0,
+                 labels: torch.Tensor | None = None, *, divergence: str = "forward_kl", beta: float = 0.5,
+                 temperature: float | torch.Tensor = 1.0,
                  alpha: float | torch.Tensor = 1.0, attention_mask: torch.Tensor | None = None,
                  ignore_index: int | None = -100, vocab_size: int | None = None, reduction: str = "mean",
                  return_parts: bool = False, validate: bool = True):
-    """Forward-KL distillation from a cached top-k teacher (``topk_teacher_logits``); per token
+    """Distillation from a cached top-k teacher (``topk_teacher_logits``); per token
     ``alpha * T^2 * topk_divergence + (1 - alpha) * CE``, averaged over real tokens as ``token_kd_loss``.
+    ``divergence`` (default the forward KL, below) and ``beta``: see ``topk_divergence``.
 
     What truncation does. With ``K`` the teacher's top-k tokens, ``m_t = p_t(K)`` the mass they keep
     (``topk_mass``), ``q_t = p_t / m_t`` on ``K`` (0 elsewhere) and ``m_s = p_s(K)`` the student's
@@ -311,8 +326,8 @@ def topk_kd_loss(student_logits: torch.Tensor, topk_values: torch.Tensor, topk_i
         use_kl, _ = check_kd_inputs(student_logits, student_logits, labels, temperature, alpha, reduction=reduction,
                                     mask=attention_mask, ignore_index=ignore_index)
     values, indices = topk_values.detach(), topk_indices
-    return _token_loss(student_logits, lambda: topk_divergence(student_logits, values, indices,
-                                                               temperature=temperature),
+    return _token_loss(student_logits, lambda: topk_divergence(student_logits, values, indices, divergence=divergence,
+                                                               beta=beta, temperature=temperature),
                        labels, temperature=temperature, alpha=alpha, attention_mask=attention_mask,
                        ignore_index=ignore_index, reduction=reduction, return_parts=return_parts,
                        validate=validate, use_kl=use_kl)

@@ -443,3 +443,33 @@ def test_response_examples_label_only_the_real_response():
     assert torch.equal(labels[0, 3:], responses[0]) and labels[1, 3:].tolist() == [*responses[1, :2].tolist(), -100, -100]
     with pytest.raises(ValueError, match="share N"):
         llm.response_examples(prompts, responses[:1])
+
+
+@pytest.mark.slow
+def test_the_distillation_experiment_runs_every_student_on_the_real_teacher(real_teacher, tmp_path):
+    """course_lib.llm_experiment end to end at a toy size (2 steps of 1 block, 2 held-out blocks):
+    every run of the design, on the seeds it promises, with its timings, and the files the notebook
+    loads. Its figures say nothing at this size; the quick settings' run is the artifact."""
+    import dataclasses
+
+    from course_lib import llm_experiment
+
+    teacher, tokenizer = real_teacher
+    settings = dataclasses.replace(llm_experiment.QUICK, steps=2, batch_size=1, eval_blocks=2, prompt_tokens=120)
+    results = llm_experiment.run_experiment(tmp_path, settings, progress=False, teacher=teacher, tokenizer=tokenizer)
+    runs = {(r["name"], r["seed"]): r for r in results["runs"]}
+    first, second = settings.seeds
+    for name in ("forward KL", "alone", "alone (equal wall time)"):
+        assert (name, first) in runs and (name, second) in runs
+    for name in ("reverse KL", f"JSD (beta {settings.jsd_beta:g})", "responses (sequence-level)"):
+        assert (name, first) in runs and (name, second) not in runs
+    for r in results["runs"]:
+        assert len(r["losses"]) == r["steps"] and r["perplexity"] > 0 and 0 <= r["top1_agreement"] <= 100
+    equal_time = runs["alone (equal wall time)", first]
+    assert equal_time["steps"] > settings.steps and equal_time["target_seconds"] > runs["alone", first]["train_seconds"]
+    assert 0 < runs["forward KL", first]["topk_mass"] <= 1
+    assert len((tmp_path / llm_experiment.RESPONSES_FILE).read_text().splitlines()) == settings.steps
+    student = llm.pruned_student(teacher, layers=settings.student_layers)
+    missing, unexpected = student.load_state_dict(torch.load(tmp_path / "student_forward_kl.pt"), strict=False)
+    assert not unexpected and all("embed_tokens" in k or "lm_head" in k for k in missing)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())   # left as it was

@@ -416,3 +416,19 @@ def test_topk_bad_inputs():
         topk_kd_loss(s, values[0], indices[0])
     with pytest.raises(ValueError, match="temperature"):
         topk_kd_loss(s, values, indices, temperature=0.0)
+
+
+@pytest.mark.parametrize("divergence,beta", [("reverse_kl", 0.5), ("jsd", 0.5), ("jsd", 0.2)])
+def test_topk_reverse_and_jsd_are_over_the_top_k_and_equal_the_full_ones_at_k_equal_v(divergence, beta):
+    g = torch.Generator().manual_seed(41)
+    s, t = torch.randn(2, 5, 12, generator=g, dtype=torch.float64), torch.randn(2, 5, 12, generator=g,
+                                                                               dtype=torch.float64)
+    values, indices = topk_teacher_logits(t, 12)
+    full = topk_divergence(s, values, indices, divergence=divergence, beta=beta, temperature=1.5)
+    assert torch.allclose(full, token_divergence(s, t, divergence, beta=beta, temperature=1.5), atol=1e-10)
+    values, indices = topk_teacher_logits(t, 4)          # k < V: both renormalised over the teacher's top 4
+    got = topk_divergence(s, values, indices, divergence=divergence, beta=beta)
+    expected = token_divergence(s.gather(-1, indices), t.gather(-1, indices), divergence, beta=beta)
+    assert torch.allclose(got, expected, atol=1e-10)
+    s[..., 0] += 100.0 * (indices != 0).all(-1)          # the student's mass off the top-k is not seen
+    assert torch.allclose(topk_divergence(s, values, indices, divergence=divergence, beta=beta), expected, atol=1e-10)
