@@ -29,7 +29,7 @@ help:
 	@echo "make slides   offline reveal.js decks in build/slides/"
 	@echo "make benchmark  engine speed figures -> build/benchmark.json"
 	@echo "make publish-results  (maintainers) copy the results table of build/results.json into README.md"
-	@echo "make setup    venv + pinned packages + offline assets + quick-profile teachers (idempotent)"
+	@echo "make setup    venv + pinned packages + offline assets + quick-profile teachers + LLM runs (idempotent)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,7 @@ $(STAMP): pyproject.toml constraints/ci.txt | $(PY)
 setup: $(STAMP)
 	PY=$(PY) bash scripts/install_assets.sh
 	$(PY) -m course_lib.teachers --profile quick --augmentation shift_flip
+	$(PY) -m course_lib.llm_experiment
 
 course: setup
 	$(PY) scripts/run_course.py

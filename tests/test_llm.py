@@ -447,7 +447,7 @@ def test_response_examples_label_only_the_real_response():
 
 @pytest.mark.slow
 def test_the_distillation_experiment_runs_every_student_on_the_real_teacher(real_teacher, tmp_path):
-    """course_lib.llm_experiment end to end at a toy size (2 steps of 1 block, 2 held-out blocks):
+    """course_lib.llm_experiment end to end at a toy size (2 steps of 1 block out of 2, 2 held-out blocks):
     every run of the design, on the seeds it promises, with its timings, and the files the notebook
     loads. Its figures say nothing at this size; the quick settings' run is the artifact."""
     import dataclasses
@@ -455,7 +455,8 @@ def test_the_distillation_experiment_runs_every_student_on_the_real_teacher(real
     from course_lib import llm_experiment
 
     teacher, tokenizer = real_teacher
-    settings = dataclasses.replace(llm_experiment.QUICK, steps=2, batch_size=1, eval_blocks=2, prompt_tokens=120)
+    settings = dataclasses.replace(llm_experiment.QUICK, steps=2, batch_size=1, train_blocks=2, eval_blocks=2,
+                                   prompt_tokens=120)
     results = llm_experiment.run_experiment(tmp_path, settings, progress=False, teacher=teacher, tokenizer=tokenizer)
     runs = {(r["name"], r["seed"]): r for r in results["runs"]}
     first, second = settings.seeds
@@ -468,8 +469,30 @@ def test_the_distillation_experiment_runs_every_student_on_the_real_teacher(real
     equal_time = runs["alone (equal wall time)", first]
     assert equal_time["steps"] > settings.steps and equal_time["target_seconds"] > runs["alone", first]["train_seconds"]
     assert 0 < runs["forward KL", first]["topk_mass"] <= 1
-    assert len((tmp_path / llm_experiment.RESPONSES_FILE).read_text().splitlines()) == settings.steps
+    assert len((tmp_path / llm_experiment.RESPONSES_FILE).read_text().splitlines()) == settings.train_blocks
     student = llm.pruned_student(teacher, layers=settings.student_layers)
     missing, unexpected = student.load_state_dict(torch.load(tmp_path / "student_forward_kl.pt"), strict=False)
     assert not unexpected and all("embed_tokens" in k or "lm_head" in k for k in missing)
+    assert results["build_seconds"] > 0 and "threads" in results["machine"]
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())   # left as it was
+
+
+def test_the_experiment_settings_exist_for_the_quick_profile_only():
+    """The full profile's LLM experiment is not implemented: it says so instead of running the CPU one."""
+    from course_lib import llm_experiment
+    from course_lib.profiles import get_profile
+
+    assert llm_experiment.settings_for(get_profile("quick")) is llm_experiment.QUICK
+    with pytest.raises(NotImplementedError, match="quick profile only.*COURSE_PROFILE=quick"):
+        llm_experiment.settings_for(get_profile("full"))
+
+
+def test_evaluation_blocks_are_evenly_spaced_over_the_held_out_play():
+    from course_lib.llm_experiment import evaluation_blocks
+
+    held_out = torch.arange(10)[:, None].repeat(1, 4)           # block i is all i
+    assert evaluation_blocks(held_out, 4)[:, 0].tolist() == [0, 3, 6, 9]
+    assert evaluation_blocks(held_out, 10)[:, 0].tolist() == list(range(10))
+    for bad in (0, 11):
+        with pytest.raises(ValueError, match="eval_blocks <= 10"):
+            evaluation_blocks(held_out, bad)

@@ -1,8 +1,3 @@
-# DRAFT - not built into notebooks/, not executed by CI, not done (issue 10 stays open).
-# It runs end to end on this machine against course_lib.llm_experiment's artifact, but the claim it
-# must assert (distillation below training alone in held-out perplexity on every seed at equal steps)
-# does not hold robustly at the quick budget: see course_lib/llm_experiment.py's docstring and the
-# issue 10 note. Move it to notebooks/src/ once the experiment's design is calibrated.
 # %% md slide
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/kd-course/kd-course/blob/main/notebooks/06_llm_distillation_speculative.ipynb)
 #
@@ -59,16 +54,17 @@ print(environment_report(profile, device))
 # (`batchmean` over B x S). The course's losses average over real tokens only.
 
 # %% code subslide
-from course_lib import llm
+from course_lib import llm, llm_experiment
 
+SETTINGS = llm_experiment.settings_for(profile)   # the quick profile's; the full one is not implemented yet
 teacher, tokenizer = llm.load_teacher()           # offline: dequantised from the GGUF once, then cached
 vocab = llm.shared_vocab_size(tokenizer, teacher)
 print(f"teacher: SmolLM2-135M-Instruct, {sum(p.numel() for p in teacher.parameters()):,} parameters, "
       f"{teacher.config.num_hidden_layers} layers; vocabulary {vocab:,} (output rows "
       f"{llm.output_vocab_size(teacher):,})")
-blocks = llm.token_blocks(tokenizer, block_size=128, progress=False)
+blocks = llm.token_blocks(tokenizer, block_size=SETTINGS.block_size, progress=False)
 train, held_out = blocks
-print(f"Shakespeare: {train.numel():,} training tokens ({len(train):,} blocks of 128), held out: "
+print(f"Shakespeare: {train.numel():,} training tokens ({len(train):,} blocks of {SETTINGS.block_size}), held out: "
       f"{', '.join(blocks.held_out_works)} ({held_out.numel():,} tokens)")
 prompt = tokenizer("To be, or not to be", return_tensors="pt")
 out = teacher.generate(**prompt, max_new_tokens=16, do_sample=False)
@@ -91,9 +87,7 @@ from course_lib.llm_losses import shift_for_causal_lm, token_kd_loss
 texts = ["Now is the winter of our discontent", "Friends, Romans, countrymen, lend me your ears; I come"]
 tokenizer.padding_side = "right"
 batch = tokenizer(texts, return_tensors="pt", padding=True)
-from course_lib import llm_experiment
-
-student = llm.pruned_student(teacher, layers=llm_experiment.QUICK.student_layers)
+student = llm.pruned_student(teacher, layers=SETTINGS.student_layers)
 with torch.no_grad():
     t_logits = teacher(**batch).logits
     s_logits = student(**batch).logits
@@ -189,20 +183,29 @@ print("loss per step:", [round(e["loss"], 2) for e in trainer.state.log_history 
 # ## The experiment (built once by `make setup`)
 #
 # A 7-layer student - teacher layers 0, 5, ..., 25, 29 with its embeddings, frozen (DistilBERT-style
-# initialisation) - trained for a fixed number of steps on Shakespeare, Hamlet held out: **alone**
-# (cross-entropy), **forward KL** from the teacher's cached top-64 (every seed; half KD, half
-# cross-entropy), **reverse KL** and **JSD** from the same cache, and **sequence-level** KD on the
-# teacher's own continuations. A seed picks the training blocks and their order. That takes about
-# eight CPU minutes, so `python -m course_lib.llm_experiment` (run by `make setup`) does it once and
-# caches the result; the cell below loads it and re-measures two of the students live.
+# initialisation) - trained for a fixed number of steps (AdamW, constant learning rate after a short
+# warm-up) on a few Shakespeare blocks seen several times, Hamlet held out: **alone** (cross-entropy),
+# **forward KL** from the teacher's cached top-64 (every seed; half KD, half cross-entropy), **reverse
+# KL** and **JSD** from the same cache, and **sequence-level** KD on the teacher's own continuations of
+# the same blocks. A seed picks the blocks and their order. That takes minutes of CPU, so
+# `python -m course_lib.llm_experiment` (run by `make setup`) does it once and caches the result; the
+# cell below loads it and re-measures two of the students live.
+#
+# Why so few blocks: with 120 distinct blocks at this budget, which of KD and CE came out ahead changed
+# with the seed (the calibration is in `course_lib/llm_experiment.py`). With 16 blocks seen 7.5 times the
+# student trained alone over-fits them, and the teacher's distributions regularise it - notebook 02's
+# few-labels regime again.
 
 # %% code subslide
-results = llm_experiment.load_results()
+results = llm_experiment.load_results(SETTINGS)
 settings = results["settings"]
+print(f"the artifact: {llm_experiment.experiment(SETTINGS).name}, built in {results['build_seconds'] / 60:.1f} "
+      f"minutes on {results['machine']}")
 live = {}
 for name, label in [("alone", "alone"), ("forward_kl", "forward KL")]:
-    saved = llm_experiment.load_student(name, teacher)
-    live[label] = llm.perplexity(saved, held_out[:settings["eval_blocks"]], progress=False)
+    saved = llm_experiment.load_student(name, teacher, SETTINGS)
+    live[label] = llm.perplexity(saved, llm_experiment.evaluation_blocks(held_out, settings["eval_blocks"]),
+                                 progress=False)
 cached = {r["name"]: r["perplexity"] for r in results["runs"] if r["seed"] == settings["seeds"][0]}
 for label, ppl in live.items():
     print(f"{label:<12} held-out perplexity, live {ppl:.2f}; in the artifact {cached[label]:.2f}")
@@ -229,8 +232,9 @@ for n in names:
              for s in seeds]
     first = table[n][seeds[0]]
     print(f"| {n} | {first['steps']} | " + " | ".join(cells) + f" | {first['train_seconds']:.0f} |")
-print(f"held out: the first {settings['eval_blocks']} Hamlet blocks; agreement: % of positions where the "
-      f"student's top token is the teacher's")
+print(f"training: {settings['train_blocks']} blocks per seed, {settings['steps']} steps of {settings['batch_size']}; "
+      f"held out: {settings['eval_blocks']} Hamlet blocks evenly spaced over the play; agreement: % of positions "
+      f"where the student's top token is the teacher's")
 
 # %% code subslide tags=hide-input
 fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
@@ -258,13 +262,13 @@ if profile.claim("06.kd_beats_alone_steps"):
 # ## Sequence-level KD: the teacher's own words
 #
 # Kim & Rush (2016) train the student with plain cross-entropy on the teacher's **outputs** instead of
-# its distributions. Here the teacher continued the first 96 tokens of each training block greedily
+# its distributions. Here the teacher continued the first 32 tokens of each training block greedily
 # (`responses.jsonl` in the artifact); the student learned only the continuations.
 
 # %% code subslide
 import json
 
-first = json.loads((llm_experiment.experiment() / llm_experiment.RESPONSES_FILE).open().readline())
+first = json.loads((llm_experiment.experiment(SETTINGS) / llm_experiment.RESPONSES_FILE).open().readline())
 print("prompt:  ...", repr(first["prompt"][-160:]))
 print("teacher:    ", repr(first["response"][:240]))
 
@@ -274,7 +278,8 @@ print("teacher:    ", repr(first["response"][:240]))
 # Every figure in the table was measured by `course_lib.llm_experiment` (this machine's cached run);
 # the two students above were re-measured live. Distillation against training alone, seed by seed:
 # at **equal steps** (asserted) and at **equal wall time** - the alone run continued for as long as
-# distillation took *including* the teacher's caching, the honest budget:
+# distillation took *including* the teacher's caching, the honest budget. With so few blocks, more
+# steps of cross-entropy are not always better: watch which way the alone run moves.
 
 # %% code subslide
 for s in seeds:
@@ -282,8 +287,11 @@ for s in seeds:
     print(f"seed {s}: forward KL {k['perplexity']:.1f} after {k['steps']} steps vs alone {a['perplexity']:.1f} "
           f"({100 * (k['perplexity'] / a['perplexity'] - 1):+.1f}%); at equal wall time ({t['target_seconds']:.0f} s) "
           f"alone reached {t['perplexity']:.1f} in {t['steps']} steps")
+    verdict = "improved" if t["perplexity"] < a["perplexity"] else "got worse (it over-fits the blocks it repeats)"
+    print(f"        alone with more steps {verdict}; its last training losses: {t['losses'][-3:]}, "
+          f"forward KL's: {k['losses'][-3:]} (KD + CE)")
 print("A student this small stays far from the teacher after so few steps: the table ranks objectives at a "
-      "tiny budget, it does not predict a long run.")
+      "tiny budget with few data, it does not predict a long run on a large corpus.")
 
 # %% md slide
 # ## Common mistakes
