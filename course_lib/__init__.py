@@ -23,6 +23,9 @@ Modules (one idea each; notebooks import one or two):
                 students sharing its tokenizer, Shakespeare token blocks, perplexity, top-1 agreement
 - ``llm_losses`` token-level KD for LLMs over real tokens only: forward / reverse KL, generalised JSD,
                 cached top-k teacher logits, vocabulary checks
+- ``speculative`` speculative decoding (batch 1): a draft proposes K tokens, the target verifies them
+                in one KV-cached pass; greedy and exact sampling, adaptive draft length, statistics,
+                the expected tokens per call and speedup
 - ``paths``     where files go: the repository in a checkout, else the working directory and the
                 user's cache folder (``COURSE_CACHE``, ``COURSE_RESULTS`` override)
 - ``artifacts`` heavy artifacts cached under a key of the settings, data and code that built them

@@ -1,0 +1,505 @@
+"""Speculative decoding (notebook 06, part 2): a small draft model proposes, the target verifies.
+
+Leviathan, Kalman and Matias 2023, "Fast Inference from Transformers via Speculative Decoding"
+(arXiv:2211.17192); Chen et al. 2023, "Accelerating Large Language Model Decoding with Speculative
+Sampling" (arXiv:2302.01318). Batch 1, as in those papers' measurements and in ``transformers``'
+assisted generation.
+
+**One round.** The draft proposes ``K`` tokens, one forward pass each (it is small, so that is
+cheap). The target then scores the tokens it has not seen yet plus the ``K`` drafts in ONE forward
+pass, which gives its distribution after every prefix: ``p_1 .. p_{K+1}``. The drafts are checked
+left to right; the first rejected one is replaced by a token of the target's choosing and the rest
+are thrown away; if all ``K`` pass, the target's ``K+1``-th distribution gives one more token for
+free (the *bonus* token). So each target call yields between 1 and ``K + 1`` tokens.
+
+**Greedy mode** (``temperature=0``): a draft token passes iff it is the target's argmax; the
+replacement is the target's argmax. The output is exactly the target's own greedy output.
+
+**Sampling mode** (``temperature > 0``): ``p`` is the target's and ``q`` the draft's distribution,
+both at the SAME temperature and with the SAME top-k / top-p filtering. A draft token ``x ~ q`` is
+accepted with probability ``min(1, p(x) / q(x))``; on rejection a token is drawn from the residual
+``r = max(0, p - q) / sum(max(0, p - q))``. Then, for every token ``x``::
+
+    P(out = x) = q(x) min(1, p(x)/q(x))  +  P(reject) r(x)
+               = min(p(x), q(x))          +  (1 - sum_y min(p(y), q(y))) r(x)
+               = min(p(x), q(x))          +  max(0, p(x) - q(x))                 = p(x)
+
+since ``sum_y max(0, p(y) - q(y)) = 1 - sum_y min(p(y), q(y))``. The output follows the target's
+distribution exactly, whatever the draft: a bad draft costs speed, never quality. The proof needs
+``q`` to be the distribution the draft token was really drawn from; the expected acceptance per
+token is ``alpha = sum_x min(p(x), q(x)) = 1 - TV(p, q)`` (:func:`expected_acceptance`). When
+``p == q`` the residual is all zeros (and a rejection has probability 0, up to rounding); then
+:func:`residual_distribution` falls back on ``p`` rather than asking ``torch.multinomial`` to
+normalise zeros.
+
+**KV caches.** Each model keeps a ``DynamicCache`` and is only ever fed the tokens it has not seen.
+After a round both caches may hold rejected drafts; they are cropped back to the accepted prefix
+(:func:`crop_cache`). What a rejection costs is then only the wasted compute, not a re-read of the
+whole sequence. ``transformers`` changed ``crop``'s argument: in 4.x ``crop(n)`` kept the first
+``n`` positions (a negative ``n`` removed ``-n``); in 5.x (5.24 here) a positive argument raises
+and ``crop(-n)`` removes the last ``n``. ``crop(-n)`` means the same in both, so that is what
+:func:`crop_cache` calls (``tests/test_speculative.py`` pins it). The forward's cache argument is
+``cache=`` in transformers 5.x (``past_key_values=`` still works there but warns, FutureWarning,
+until its removal in 5.40); :func:`cache_keyword` reads the model's signature and uses whichever
+name it has, so no warning is emitted in either version.
+
+**Adaptive draft length.** With ``adaptive=True`` the number of drafts changes between rounds by
+the rule of ``transformers``' assisted generation (``num_assistant_tokens_schedule="heuristic"``,
+``generation/candidate_generator.py``): +2 after a round where every draft was accepted, -1
+otherwise, here kept within ``[1, max_k]`` (``max_k`` defaults to ``2 * k``; transformers has no
+upper bound). Independently, ``confidence_threshold`` stops drafting within a round as soon as the
+draft's probability for the token it just proposed (its top probability, in greedy mode) falls
+below the threshold (transformers' ``assistant_confidence_threshold``; fixed here, while
+transformers re-tunes it from an ROC curve of past acceptances when scikit-learn is installed).
+``transformers`` 5.24's defaults are 20 assistant tokens, the ``"constant"`` schedule and that
+confidence stop at 0.4 (not re-tuned: this course does not install scikit-learn). Neither rule
+changes the output distribution: which and how many tokens the draft proposes is decided before the
+target looks at them, and every proposed token is judged by the rule above.
+
+**The two mistakes of the source article** are options, so that the notebook can show what each
+costs (GUIDE section 4, mistake 5):
+
+- ``draft_temperature=1.0`` with another ``temperature``: the draft's tokens are drawn at
+  ``temperature`` but the probabilities ``q`` used in the acceptance test and in the residual are
+  taken at ``draft_temperature``. ``q`` is then not the distribution the token came from and the
+  output is biased (the tests detect it). Had the draft also *drawn* its tokens at temperature 1,
+  the output would still be exact (any proposal distribution works) and only the acceptance rate
+  would drop: what breaks the guarantee is judging a token with probabilities it was not drawn from.
+- ``use_cache=False``: every forward re-reads the whole sequence (both models), as the article's
+  loop does; the tokens are the same, the time grows with the length.
+
+**Theory.** With a per-token acceptance ``alpha`` (independent tokens), a round yields
+``(1 - alpha^(K+1)) / (1 - alpha)`` tokens on average (:func:`expected_tokens_per_call`; ``K+1`` at
+``alpha = 1``). If a draft step costs ``c`` target steps and the verify pass over ``K+1`` tokens
+costs ``v`` target steps (``v = 1`` in the papers' idealisation; more on a CPU, where a forward over
+a few tokens costs more than over one), the speedup over plain decoding is
+``expected_tokens_per_call / (K c + v)`` (:func:`expected_speedup`; Leviathan et al., Theorem 3.8,
+with ``v`` added).
+
+:func:`greedy_generate` is the baseline: the target alone, KV-cached, greedy. Both generators
+return the whole sequence (prompt + new tokens, ``[1, n]``, as ``model.generate`` does). Sampling
+draws every random number from ``generator`` on the CPU (probabilities are moved there), so a run
+is reproducible from the generator's seed.
+
+``import course_lib.speculative`` does not import transformers; building a cache does.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+
+import torch
+from torch import nn
+
+from .llm import output_vocab_size
+
+__all__ = [
+    "SpeculativeStats",
+    "speculative_generate",
+    "greedy_generate",
+    "filtered_probs",
+    "greedy_accept",
+    "speculative_accept",
+    "residual_distribution",
+    "expected_acceptance",
+    "expected_tokens_per_call",
+    "expected_speedup",
+    "new_cache",
+    "cache_keyword",
+    "crop_cache",
+]
+
+
+# --------------------------------------------------------------------------- statistics
+
+@dataclass
+class SpeculativeStats:
+    """What one :func:`speculative_generate` call did.
+
+    ``target_calls`` / ``draft_calls``: forward passes of each model; ``drafted``: tokens the draft
+    proposed; ``accepted``: drafted tokens the target accepted; ``generated``: new tokens returned;
+    ``seconds``: wall-clock time of the call. ``draft_lengths`` and ``accepted_counts`` hold, per
+    round (= per target call), how many tokens were drafted and how many of them accepted.
+    Every round yields its accepted drafts plus one token of the target's, so
+    ``generated == accepted + target_calls`` unless an end-of-sequence token cut a round short.
+    """
+
+    target_calls: int = 0
+    draft_calls: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    generated: int = 0
+    seconds: float = 0.0
+    draft_lengths: list[int] = field(default_factory=list)
+    accepted_counts: list[int] = field(default_factory=list)
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted / drafted tokens (``nan`` when nothing was drafted)."""
+        return self.accepted / self.drafted if self.drafted else math.nan
+
+    @property
+    def tokens_per_target_call(self) -> float:
+        """New tokens per target forward pass: 1 for plain decoding, at most ``K + 1`` here."""
+        return self.generated / self.target_calls if self.target_calls else math.nan
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated / self.seconds if self.seconds > 0 else math.nan
+
+
+# --------------------------------------------------------------------------- KV caches
+
+def new_cache(model: nn.Module):
+    """An empty ``transformers.DynamicCache`` for ``model``."""
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:                    # transformers before 4.56: no config argument
+        return DynamicCache()
+
+
+def cache_keyword(model: nn.Module) -> str:
+    """The name of ``model.forward``'s cache argument: ``"cache"`` (transformers 5.x) or
+    ``"past_key_values"`` (4.x; in 5.x a deprecated alias that warns)."""
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def crop_cache(cache, length: int) -> None:
+    """Keep the first ``length`` positions of ``cache`` (no-op if it holds no more than that).
+
+    Calls ``cache.crop(-n)`` to remove the last ``n`` positions: the one form that means the same in
+    transformers 4.x (where ``crop(n)`` keeps ``n``) and 5.x (where a positive argument raises)."""
+    if length < 0:
+        raise ValueError(f"cannot crop a cache to {length} positions")
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
+class _CachedModel:
+    """A causal LM with its KV cache: feed the whole sequence, it runs only the tokens it has not
+    seen. Without a cache (``use_cache=False``) it runs the whole sequence every time."""
+
+    def __init__(self, model: nn.Module, use_cache: bool):
+        self.model = model
+        self.cache = new_cache(model) if use_cache else None
+        self.keyword = cache_keyword(model)
+        self.takes_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self.calls = 0
+
+    @property
+    def seen(self) -> int:
+        return self.cache.get_seq_length() if self.cache is not None else 0
+
+    def logits(self, tokens: torch.Tensor, last: int) -> torch.Tensor:
+        """Float logits ``[last, V]`` predicting the token after each of the ``last`` final
+        positions of ``tokens`` ``[1, n]``."""
+        new = tokens[:, self.seen:]
+        if new.shape[1] < last:
+            raise RuntimeError(f"asked for {last} logits but only {new.shape[1]} tokens are new "
+                               f"(the cache holds {self.seen} of {tokens.shape[1]})")
+        kwargs = {"use_cache": self.cache is not None}
+        if self.cache is not None:
+            kwargs[self.keyword] = self.cache
+        if self.takes_logits_to_keep:      # skip the vocabulary projection of positions not needed
+            kwargs["logits_to_keep"] = last
+        self.calls += 1
+        return self.model(input_ids=new, **kwargs).logits[0, -last:].float()
+
+    def rewind(self, length: int) -> None:
+        """Forget every cached position from ``length`` on (rejected drafts)."""
+        if self.cache is not None:
+            crop_cache(self.cache, length)
+
+
+# --------------------------------------------------------------------------- distributions and the acceptance rule
+
+def filtered_probs(logits: torch.Tensor, temperature: float, top_k: int | None = None,
+                   top_p: float | None = None) -> torch.Tensor:
+    """``softmax(logits / temperature)`` over the last dimension, restricted to the ``top_k`` most
+    likely tokens and then to the nucleus of mass ``top_p`` (the smallest set of most likely tokens
+    whose probability reaches ``top_p``; the top token always stays), renormalised. The order
+    (temperature, top-k, top-p) is ``transformers``'. Apply it to the target AND the draft alike."""
+    scaled = logits.float() / temperature
+    if top_k is not None and top_k < scaled.shape[-1]:
+        kth = scaled.topk(top_k, dim=-1).values[..., -1:]
+        scaled = scaled.masked_fill(scaled < kth, -math.inf)
+    if top_p is not None and top_p < 1.0:
+        ordered, order = scaled.sort(dim=-1, descending=True)
+        probs = ordered.softmax(-1)
+        mass_before = probs.cumsum(-1) - probs          # mass of the more likely tokens
+        drop = (mass_before >= top_p).scatter(-1, order, mass_before >= top_p)
+        scaled = scaled.masked_fill(drop, -math.inf)
+    return scaled.softmax(-1)
+
+
+def greedy_accept(target_logits: torch.Tensor, drafts: torch.Tensor) -> tuple[int, int]:
+    """Greedy verification: ``target_logits`` ``[K+1, V]`` (the target after each prefix),
+    ``drafts`` ``[K]``. Returns ``(accepted, next_token)``: the number of leading drafts equal to
+    the target's argmax, and the target's argmax after them (the correction, or the bonus token)."""
+    choices = target_logits.argmax(-1).tolist()
+    accepted = 0
+    for draft, choice in zip(drafts.tolist(), choices):
+        if draft != choice:
+            break
+        accepted += 1
+    return accepted, choices[accepted]
+
+
+def residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``max(0, p - q)``, normalised explicitly: where the target wants more than the draft gave.
+
+    If it is all zeros (``p == q``: a rejection had probability 0 and happened through rounding),
+    returns ``p`` instead of normalising zeros."""
+    residual = (p - q).clamp_min(0.0)
+    total = residual.sum()
+    if total <= 0:
+        return p
+    return residual / total
+
+
+def speculative_accept(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor,
+                       generator: torch.Generator | None = None) -> tuple[int, int]:
+    """Speculative sampling's verification: ``p`` ``[K+1, V]`` the target's distributions after each
+    prefix, ``q`` ``[K, V]`` the draft's distributions the ``drafts`` ``[K]`` were drawn from.
+
+    Draft ``i`` is accepted with probability ``min(1, p_i(x) / q_i(x))``; the first rejected one is
+    replaced by a draw from :func:`residual_distribution` ``(p_i, q_i)``; if all pass, a bonus token
+    is drawn from ``p_{K+1}``. Returns ``(accepted, next_token)``."""
+    for i, x in enumerate(drafts.tolist()):
+        u = torch.rand((), generator=generator).item()
+        if u * q[i, x] < p[i, x]:                        # u < p/q, without dividing by q = 0
+            continue
+        residual = residual_distribution(p[i], q[i])
+        return i, int(torch.multinomial(residual, 1, generator=generator))
+    return len(drafts), int(torch.multinomial(p[len(drafts)], 1, generator=generator))
+
+
+def expected_acceptance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The probability that a draft token ``x ~ q`` is accepted: ``sum_x min(p(x), q(x))``,
+    which is ``1 - TV(p, q)`` (over the last dimension)."""
+    return torch.minimum(p, q).sum(-1)
+
+
+# --------------------------------------------------------------------------- theory
+
+def _check_k(k, name: str = "k") -> None:
+    if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
+        raise ValueError(f"{name} (tokens drafted per round) must be an int >= 1, got {k!r}")
+
+
+def expected_tokens_per_call(alpha: float, k: int) -> float:
+    """Mean tokens per target call with ``k`` drafts per round and per-token acceptance ``alpha``
+    (drafts accepted independently): ``1 + alpha + ... + alpha^k = (1 - alpha^(k+1)) / (1 - alpha)``;
+    ``k + 1`` at ``alpha = 1``, 1 at ``alpha = 0`` (Leviathan et al. 2023, eq. 1)."""
+    _check_k(k)
+    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha (acceptance probability) must be in [0, 1], got {alpha!r}")
+    if alpha == 1.0:
+        return float(k + 1)
+    return (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
+
+
+def expected_speedup(alpha: float, k: int, cost_ratio: float, verify_cost: float = 1.0) -> float:
+    """Expected speedup over plain decoding: ``expected_tokens_per_call(alpha, k) / (k c + v)``.
+
+    ``cost_ratio`` ``c``: a draft step's time over a target step's; ``verify_cost`` ``v``: the target's
+    forward over ``k + 1`` tokens over its single-token step (1 in the papers' idealisation)."""
+    tokens = expected_tokens_per_call(alpha, k)
+    if isinstance(cost_ratio, bool) or not isinstance(cost_ratio, Real) or cost_ratio < 0:
+        raise ValueError(f"cost_ratio (draft step / target step) must be >= 0, got {cost_ratio!r}")
+    if isinstance(verify_cost, bool) or not isinstance(verify_cost, Real) or verify_cost <= 0:
+        raise ValueError(f"verify_cost (verify pass / target step) must be > 0, got {verify_cost!r}")
+    return tokens / (k * cost_ratio + verify_cost)
+
+
+# --------------------------------------------------------------------------- generation
+
+def _prompt(input_ids: torch.Tensor) -> torch.Tensor:
+    """``input_ids`` as ``[1, n]`` int64, or a ValueError (batch > 1, empty, not integer)."""
+    if not isinstance(input_ids, torch.Tensor):
+        raise ValueError(f"input_ids must be a tensor of token ids, got {type(input_ids).__name__}")
+    if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+        raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+        raise ValueError(f"batch size 1 only: expected input_ids [n] or [1, n], got {tuple(input_ids.shape)}")
+    if input_ids.shape[1] == 0:
+        raise ValueError("the prompt is empty: give at least one token (e.g. BOS)")
+    return input_ids.long()
+
+
+def _eos_set(eos_token_id) -> set[int]:
+    if eos_token_id is None:
+        return set()
+    if isinstance(eos_token_id, Integral):
+        return {int(eos_token_id)}
+    if isinstance(eos_token_id, Sequence | torch.Tensor):
+        return {int(t) for t in eos_token_id}
+    raise ValueError(f"eos_token_id must be an int, a list of ints or None, got {eos_token_id!r}")
+
+
+def _check_max_new_tokens(max_new_tokens) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, Integral) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def greedy_generate(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int,
+                    eos_token_id: int | Sequence[int] | None = None) -> tuple[torch.Tensor, float]:
+    """The baseline: ``model`` alone, KV-cached, greedy, one forward pass per token.
+    Returns ``(tokens [1, n], seconds)``; stops after an ``eos_token_id``."""
+    _check_max_new_tokens(max_new_tokens)
+    tokens = _prompt(input_ids).to(_device(model))
+    eos = _eos_set(eos_token_id)
+    runner = _CachedModel(model, use_cache=True)
+    start = time.perf_counter()
+    for _ in range(max_new_tokens):
+        token = runner.logits(tokens, 1)[0].argmax()
+        tokens = torch.cat([tokens, token.view(1, 1)], dim=1)
+        if int(token) in eos:
+            break
+    return tokens, time.perf_counter() - start
+
+
+def _propose(draft: _CachedModel, tokens: torch.Tensor, n: int, temperature: float, q_temperature: float,
+             top_k: int | None, top_p: float | None, generator: torch.Generator | None,
+             confidence_threshold: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Up to ``n`` draft tokens, drawn one forward pass at a time (greedy when ``temperature == 0``),
+    and, when sampling, the draft's distributions ``q`` ``[len, V]`` they are judged with (at
+    ``q_temperature``; the same as ``temperature`` unless the article's mistake is asked for)."""
+    drafts, qs = [], []
+    sequence = tokens
+    for _ in range(n):
+        logits = draft.logits(sequence, 1)[0]
+        if temperature == 0:
+            token = logits.argmax()
+            confidence = logits.softmax(-1)[token] if confidence_threshold is not None else None
+        else:
+            q = filtered_probs(logits.cpu(), temperature, top_k, top_p)
+            token = torch.multinomial(q, 1, generator=generator)[0]
+            confidence = q[token]
+            if q_temperature != temperature:           # the article's mistake: judged by other probabilities
+                q = filtered_probs(logits.cpu(), q_temperature, top_k, top_p)
+            qs.append(q)
+            token = token.to(sequence.device)
+        drafts.append(token)
+        sequence = torch.cat([sequence, token.view(1, 1)], dim=1)
+        if confidence_threshold is not None and confidence < confidence_threshold:
+            break                                      # the draft is unsure: let the target decide
+    drafted = torch.stack(drafts) if drafts else tokens.new_empty(0)
+    return drafted, (torch.stack(qs) if qs else None)
+
+
+@torch.no_grad()
+def speculative_generate(target: nn.Module, draft: nn.Module, input_ids: torch.Tensor, max_new_tokens: int,
+                         k: int = 4, temperature: float = 0.0, top_k: int | None = None,
+                         top_p: float | None = None, generator: torch.Generator | None = None,
+                         adaptive: bool = False, eos_token_id: int | Sequence[int] | None = None, *,
+                         max_k: int | None = None, confidence_threshold: float | None = None,
+                         draft_temperature: float | None = None,
+                         use_cache: bool = True) -> tuple[torch.Tensor, SpeculativeStats]:
+    """Generate up to ``max_new_tokens`` tokens after ``input_ids`` (``[n]`` or ``[1, n]``) from
+    ``target``, with ``draft`` proposing ``k`` tokens per round (see the module's docstring).
+
+    ``temperature=0``: greedy, the target's own greedy output. ``temperature > 0``: samples from the
+    target's distribution at that temperature after ``top_k`` / ``top_p`` filtering, exactly; every
+    random number comes from ``generator``. ``adaptive``: the draft length moves within
+    ``[1, max_k]`` (default ``2 * k``) by transformers' heuristic; ``confidence_threshold``: stop
+    drafting when the draft's probability for its proposal falls below it. A round never drafts more
+    than the tokens still wanted minus one, so no accepted token is thrown away at the end. Stops
+    after an ``eos_token_id`` (an int or a list).
+
+    The source article's two mistakes, for demonstration: ``draft_temperature`` (sampling only)
+    judges the draft's tokens with its probabilities at that temperature although they were drawn
+    at ``temperature`` (biased output); ``use_cache=False`` runs both models over the whole sequence
+    at every step (same tokens, slower).
+
+    Returns ``(tokens [1, n + new], SpeculativeStats)``."""
+    tokens = _prompt(input_ids)
+    _check_max_new_tokens(max_new_tokens)
+    _check_k(k)
+    if isinstance(temperature, bool) or not isinstance(temperature, Real) or temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1):
+        raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
+    if top_p is not None and (not isinstance(top_p, Real) or not 0.0 < top_p <= 1.0):
+        raise ValueError(f"top_p must be None or in (0, 1], got {top_p!r}")
+    if temperature == 0 and (top_k is not None or top_p is not None):
+        raise ValueError("top_k / top_p filter a sampling distribution: they need temperature > 0 "
+                         "(greedy decoding takes the argmax, which filtering does not change)")
+    if draft_temperature is not None:
+        if temperature == 0:
+            raise ValueError("draft_temperature only applies when sampling (temperature > 0)")
+        if not isinstance(draft_temperature, Real) or draft_temperature <= 0:
+            raise ValueError(f"draft_temperature must be > 0, got {draft_temperature!r}")
+    if max_k is None:
+        max_k = 2 * k
+    _check_k(max_k, "max_k")
+    if max_k < k:
+        raise ValueError(f"max_k ({max_k}) must be >= k ({k})")
+    if confidence_threshold is not None and (not isinstance(confidence_threshold, Real)
+                                             or not 0.0 <= confidence_threshold <= 1.0):
+        raise ValueError(f"confidence_threshold must be None or in [0, 1], got {confidence_threshold!r}")
+    target_vocab, draft_vocab = output_vocab_size(target), output_vocab_size(draft)
+    if target_vocab != draft_vocab:
+        raise ValueError(f"the draft's vocabulary ({draft_vocab} logits) differs from the target's "
+                         f"({target_vocab}): the two distributions are compared token by token, so the "
+                         f"models must share a tokenizer and an output size")
+    eos = _eos_set(eos_token_id)
+    q_temperature = temperature if draft_temperature is None else float(draft_temperature)
+
+    tokens = tokens.to(_device(target))
+    target_run, draft_run = _CachedModel(target, use_cache), _CachedModel(draft, use_cache)
+    stats = SpeculativeStats()
+    k_now = k
+    start = time.perf_counter()
+    while stats.generated < max_new_tokens:
+        # 1. the draft proposes (never more than the tokens still wanted, minus the target's own one)
+        wanted = min(k_now, max_new_tokens - stats.generated - 1)
+        drafts, q = _propose(draft_run, tokens, wanted, temperature, q_temperature, top_k, top_p,
+                             generator, confidence_threshold)
+        # 2. the target scores its unseen tokens and all drafts in one forward pass: p_1 .. p_{K+1}
+        target_logits = target_run.logits(torch.cat([tokens, drafts[None]], dim=1), len(drafts) + 1)
+        # 3. accept a prefix of the drafts, then one token of the target's
+        if temperature == 0:
+            accepted, next_token = greedy_accept(target_logits, drafts)
+        else:
+            p = filtered_probs(target_logits.cpu(), temperature, top_k, top_p)
+            accepted, next_token = speculative_accept(p, q, drafts.cpu(), generator)
+        new = torch.cat([drafts[:accepted], drafts.new_tensor([next_token])])
+        stopped = False
+        for i, token in enumerate(new.tolist()):
+            if token in eos:                          # keep the EOS, drop what follows it
+                new, accepted, stopped = new[:i + 1], min(accepted, i + 1), True
+                break
+        tokens = torch.cat([tokens, new[None]], dim=1)
+        # 4. forget the rejected drafts: both caches keep the accepted prefix (the newest token,
+        #    which neither model has seen, is fed at the next round)
+        target_run.rewind(tokens.shape[1] - 1)
+        draft_run.rewind(tokens.shape[1] - 1)
+        stats.draft_lengths.append(len(drafts))
+        stats.accepted_counts.append(accepted)
+        stats.drafted += len(drafts)
+        stats.accepted += accepted
+        stats.generated += len(new)
+        if stopped:
+            break
+        # 5. adaptive draft length (transformers' heuristic): +2 if every draft passed, else -1
+        if adaptive and len(drafts) > 0:
+            k_now = min(k_now + 2, max_k) if accepted == len(drafts) else max(1, k_now - 1)
+    stats.seconds = time.perf_counter() - start
+    stats.target_calls, stats.draft_calls = target_run.calls, draft_run.calls
+    return tokens, stats

@@ -1,0 +1,359 @@
+"""Speculative decoding (course_lib.speculative) on tiny random Llama models: greedy output equals
+the target's own greedy output and transformers' assisted generation; sampling reproduces the
+target's exact distribution of the first tokens (and the article's temperature mismatch does not);
+the KV caches after a rejection and crop equal a fresh forward; statistics, theory, errors."""
+import copy
+import importlib.metadata
+import math
+import warnings
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from course_lib import speculative as spec  # noqa: E402
+from course_lib.distill_trainer import tiny_llama  # noqa: E402
+
+V = 32
+PROMPTS = ([3, 7, 9, 4], [5, 1, 30, 12, 8], [17], [9, 9, 21, 6, 0, 11, 2, 27])
+
+
+def llama(seed, scale, layers=1, hidden=16, vocab=V):
+    """A tiny random Llama whose output matrix is scaled up so that its distributions are peaked
+    (the default initialisation gives near-uniform ones, and near-ties for the argmax)."""
+    model = tiny_llama(layers, seed=seed, vocab_size=vocab, hidden_size=hidden).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(scale)
+    return model
+
+
+def perturbed(model, noise, seed):
+    """A copy of ``model`` with Gaussian noise (``noise`` times each tensor's std): a draft that
+    agrees with it often, not always."""
+    draft = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in draft.parameters():
+            p.add_(noise * p.std() * torch.randn(p.shape, generator=g))
+    return draft
+
+
+@pytest.fixture(scope="module")
+def greedy_models():
+    target = llama(0, 20.0, layers=2, hidden=32)
+    return target, {"self": target, "close": perturbed(target, 0.1, 1), "random": llama(7, 20.0, layers=2, hidden=32)}
+
+
+@pytest.fixture(scope="module")
+def sampling_models():
+    target = llama(0, 20.0)
+    return target, {"random": llama(1, 20.0), "close": perturbed(target, 0.3, 5), "self": copy.deepcopy(target)}
+
+
+def ids(prompt):
+    return torch.tensor([prompt])
+
+
+# --------------------------------------------------------------------------- greedy: exactly the target's output
+
+@pytest.mark.parametrize("draft_name", ["self", "close", "random"])
+def test_greedy_equals_target_greedy(greedy_models, draft_name):
+    target, drafts = greedy_models
+    draft = drafts[draft_name]
+    rates = []
+    for prompt in PROMPTS:
+        expected, _ = spec.greedy_generate(target, ids(prompt), 20)
+        plain = target.generate(ids(prompt), max_new_tokens=20, do_sample=False, eos_token_id=None, pad_token_id=0)
+        assert torch.equal(expected, plain)                      # the baseline is the target's greedy
+        for k in (1, 2, 4, 6):
+            out, stats = spec.speculative_generate(target, draft, ids(prompt), 20, k=k)
+            assert torch.equal(out, expected), (prompt, k)
+            assert stats.generated == 20
+            rates.append(stats.acceptance_rate)
+    mean = sum(rates) / len(rates)
+    # the drafts really differ: one that agrees (almost) always, one often, one rarely
+    assert {"self": mean == 1.0, "close": 0.6 < mean < 1.0, "random": mean < 0.3}[draft_name], mean
+
+
+def test_greedy_variants_give_the_same_tokens(greedy_models):
+    """Without a cache (the article's loop), adaptively, with the confidence stop, with an EOS."""
+    target, drafts = greedy_models
+    for prompt in PROMPTS[:2]:
+        expected, _ = spec.greedy_generate(target, ids(prompt), 16)
+        for kw in ({"use_cache": False}, {"adaptive": True}, {"adaptive": True, "confidence_threshold": 0.9}):
+            out, _ = spec.speculative_generate(target, drafts["close"], ids(prompt), 16, k=3, **kw)
+            assert torch.equal(out, expected), kw
+        eos = int(expected[0, len(prompt) + 5])                  # stop at the 6th new token's value
+        cut, _ = spec.greedy_generate(target, ids(prompt), 16, eos_token_id=eos)
+        out, stats = spec.speculative_generate(target, drafts["close"], ids(prompt), 16, k=4, eos_token_id=[eos])
+        assert torch.equal(out, cut) and int(out[0, -1]) == eos and out.shape[1] <= len(prompt) + 6
+
+
+def test_greedy_equals_assisted_generation(greedy_models):
+    target, drafts = greedy_models
+    eos = target.generation_config.eos_token_id
+    for name in ("close", "random"):
+        for prompt in PROMPTS[:3]:
+            try:
+                assisted = target.generate(ids(prompt), assistant_model=drafts[name], do_sample=False,
+                                           max_new_tokens=20, pad_token_id=0)
+            except (ValueError, TypeError, NotImplementedError) as error:
+                pytest.skip(f"assisted generation unsupported here: {error}")
+            out, _ = spec.speculative_generate(target, drafts[name], ids(prompt), 20, k=4, eos_token_id=eos)
+            assert torch.equal(out, assisted), (name, prompt)
+
+
+# --------------------------------------------------------------------------- sampling: exactly the target's distribution
+
+def exact_pair_distribution(target, prompt, temperature, top_k=None, top_p=None):
+    """p(x1 | prompt) [V] and p(x1) p(x2 | prompt, x1) [V, V], exactly, from two forward passes."""
+    with torch.no_grad():
+        first = spec.filtered_probs(target(ids(prompt)).logits[0, -1], temperature, top_k, top_p)
+        both = torch.cat([ids(prompt).expand(V, -1), torch.arange(V)[:, None]], dim=1)
+        second = spec.filtered_probs(target(both).logits[:, -1], temperature, top_k, top_p)
+    return first, first[:, None] * second
+
+
+def tv_bound(probs, n, seed=0, replicates=1000):
+    """The largest total-variation distance between ``probs`` and the frequencies of ``n`` exact
+    draws from it, over ``replicates`` simulations (about its 99.9th percentile): what sampling
+    noise alone gives."""
+    g = torch.Generator().manual_seed(seed)
+    flat = probs.flatten()
+    draws = torch.multinomial(flat, n * replicates, replacement=True, generator=g).view(replicates, n)
+    counts = torch.zeros(replicates, flat.numel()).scatter_add_(1, draws, torch.ones(replicates, n))
+    return float((counts / n - flat).abs().sum(1).max() / 2)
+
+
+def tv(counts, probs):
+    return float((counts / counts.sum() - probs).abs().sum() / 2)
+
+
+def sample_first_tokens(target, draft, prompt, runs, max_new_tokens, seed, **kw):
+    g = torch.Generator().manual_seed(seed)
+    first, pairs = torch.zeros(V), torch.zeros(V, V)
+    drafted = accepted = 0
+    for _ in range(runs):
+        out, stats = spec.speculative_generate(target, draft, ids(prompt), max_new_tokens, generator=g, **kw)
+        x1, x2 = out[0, len(prompt):len(prompt) + 2].tolist()
+        first[x1] += 1
+        pairs[x1, x2] += 1
+        drafted, accepted = drafted + stats.drafted, accepted + stats.accepted
+    return first, pairs, accepted / drafted
+
+
+@pytest.mark.parametrize("case", [
+    # a draft that disagrees strongly (an independent model): nearly every token comes from the residual
+    # (2 tokens wanted: one draft per round, then the residual or the bonus token)
+    dict(draft="random", prompt=PROMPTS[0], runs=1500, k=2, new=2, kw={}),
+    # a draft that agrees about half the time, top-k and top-p on both, adaptive length, confidence stop
+    # (3 tokens wanted: 2 drafts in the first round)
+    dict(draft="close", prompt=PROMPTS[1], runs=1200, k=2, new=3,
+         kw=dict(top_k=12, top_p=0.95, adaptive=True, confidence_threshold=0.3)),
+])
+def test_sampling_matches_target_distribution(sampling_models, case):
+    target, drafts = sampling_models
+    temperature = 0.7
+    kw = case["kw"]
+    p1, p12 = exact_pair_distribution(target, case["prompt"], temperature, kw.get("top_k"), kw.get("top_p"))
+    first, pairs, rate = sample_first_tokens(target, drafts[case["draft"]], case["prompt"], case["runs"], case["new"],
+                                             seed=1, k=case["k"], temperature=temperature, **kw)
+    # the drafts are as (dis)agreeing as intended, so acceptance, residual and bonus all occur
+    assert (rate < 0.25) if case["draft"] == "random" else (0.3 < rate < 0.75), rate
+    assert tv(first, p1) < tv_bound(p1, case["runs"])
+    assert tv(pairs.flatten(), p12.flatten()) < tv_bound(p12, case["runs"])
+    if kw:                                                       # filtered tokens never appear
+        assert pairs[p12 == 0].sum() == 0
+
+
+def test_temperature_mismatch_is_biased(sampling_models):
+    """The article's mistake: tokens drawn at 0.7, judged with the draft's probabilities at 1."""
+    target, drafts = sampling_models
+    draft, prompt, runs, temperature = drafts["self"], PROMPTS[1], 1500, 0.7
+    p, _ = exact_pair_distribution(target, prompt, temperature)
+    with torch.no_grad():
+        logits = draft(ids(prompt)).logits[0, -1]
+    drawn, judged = spec.filtered_probs(logits, temperature), spec.filtered_probs(logits, 1.0)
+    # what the biased sampler outputs, exactly: accepted draws plus rejections resampled from the residual
+    kept = drawn * (p / judged).clamp(max=1.0)
+    biased = kept + (1 - kept.sum()) * spec.residual_distribution(p, judged)
+    bound = tv_bound(p, runs)
+    assert tv(biased, p) > 2 * bound                             # the bias is well above the noise
+    first, _, _ = sample_first_tokens(target, draft, prompt, runs, 2, seed=2, k=1, temperature=temperature,
+                                      draft_temperature=1.0)
+    assert tv(first, p) > bound                                  # ... and this test sees it
+    assert tv(first, biased) < tv_bound(biased, runs)            # it is exactly the predicted bias
+    honest, _, _ = sample_first_tokens(target, draft, prompt, runs, 2, seed=2, k=1, temperature=temperature)
+    assert tv(honest, p) < bound                                 # the same run without the mistake passes
+
+
+def test_speculative_accept_preserves_p():
+    """The acceptance step alone, on fixed distributions (one draft), incl. q = 0 where p > 0."""
+    p = torch.tensor([[0.5, 0.3, 0.2, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    q = torch.tensor([[0.1, 0.0, 0.3, 0.6]])
+    g, n = torch.Generator().manual_seed(0), 5000
+    counts = torch.zeros(4)
+    for _ in range(n):
+        x = torch.multinomial(q[0], 1, generator=g)
+        accepted, token = spec.speculative_accept(p, q, x, g)
+        counts[x if accepted else token] += 1
+    assert tv(counts, p[0]) < tv_bound(p[0], n)
+    assert math.isclose(float(spec.expected_acceptance(p[0], q[0])), 0.1 + 0.0 + 0.2 + 0.0, abs_tol=1e-6)
+
+
+def test_residual_distribution():
+    p, q = torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.2, 0.5, 0.3])
+    assert torch.allclose(spec.residual_distribution(p, q), torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.equal(spec.residual_distribution(p, p.clone()), p)        # all zeros: falls back on p
+    p, q = torch.tensor([0.4, 0.4, 0.2]), torch.tensor([0.2, 0.3, 0.5])
+    assert torch.allclose(spec.residual_distribution(p, q), torch.tensor([2 / 3, 1 / 3, 0.0]))
+
+
+def test_filtered_probs():
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
+    assert torch.allclose(spec.filtered_probs(logits, 1.0), torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    assert torch.allclose(spec.filtered_probs(logits, 1.0, top_k=2), torch.tensor([0.625, 0.375, 0, 0]))
+    assert torch.allclose(spec.filtered_probs(logits, 1.0, top_p=0.75), torch.tensor([0.625, 0.375, 0, 0]))
+    assert torch.allclose(spec.filtered_probs(logits, 1.0, top_p=0.85), torch.tensor([0.5, 0.3, 0.15, 0]) / 0.95)
+    assert torch.allclose(spec.filtered_probs(logits, 1.0, top_p=0.1), torch.tensor([1.0, 0, 0, 0]))
+    hot = spec.filtered_probs(logits, 0.5)
+    assert torch.allclose(hot, torch.tensor([0.25, 0.09, 0.0225, 0.0025]) / 0.365)
+    # the same as transformers' warpers (temperature, then top-k, then top-p)
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+    z = torch.randn(3, V, generator=torch.Generator().manual_seed(0)) * 3
+    warped = TopPLogitsWarper(0.8)(None, TopKLogitsWarper(10)(None, TemperatureLogitsWarper(0.7)(None, z)))
+    assert torch.allclose(spec.filtered_probs(z, 0.7, top_k=10, top_p=0.8), warped.softmax(-1), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- KV caches
+
+def test_crop_convention_of_installed_transformers():
+    """``crop(-n)`` removes the last n positions in every version; a positive argument kept the first
+    n in transformers 4.x and raises in 5.x. Pinned, so an upgrade that changes it is noticed."""
+    model = llama(0, 1.0)
+    cache = spec.new_cache(model)
+    with torch.no_grad():
+        model(input_ids=ids([1, 2, 3, 4, 5, 6]), use_cache=True, **{spec.cache_keyword(model): cache})
+    assert cache.get_seq_length() == 6
+    cache.crop(-2)
+    assert cache.get_seq_length() == 4
+    major = int(importlib.metadata.version("transformers").split(".")[0])
+    if major >= 5:
+        with pytest.raises(ValueError, match="positive"):
+            cache.crop(3)
+    else:
+        cache.crop(3)
+        assert cache.get_seq_length() == 3
+    spec.crop_cache(cache, 10)                                   # keeping more than it holds: no-op
+    spec.crop_cache(cache, 2)
+    assert cache.get_seq_length() == 2
+    with pytest.raises(ValueError):
+        spec.crop_cache(cache, -1)
+
+
+def test_cache_after_rejection_and_crop_equals_fresh_forward():
+    target = llama(0, 20.0, layers=2, hidden=32)
+    prompt, drafts, accepted, correction = [3, 7, 9, 4, 12], [5, 6, 8, 10], 1, 22
+    cache, keyword = spec.new_cache(target), spec.cache_keyword(target)
+    with torch.no_grad():
+        target(input_ids=ids(prompt[:3]), use_cache=True, **{keyword: cache})                  # earlier rounds
+        target(input_ids=ids(prompt[3:] + drafts), use_cache=True, **{keyword: cache})         # verify K = 4
+        spec.crop_cache(cache, len(prompt) + accepted)                                         # drafts 2..4 rejected
+        assert cache.get_seq_length() == len(prompt) + accepted
+        cached = target(input_ids=ids([correction, 13]), use_cache=True, **{keyword: cache}).logits[0]
+        fresh = target(input_ids=ids(prompt + drafts[:accepted] + [correction, 13])).logits[0, -2:]
+    assert torch.allclose(cached, fresh, atol=1e-5, rtol=0)
+    assert cache.get_seq_length() == len(prompt) + accepted + 2
+
+
+def test_no_deprecation_warnings(greedy_models):
+    target, drafts = greedy_models
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        spec.speculative_generate(target, drafts["close"], ids(PROMPTS[0]), 8, k=3)
+        spec.speculative_generate(target, drafts["close"], ids(PROMPTS[0]), 8, k=3, temperature=0.8,
+                                  generator=torch.Generator().manual_seed(0))
+        spec.greedy_generate(target, ids(PROMPTS[0]), 8)
+    bad = [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert not bad, [str(w.message) for w in bad]
+    if spec.cache_keyword(target) == "cache":                    # why: the old name warns in transformers 5.x
+        with pytest.warns(FutureWarning, match="past_key_values"), torch.no_grad():
+            target(input_ids=ids([1, 2]), past_key_values=spec.new_cache(target), use_cache=True)
+
+
+# --------------------------------------------------------------------------- statistics, theory, errors
+
+def test_stats(greedy_models):
+    target, drafts = greedy_models
+    for name, kw in (("close", {}), ("random", {}), ("close", {"adaptive": True}), ("close", {"use_cache": False})):
+        _, stats = spec.speculative_generate(target, drafts[name], ids(PROMPTS[1]), 30, k=4, **kw)
+        assert stats.generated == 30 == stats.accepted + stats.target_calls
+        assert stats.tokens_per_target_call == stats.generated / stats.target_calls
+        assert stats.target_calls == len(stats.draft_lengths) == len(stats.accepted_counts)
+        assert stats.drafted == sum(stats.draft_lengths) == stats.draft_calls
+        assert stats.accepted == sum(stats.accepted_counts)
+        assert all(0 <= a <= d for a, d in zip(stats.accepted_counts, stats.draft_lengths))
+        assert stats.acceptance_rate == stats.accepted / stats.drafted
+        assert stats.seconds > 0 and stats.tokens_per_second == stats.generated / stats.seconds
+        if not kw:
+            assert max(stats.draft_lengths) == 4
+    _, stats = spec.speculative_generate(target, drafts["self"], ids(PROMPTS[1]), 40, k=2, adaptive=True, max_k=6)
+    assert stats.draft_lengths[:3] == [2, 4, 6] and max(stats.draft_lengths) == 6     # +2 per all-accepted round
+    _, stats = spec.speculative_generate(target, drafts["random"], ids(PROMPTS[1]), 20, k=4, adaptive=True)
+    assert stats.draft_lengths[:4] == [4, 3, 2, 1] and min(stats.draft_lengths[:-1]) == 1   # -1, not below 1
+    empty = spec.SpeculativeStats()
+    assert math.isnan(empty.acceptance_rate) and math.isnan(empty.tokens_per_target_call)
+    out, stats = spec.speculative_generate(target, drafts["close"], ids(PROMPTS[1]), 0)
+    assert torch.equal(out, ids(PROMPTS[1])) and stats.target_calls == 0
+
+
+def test_theory():
+    assert spec.expected_tokens_per_call(0.0, 4) == 1.0
+    assert spec.expected_tokens_per_call(1.0, 4) == 5.0
+    assert spec.expected_tokens_per_call(0.5, 2) == pytest.approx(1.75)
+    assert spec.expected_tokens_per_call(0.8, 3) == pytest.approx(1 + 0.8 + 0.64 + 0.512)
+    assert spec.expected_tokens_per_call(1 - 1e-9, 4) == pytest.approx(5.0)               # continuous at 1
+    assert spec.expected_speedup(0.5, 2, 0.1) == pytest.approx(1.75 / 1.2)
+    assert spec.expected_speedup(0.5, 2, 0.1, verify_cost=1.9) == pytest.approx(1.75 / 2.1)
+    assert spec.expected_speedup(1.0, 4, 0.0) == 5.0
+    for bad in ((-0.1, 2), (1.1, 2), (0.5, 0), (0.5, 1.5), (0.5, True)):
+        with pytest.raises(ValueError):
+            spec.expected_tokens_per_call(*bad)
+    with pytest.raises(ValueError, match="cost_ratio"):
+        spec.expected_speedup(0.5, 2, -0.1)
+    with pytest.raises(ValueError, match="verify_cost"):
+        spec.expected_speedup(0.5, 2, 0.1, verify_cost=0)
+
+
+def test_errors(greedy_models):
+    target, drafts = greedy_models
+    draft, prompt = drafts["close"], ids(PROMPTS[0])
+    run = lambda **kw: spec.speculative_generate(**{"target": target, "draft": draft, "input_ids": prompt,
+                                                    "max_new_tokens": 4, **kw})
+    with pytest.raises(ValueError, match="k .* >= 1"):
+        run(k=0)
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        run(temperature=-0.5)
+    with pytest.raises(ValueError, match="batch size 1"):
+        run(input_ids=torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="empty"):
+        run(input_ids=torch.zeros(1, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer"):
+        run(input_ids=torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r"draft's vocabulary \(48 logits\) differs from the target's \(32\)"):
+        run(draft=llama(3, 1.0, layers=2, hidden=32, vocab=48))
+    with pytest.raises(ValueError, match="need temperature > 0"):
+        run(top_k=5)
+    with pytest.raises(ValueError, match="top_p"):
+        run(temperature=1.0, top_p=0.0)
+    with pytest.raises(ValueError, match="draft_temperature only applies"):
+        run(draft_temperature=1.0)
+    with pytest.raises(ValueError, match="max_k"):
+        run(k=4, max_k=2)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        run(max_new_tokens=-1)
+    with pytest.raises(ValueError, match="confidence_threshold"):
+        run(confidence_threshold=1.5)
+    out, _ = run(input_ids=torch.tensor(PROMPTS[0]))             # a 1-D prompt is batch 1
+    assert out.shape == (1, len(PROMPTS[0]) + 4)
