@@ -44,6 +44,7 @@ setup: $(STAMP)
 	PY=$(PY) bash scripts/install_assets.sh
 	$(PY) -m course_lib.teachers --profile quick --augmentation shift_flip
 	$(PY) -m course_lib.llm_experiment
+	$(PY) -m course_lib.speculative_experiment
 
 course: setup
 	$(PY) scripts/run_course.py

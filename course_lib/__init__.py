@@ -25,7 +25,9 @@ Modules (one idea each; notebooks import one or two):
                 cached top-k teacher logits, vocabulary checks
 - ``speculative`` speculative decoding (batch 1): a draft proposes K tokens, the target verifies them
                 in one KV-cached pass; greedy and exact sampling, adaptive draft length, statistics,
-                the expected tokens per call and speedup
+                the expected tokens per call and speedup, greedy rounds predicted from one draft forward
+- ``llm_experiment``, ``speculative_experiment``  notebook 06's students and its speculative-decoding
+                measurements, built once by ``make setup`` (keyed artifacts)
 - ``distilbert`` DistilBERT's recipe on MiniLM: layer-copy and re-initialised students, the triple
                 loss (soft KL + CE + hidden-state cosine), a Trainer subclass, the fine-food reviews
                 and their baselines (majority, TF-IDF + logistic regression in torch)

@@ -230,7 +230,8 @@ def output_vocab_size(model: nn.Module) -> int:
     head = get() if callable(get) else None
     if head is None or not hasattr(head, "weight"):
         raise TypeError(f"{type(model).__name__} has no output embedding (lm_head) to measure")
-    return int(head.weight.shape[0])
+    weight = head.weight() if callable(head.weight) else head.weight    # a quantized Linear's is a method
+    return int(weight.shape[0])
 
 
 def shared_vocab_size(tokenizer, *models: nn.Module) -> int:

@@ -28,7 +28,8 @@ constant learning rate after a short warm-up, so that a run's state at step ``k`
 Each is evaluated on ``eval_blocks`` held-out Hamlet blocks evenly spaced over the play
 (:func:`evaluation_blocks`): perplexity and top-1 agreement with the teacher. The artifact holds
 ``results.json`` (every figure and timing), the responses and the trainable weights of the ``alone``
-and ``forward KL`` students of the first seed (the notebook's demos and notebook 06 part 2's draft).
+and ``forward KL`` students of every seed and of the ``responses`` student (the notebook's demos and
+the drafts of notebook 06 part 2, :mod:`course_lib.speculative_experiment`), about 100 MB each.
 
 **Why few blocks, seen often** (calibration on this machine; one-off scripts through this module's
 Trainer pieces). With 30 steps over 120 *distinct* blocks, forward KL against alone was decided by
@@ -234,9 +235,9 @@ def run_experiment(folder: Path, settings: LLMSettings = QUICK, progress: bool =
                          topk_mass=round(topk_share, 4))
             return student, row
 
+        suffix = "" if i == 0 else f"_seed{seed}"     # the files: student_<name><suffix>.pt
         student, kd = distil("forward KL", "forward_kl")
-        if i == 0:
-            kept["forward_kl"] = _snapshot(student)
+        kept[f"forward_kl{suffix}"] = _snapshot(student)
 
         # alone: past `steps` until the distilled run's time plus its cache (equal wall time)
         target = kd["train_seconds"] + cache_seconds
@@ -253,8 +254,8 @@ def run_experiment(folder: Path, settings: LLMSettings = QUICK, progress: bool =
         done = trainer.state.global_step
         record("alone (equal wall time)", seed, student, done, clock.seconds[done], losses,
                target_seconds=round(target, 1))
+        kept[f"alone{suffix}"] = clock.snapshots[settings.steps]
         if i == 0:
-            kept["alone"] = clock.snapshots[settings.steps]
             distil("reverse KL", "reverse_kl")
             distil(f"JSD (beta {settings.jsd_beta:g})", "jsd")
 
@@ -277,6 +278,7 @@ def run_experiment(folder: Path, settings: LLMSettings = QUICK, progress: bool =
             record("responses (sequence-level)", seed, student, settings.steps, clock.seconds[settings.steps],
                    _losses(trainer), generate_seconds=round(generate_seconds, 1),
                    response_tokens=int(real.sum()))
+            kept["responses"] = _snapshot(student)
     for name, weights in kept.items():
         torch.save(weights, folder / f"student_{name}.pt")
     results["build_seconds"] = round(time.perf_counter() - build_start, 1)
@@ -303,10 +305,21 @@ def load_results(settings: LLMSettings = QUICK) -> dict:
     return json.loads((experiment(settings) / RESULTS_FILE).read_text(encoding="utf-8"))
 
 
-def load_student(name: str, teacher, settings: LLMSettings = QUICK):
-    """The saved ``alone`` or ``forward_kl`` student of the first seed, rebuilt on ``teacher``."""
+STUDENTS = ("alone", "forward_kl", "responses")
+
+
+def load_student(name: str, teacher, settings: LLMSettings = QUICK, seed: int | None = None):
+    """A saved student rebuilt on ``teacher``: ``alone`` or ``forward_kl`` (every seed; ``seed``
+    defaults to the first) or ``responses`` (the first seed only)."""
+    if name not in STUDENTS:
+        raise ValueError(f"no saved student {name!r}: the artifact keeps {', '.join(STUDENTS)}")
+    seed = settings.seeds[0] if seed is None else seed
+    if seed not in settings.seeds or (name == "responses" and seed != settings.seeds[0]):
+        raise ValueError(f"no {name!r} student for seed {seed}: seeds {settings.seeds}"
+                         + (" (responses: the first only)" if name == "responses" else ""))
+    suffix = "" if seed == settings.seeds[0] else f"_seed{seed}"
     student = llm.pruned_student(teacher, layers=settings.student_layers)
-    student.load_state_dict(torch.load(experiment(settings) / f"student_{name}.pt"), strict=False)
+    student.load_state_dict(torch.load(experiment(settings) / f"student_{name}{suffix}.pt"), strict=False)
     return student.eval()
 
 

@@ -131,6 +131,7 @@ PROFILES: dict[str, Profile] = {
             # notebook 06: forward-KL distillation below training alone in held-out perplexity at equal
             # steps, on every seed of course_lib.llm_experiment (figures in that module's docstring)
             "06.kd_beats_alone_steps": True,
+            "06.distilled_draft_accepted_more": True,
             # notebook 07 (deployment): size and accuracy only - latency is recorded, never asserted
             "07.deployed_smaller_min": 15.0,         # fp32 teacher bytes / fastest student variant's bytes
             "07.deployed_within_teacher_points": 5.0,  # teacher accuracy - that variant's accuracy
@@ -170,6 +171,7 @@ PROFILES: dict[str, Profile] = {
             "05.kd_over_ensembles_min": None,
             "05.generation_ensemble_over_gen1_mean_min": None,
             "06.kd_beats_alone_steps": None,
+            "06.distilled_draft_accepted_more": None,
             "07.deployed_smaller_min": None,
             "07.deployed_within_teacher_points": None,
             "07.int8_within_points": None,

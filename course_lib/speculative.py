@@ -108,6 +108,9 @@ __all__ = [
     "expected_acceptance",
     "expected_tokens_per_call",
     "expected_speedup",
+    "required_acceptance",
+    "greedy_agreement",
+    "simulate_greedy",
     "new_cache",
     "cache_keyword",
     "crop_cache",
@@ -318,6 +321,84 @@ def expected_speedup(alpha: float, k: int, cost_ratio: float, verify_cost: float
     if isinstance(verify_cost, bool) or not isinstance(verify_cost, Real) or verify_cost <= 0:
         raise ValueError(f"verify_cost (verify pass / target step) must be > 0, got {verify_cost!r}")
     return tokens / (k * cost_ratio + verify_cost)
+
+
+def required_acceptance(speedup: float, k: int, cost_ratio: float, verify_cost: float = 1.0) -> float:
+    """The per-token acceptance ``alpha`` at which :func:`expected_speedup` reaches ``speedup``
+    (1.0: break-even), found by bisection (the speedup grows with ``alpha``); ``nan`` when even
+    ``alpha = 1`` falls short (then only a cheaper draft or verify pass can get there)."""
+    if isinstance(speedup, bool) or not isinstance(speedup, Real) or speedup <= 0:
+        raise ValueError(f"speedup must be > 0, got {speedup!r}")
+    if expected_speedup(1.0, k, cost_ratio, verify_cost) < speedup:
+        return math.nan
+    if expected_speedup(0.0, k, cost_ratio, verify_cost) >= speedup:
+        return 0.0
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        if expected_speedup(mid, k, cost_ratio, verify_cost) < speedup:
+            low = mid
+        else:
+            high = mid
+    return high
+
+
+# --------------------------------------------------------------------------- greedy rounds, predicted
+
+@torch.no_grad()
+def greedy_agreement(draft: nn.Module, sequence: torch.Tensor, prompt_length: int) -> torch.Tensor:
+    """Where the draft's greedy choice agrees with ``sequence`` after the prompt: ``[n]`` bools,
+    ``n = len(sequence) - prompt_length``, entry ``j`` True iff the draft's argmax after
+    ``sequence[:prompt_length + j]`` is ``sequence[prompt_length + j]``. One forward pass.
+
+    With ``sequence`` the target's own greedy output, this decides every greedy speculative round:
+    the drafts of a round continue an accepted prefix of that output, so a round starting at
+    position ``i`` accepts exactly as many drafts as there are consecutive True entries from ``i``
+    (at most ``K``). :func:`simulate_greedy` replays the rounds for any ``K``, and ``mean()`` of
+    this vector is the per-token acceptance ``alpha`` the theory asks for."""
+    tokens = _prompt(sequence)
+    if not 1 <= prompt_length < tokens.shape[1]:
+        raise ValueError(f"prompt_length must be in [1, {tokens.shape[1] - 1}] (sequence of {tokens.shape[1]} "
+                         f"tokens), got {prompt_length!r}")
+    tokens = tokens.to(_device(draft))
+    logits = draft(input_ids=tokens[:, :-1], use_cache=False).logits[0, prompt_length - 1:]
+    return (logits.argmax(-1) == tokens[0, prompt_length:]).cpu()
+
+
+def simulate_greedy(agreement: torch.Tensor, k: int, adaptive: bool = False,
+                    max_k: int | None = None) -> SpeculativeStats:
+    """The statistics :func:`speculative_generate` (greedy, fixed ``k`` or ``adaptive``, no
+    confidence stop) would report for the continuation behind ``agreement``
+    (:func:`greedy_agreement`), without running either model: ``target_calls``, ``draft_calls``,
+    ``drafted``, ``accepted``, ``generated``, the per-round lists; ``seconds`` stays 0.
+
+    It follows the generator's rules: a round drafts ``min(K, tokens still wanted - 1)`` tokens,
+    accepts the run of agreements from its first position (at most the drafted count), then adds
+    the target's token; the adaptive length moves +2 / -1 within ``[1, max_k]``. The
+    continuation's last token is taken as the last wanted one (``max_new_tokens = len(agreement)``,
+    or an end-of-sequence token there)."""
+    _check_k(k)
+    max_k = 2 * k if max_k is None else max_k
+    _check_k(max_k, "max_k")
+    agree = [bool(a) for a in torch.as_tensor(agreement).reshape(-1).tolist()]
+    n, position, k_now = len(agree), 0, k
+    stats = SpeculativeStats()
+    while position < n:
+        drafted = min(k_now, n - position - 1)
+        accepted = 0
+        while accepted < drafted and agree[position + accepted]:
+            accepted += 1
+        stats.target_calls += 1
+        stats.draft_calls += drafted
+        stats.drafted += drafted
+        stats.accepted += accepted
+        stats.draft_lengths.append(drafted)
+        stats.accepted_counts.append(accepted)
+        stats.generated += accepted + 1
+        position += accepted + 1
+        if adaptive and drafted > 0:
+            k_now = min(k_now + 2, max_k) if accepted == drafted else max(1, k_now - 1)
+    return stats
 
 
 # --------------------------------------------------------------------------- generation

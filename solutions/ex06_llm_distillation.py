@@ -8,9 +8,10 @@ time limit, and a function that modifies its input tensors in place scores zero 
 Grade your work from a notebook cell with::
 
     from course_lib.grading import grade
-    grade("../exercises", only="ex06")
+    grade("../exercises", only="ex06_llm")
 
-or from the repository root with ``python -m course_lib.grading exercises --only ex06``.
+or from the repository root with ``python -m course_lib.grading exercises --only ex06_llm``
+(``--only ex06`` also grades ``ex06_speculative.py``, the exercises of part 2).
 
 Notation. A batch of ``B`` sequences of ``S`` tokens over a vocabulary of ``V`` words: the logits
 are ``[B, S, V]`` (``z_s`` the student's, ``z_t`` the teacher's, on the same tokens), a mask or

@@ -471,10 +471,60 @@ def test_the_distillation_experiment_runs_every_student_on_the_real_teacher(real
     assert 0 < runs["forward KL", first]["topk_mass"] <= 1
     assert len((tmp_path / llm_experiment.RESPONSES_FILE).read_text().splitlines()) == settings.train_blocks
     student = llm.pruned_student(teacher, layers=settings.student_layers)
-    missing, unexpected = student.load_state_dict(torch.load(tmp_path / "student_forward_kl.pt"), strict=False)
-    assert not unexpected and all("embed_tokens" in k or "lm_head" in k for k in missing)
+    saved = {"forward_kl", "alone", "responses", f"forward_kl_seed{second}", f"alone_seed{second}"}
+    assert {p.stem.removeprefix("student_") for p in tmp_path.glob("student_*.pt")} == saved
+    for name in saved:
+        missing, unexpected = student.load_state_dict(torch.load(tmp_path / f"student_{name}.pt"), strict=False)
+        assert not unexpected and all("embed_tokens" in k or "lm_head" in k for k in missing)
     assert results["build_seconds"] > 0 and "threads" in results["machine"]
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())   # left as it was
+
+
+@pytest.mark.slow
+def test_the_speculative_measurements_run_on_the_real_pair(real_teacher, tmp_path):
+    """course_lib.speculative_experiment end to end at a toy size (2 prompts of 6 new tokens, 1 decoded
+    live) on the real teacher and part 1's saved students (the artifact `make setup` built): every
+    figure the notebook reads is there, consistent, and the live rounds equal the simulated ones."""
+    import dataclasses
+
+    from course_lib import llm_experiment, speculative_experiment as se
+
+    teacher, tokenizer = real_teacher
+    settings = dataclasses.replace(se.QUICK, prompts=2, live_prompts=1, candidates=8, new_tokens=6,
+                                   simulate_k=(1, 2), verify_tokens=(1, 2, 3), timing_repeats=1)
+    r = se.run_experiment(tmp_path, settings, progress=False, teacher=teacher, tokenizer=tokenizer)
+    assert json.loads((tmp_path / se.RESULTS_FILE).read_text()) == json.loads(json.dumps(r))   # tuples: lists
+    assert r["prompts"]["kept"] == 2 and len(r["prompts"]["candidate_indices"]) == 2
+    for name in ("fp32", "bf16", "int8"):
+        t = r["target"][name]
+        assert t["tokens_per_second"] > 0 and t["verify_ratio"]["1"] == 1.0 and set(t["forward_ms"]) == {"1", "2", "3"}
+    assert set(r["drafts"]) == {"random layers", "pruned copy", "alone", "forward KL", "responses", "alone (seed 1)",
+                                "forward KL (seed 1)"}
+    for d in r["drafts"].values():
+        assert 0 <= d["alpha"] <= 1 and d["tokens"] == 12 and 0 < d["cost_ratio"] < 1
+        assert set(d["by_k"]) == {"1", "2", "adaptive"}
+        assert 1 <= d["by_k"]["2"]["tokens_per_call"] <= 3
+    assert r["drafts"]["random layers"]["alpha"] <= r["drafts"]["forward KL"]["alpha"]
+    for name, row in r["live"].items():
+        assert row["tokens_per_second"] > 0 and row.get("matches_simulation", True), name
+    assert r["assisted_generation"]["speedup"] > 0 and r["prompt_lookup"]["speedup"] > 0
+    for pair in r["pairs"].values():
+        assert set(pair) == {"cost_ratio", "alpha", "K=1", "K=2"} and 0 <= pair["K=1"]["identical_outputs"] <= 1
+    assert r["target"]["fp32"]["verify_vs_steps_max_logit_diff"] < 1e-3 < r["target"]["int8"]["verify_vs_steps_max_logit_diff"]
+    assert set(r["required_acceptance"]) == {f"{n} K={k}" for n in ("fp32", "bf16", "int8") for k in (1, 2)}
+    _, held_out = llm.token_blocks(tokenizer, llm_experiment.QUICK.block_size, progress=False)
+    assert [p.shape for p in se.kept_prompts(held_out, r)] == [torch.Size([1, settings.prompt_tokens])] * 2
+
+
+def test_saved_students_are_named():
+    from course_lib import llm_experiment
+
+    with pytest.raises(ValueError, match="no saved student 'reverse_kl'"):
+        llm_experiment.load_student("reverse_kl", None)
+    with pytest.raises(ValueError, match="responses: the first only"):
+        llm_experiment.load_student("responses", None, seed=1)
+    with pytest.raises(ValueError, match="seeds"):
+        llm_experiment.load_student("alone", None, seed=7)
 
 
 def test_the_experiment_settings_exist_for_the_quick_profile_only():

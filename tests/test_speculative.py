@@ -326,6 +326,81 @@ def test_theory():
         spec.expected_speedup(0.5, 2, 0.1, verify_cost=0)
 
 
+def _position_logits(model, tokens, prefix, width):
+    """The logits after ``tokens[:prefix + 1]``, from a cached forward over ``width`` new tokens."""
+    keyword = spec.cache_keyword(model)
+    with torch.no_grad():
+        cache = spec.new_cache(model)
+        model(input_ids=tokens[:, :prefix], **{keyword: cache})
+        return model(input_ids=tokens[:, prefix:prefix + width], **{keyword: cache}).logits[0, 0].float()
+
+
+def test_dynamic_int8_makes_the_verify_pass_another_function(greedy_models):
+    """Greedy speculative decoding reproduces the target's output only if a verify pass over several
+    tokens computes the logits that one-token steps compute. fp32: equal up to rounding. Dynamic
+    int8 quantization scales each forward's activations by ONE number computed from all its tokens,
+    so a position's logits depend on the other tokens of the pass (notebook 06 measures both, and
+    bf16, on the real teacher). The quantized model's output layer has a weight *method*: the
+    vocabulary check reads it."""
+    from course_lib.compress import quantize_dynamic_int8
+    from course_lib.llm import output_vocab_size
+
+    target, _ = greedy_models
+    tokens = torch.tensor([[3, 7, 9, 4, 30, 1, 12, 8]])
+    one, four = _position_logits(target, tokens, 4, 1), _position_logits(target, tokens, 4, 4)
+    assert (one - four).abs().max() <= 1e-4
+    q_target, replaced = quantize_dynamic_int8(target)
+    assert "lm_head" in replaced and output_vocab_size(q_target) == V
+    one, four = _position_logits(q_target, tokens, 4, 1), _position_logits(q_target, tokens, 4, 4)
+    assert (one - four).abs().max() > 1e-3
+    out, stats = spec.speculative_generate(q_target, q_target, ids(PROMPTS[0]), 8, k=2)   # it runs
+    assert out.shape == (1, len(PROMPTS[0]) + 8) and stats.generated == 8
+
+
+def test_required_acceptance():
+    for speedup, k, c, v in [(1.0, 4, 0.15, 1.0), (1.5, 4, 0.15, 1.9), (1.0, 2, 0.4, 1.1), (2.0, 6, 0.05, 1.2)]:
+        alpha = spec.required_acceptance(speedup, k, c, v)
+        assert 0 < alpha < 1
+        assert spec.expected_speedup(alpha, k, c, v) == pytest.approx(speedup, rel=1e-9)
+        assert spec.expected_speedup(alpha - 1e-3, k, c, v) < speedup
+    assert spec.required_acceptance(1.0, 2, 0.5, 2.5) != spec.required_acceptance(1.0, 2, 0.5, 2.5)   # nan: 3/3.5 < 1
+    assert spec.required_acceptance(0.5, 1, 0.1, 1.0) == 0.0                                        # 1/1.1 >= 0.5
+    with pytest.raises(ValueError, match="speedup"):
+        spec.required_acceptance(0.0, 2, 0.1)
+
+
+@pytest.mark.parametrize("draft_name", ["self", "close", "random"])
+def test_simulated_rounds_equal_the_generators_statistics(greedy_models, draft_name):
+    """One forward of the draft over the target's greedy output predicts every greedy round, for any
+    K and for the adaptive length: the simulated statistics equal the generator's, field by field."""
+    target, drafts = greedy_models
+    draft = drafts[draft_name]
+    for prompt in PROMPTS:
+        expected, _ = spec.greedy_generate(target, ids(prompt), 16)
+        agreement = spec.greedy_agreement(draft, expected, len(prompt))
+        assert agreement.shape == (16,) and agreement.dtype == torch.bool
+        for k, adaptive in [(1, False), (2, False), (3, False), (5, False), (2, True), (1, True)]:
+            _, live = spec.speculative_generate(target, draft, ids(prompt), 16, k=k, adaptive=adaptive)
+            simulated = spec.simulate_greedy(agreement, k, adaptive=adaptive)
+            for field in ("target_calls", "draft_calls", "drafted", "accepted", "generated", "draft_lengths",
+                          "accepted_counts"):
+                assert getattr(simulated, field) == getattr(live, field), (draft_name, prompt, k, adaptive, field)
+    with pytest.raises(ValueError, match="prompt_length"):
+        spec.greedy_agreement(draft, expected, expected.shape[1])
+
+
+def test_simulate_greedy_limits():
+    always, never = torch.ones(10, dtype=torch.bool), torch.zeros(10, dtype=torch.bool)
+    s = spec.simulate_greedy(always, 4)             # rounds of 5 tokens: 5 + 5 (the last drafts 4 of the 5 left)
+    assert (s.target_calls, s.generated, s.draft_lengths, s.accepted_counts) == (2, 10, [4, 4], [4, 4])
+    s = spec.simulate_greedy(never, 3)              # every round: 1 token of the target's
+    assert (s.target_calls, s.generated, s.accepted) == (10, 10, 0) and s.draft_lengths == [3] * 7 + [2, 1, 0]
+    s = spec.simulate_greedy(always, 1, adaptive=True, max_k=4)
+    assert s.draft_lengths == [1, 3, 3] and s.generated == 10     # 2 + 4 + 4 tokens
+    with pytest.raises(ValueError):
+        spec.simulate_greedy(always, 0)
+
+
 def test_errors(greedy_models):
     target, drafts = greedy_models
     draft, prompt = drafts["close"], ids(PROMPTS[0])
