@@ -509,3 +509,51 @@ def test_real_encoder_and_reviews(real_sources):
                                   [s_out.hidden_states[i] for i in (1, 2, 3)],
                                   [t_out.hidden_states[i] for i in (2, 4, 6)], data.tensors["attention_mask"])
     assert math.isfinite(total.item()) and 0 < parts["cos"].item() < 1
+
+
+@pytest.mark.slow
+def test_the_case_study_runs_every_student_at_a_toy_size(real_sources, tmp_path):
+    """course_lib.distilbert_experiment end to end on the real encoder and reviews at a toy size (64
+    training reviews, 32 test reviews, a few steps): every run of the design on the seeds it
+    promises, the figures notebook 08 reads, the saved models. Its accuracies say nothing at this size."""
+    import dataclasses
+
+    from course_lib import distilbert_experiment as de
+
+    settings = dataclasses.replace(de.QUICK, train_reviews=64, test_reviews=32, batch_size=16, teacher_epochs=1,
+                                   latency_length=16, latency_repeats=1)
+    r = de.run_experiment(tmp_path, settings, progress=False)
+    assert r["data"]["train"] == 64 and r["data"]["test"] == 32 and 0 <= r["data"]["truncated_share"] <= 1
+    assert 0 <= r["baselines"]["majority"]["accuracy"] <= 100 and 0 <= r["baselines"]["tf_idf"]["accuracy"] <= 100
+    assert r["teacher"]["parameters"] > 22.7e6 and len(r["teacher"]["losses"]) >= 0
+    runs = {(row["name"], row["seed"]): row for row in r["runs"]}
+    first, second = settings.seeds
+    for name in ("copy + KD", "copy, labels only", "random, labels only"):
+        assert (name, first) in runs and (name, second) in runs
+    for name in ("random + KD", "copy + KD, no KL", "copy + KD, no CE", "copy + KD, no cos"):
+        assert (name, first) in runs and (name, second) not in runs
+    assert runs["copy + KD, no CE", first]["weights"] == [settings.weights[0], 0.0, settings.weights[2]]
+    assert len(r["runs"]) == len(de.student_runs(settings)) == 10
+    for row in r["runs"]:
+        assert 0 <= row["accuracy"] <= 100 and row["train_seconds"] > 0
+        assert row["retained"] == pytest.approx(100 * row["accuracy"] / r["teacher"]["accuracy"], abs=0.01)
+    speed = r["size_speed"]
+    assert speed["teacher"]["layers"] == 6 and speed["student"]["layers"] == 3
+    assert 0.7 < speed["parameter_ratio"] < 0.8 and speed["speedup_batch"] > 0 and speed["speedup_1"] > 0
+    assert r["layer_map"] == {"1": 2, "2": 4, "3": 6}
+    teacher, tokenizer = db.load_encoder(num_labels=2)
+    teacher.load_state_dict(torch.load(tmp_path / de.TEACHER_FILE))
+    student = db.layer_copy_student(teacher)
+    student.load_state_dict(torch.load(tmp_path / de.STUDENT_FILE))
+    data = db.encode_reviews(tokenizer, db.load_reviews()[1].subset(32), max_length=settings.max_length)
+    assert db.evaluate_accuracy(teacher, data) == pytest.approx(r["teacher"]["accuracy"], abs=0.005)
+    assert db.evaluate_accuracy(student, data) == pytest.approx(runs["copy + KD", first]["accuracy"], abs=0.005)
+
+
+def test_case_study_settings_exist_for_the_quick_profile_only():
+    from course_lib import distilbert_experiment as de
+    from course_lib.profiles import get_profile
+
+    assert de.settings_for(get_profile("quick")) is de.QUICK
+    with pytest.raises(NotImplementedError, match="SST-2"):
+        de.settings_for(get_profile("full"))

@@ -1,0 +1,262 @@
+"""Notebook 08's DistilBERT case study, built once as a cached artifact (like
+:mod:`course_lib.llm_experiment`): the teacher fine-tuned, every student trained, latency measured.
+
+A teacher fine-tuning takes minutes on a CPU, and the students several more, so the runs are made
+here, once, keyed by their inputs (:mod:`course_lib.artifacts`); the notebook loads the results,
+re-measures the saved models live and runs a short distillation itself.
+
+**The runs** (``DistilBertSettings``; quick profile). Reviews tokenised to ``max_length`` tokens,
+batches of ``batch_size``, AdamW with linear decay after a ``warmup_ratio`` warm-up, all through
+:class:`course_lib.distilbert.EncoderDistillationTrainer` (the teacher's fine-tuning too: weights
+``(0, 1, 0)`` is plain cross-entropy on the labels through the same code).
+
+- ``teacher``: all-MiniLM-L6-v2 with a new 2-class head, fine-tuned ``teacher_epochs`` epochs
+  (the first seed). Its logits and its hidden states at the layers ``default_layer_map`` pairs with
+  the student's are cached once over the training set (:func:`distilbert.teacher_outputs`).
+- Students (3 layers, ``student_epochs`` epochs at ``student_lr``), on every seed unless noted:
+  ``copy + KD`` (teacher layers ``student_layers`` copied, DistilBERT's rule; triple loss with
+  ``weights``), ``copy, labels only`` (same initialisation, CE only), ``random, labels only`` (the
+  same architecture re-initialised: :func:`distilbert.random_student`) and, on the first seed,
+  ``random + KD`` and the ablation of ``copy + KD``: each of the three terms dropped once.
+  A seed sets the data order, the dropout and (random students) the initial weights.
+- Evaluation: accuracy on the 1,000 test reviews; parameters; latency of the teacher and the
+  student (forward, eval mode, best of ``latency_repeats``) at ``batch_size x latency_length``
+  and ``1 x latency_length`` tokens; the majority and TF-IDF + logistic-regression baselines.
+
+The artifact holds ``results.json`` (every figure and timing) and the weights of the fine-tuned
+teacher and of the first seed's ``copy + KD`` student (``teacher.pt``, ``student_copy_kd.pt``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from . import distilbert as db
+from .artifacts import cached_artifact, source_fingerprint, torch_version
+from .timing import best_of
+
+EXPERIMENT_NAME = "distilbert_case_study"
+RESULTS_FILE = "results.json"
+TEACHER_FILE = "teacher.pt"
+STUDENT_FILE = "student_copy_kd.pt"
+RECIPE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DistilBertSettings:
+    max_length: int = 64
+    batch_size: int = 32
+    teacher_epochs: int = 2
+    teacher_lr: float = 5e-5
+    student_epochs: int = 1
+    student_lr: float = 1e-4
+    warmup_ratio: float = 0.1
+    temperature: float = 2.0
+    weights: tuple[float, float, float] = db.DEFAULT_WEIGHTS
+    student_layers: tuple[int, ...] = (0, 2, 4)
+    seeds: tuple[int, ...] = (0, 1)
+    train_reviews: int | None = None          # None: all 4,000 (a subset only for tests)
+    test_reviews: int | None = None           # None: all 1,000
+    latency_length: int = 128
+    latency_repeats: int = 5
+
+
+QUICK = DistilBertSettings()
+
+def settings_for(profile) -> DistilBertSettings:
+    """The quick profile's settings; the full profile (bert-base on SST-2, a GPU) is not implemented."""
+    if profile.name == "quick":
+        return QUICK
+    raise NotImplementedError(f"notebook 08 has no {profile.name!r}-profile settings yet (bert-base-uncased on "
+                              f"SST-2 needs a GPU and downloads); run it with COURSE_PROFILE=quick")
+
+
+def _ablation(settings: DistilBertSettings) -> dict[str, tuple[float, float, float]]:
+    """``copy + KD`` with each term of ``weights`` dropped once (the two others unchanged)."""
+    kd, ce, cos = settings.weights
+    return {"copy + KD, no KL": (0.0, ce, cos), "copy + KD, no CE": (kd, 0.0, cos),
+            "copy + KD, no cos": (kd, ce, 0.0)}
+
+
+def _args(folder: Path, settings: DistilBertSettings, seed: int, epochs: int, lr: float, progress: bool,
+          examples: int):
+    from transformers import TrainingArguments
+
+    steps = math.ceil(examples / settings.batch_size) * epochs     # transformers 5 has no warmup_ratio
+    return TrainingArguments(
+        output_dir=str(folder), num_train_epochs=epochs, per_device_train_batch_size=settings.batch_size,
+        learning_rate=lr, lr_scheduler_type="linear", warmup_steps=round(settings.warmup_ratio * steps),
+        weight_decay=0.01,
+        logging_steps=10, save_strategy="no", report_to="none", use_cpu=True, seed=seed, data_seed=seed,
+        disable_tqdm=not progress, dataloader_num_workers=0)
+
+
+def _train(model, dataset, args, *, weights, layer_map, temperature, progress) -> tuple[float, list[float]]:
+    """Train ``model`` in place; ``(seconds, logged losses)``."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer = db.EncoderDistillationTrainer(model=model, args=args, train_dataset=dataset, teacher=None,
+                                            layer_map=layer_map, temperature=temperature, weights=weights)
+    if not progress:
+        trainer.remove_callback(PrinterCallback)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    return seconds, [round(e["loss"], 4) for e in trainer.state.log_history if "loss" in e]
+
+
+@torch.no_grad()
+def latency_ms(model, batch: int, length: int, repeats: int = 5, vocab: int = 30522) -> float:
+    """Best-of-``repeats`` milliseconds of one eval-mode forward over ``batch x length`` random tokens
+    (every token real), after one warm-up call."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, vocab, (batch, length), generator=g)
+    mask = torch.ones_like(ids)
+    was_training = model.training
+    model.eval()
+    try:
+        return 1000 * best_of(lambda: model(input_ids=ids, attention_mask=mask), repeats=repeats, warmup=1)
+    finally:
+        model.train(was_training)
+
+
+def student_runs(settings: DistilBertSettings) -> list[tuple[str, int, str, tuple[float, float, float]]]:
+    """``(name, seed, init, weights)`` of every student run, in the order they are made."""
+    first = settings.seeds[0]
+    runs = []
+    for seed in settings.seeds:
+        runs += [("copy + KD", seed, "copy", settings.weights), ("copy, labels only", seed, "copy", (0.0, 1.0, 0.0)),
+                 ("random, labels only", seed, "random", (0.0, 1.0, 0.0))]
+    runs.append(("random + KD", first, "random", settings.weights))
+    runs += [(name, first, "copy", w) for name, w in _ablation(settings).items()]
+    return runs
+
+
+def run_experiment(folder: Path, settings: DistilBertSettings = QUICK, progress: bool = True) -> dict:
+    """Every run of the module docstring into ``folder``; returns the results."""
+    def say(message: str) -> None:
+        if progress:
+            print(f"[distilbert] {message}", flush=True)
+
+    build_start = time.perf_counter()
+    train, test = db.load_reviews()
+    if settings.train_reviews is not None:
+        train = train.subset(settings.train_reviews)
+    if settings.test_reviews is not None:
+        test = test.subset(settings.test_reviews)
+    results: dict = {"settings": dataclasses.asdict(settings), "data": {"train": len(train), "test": len(test)},
+                     "baselines": {"majority": db.majority_baseline(train, test),
+                                   "tf_idf": db.tf_idf_baseline(train, test)}}
+    say(f"baselines: {results['baselines']}")
+    teacher, tokenizer = db.load_encoder(num_labels=2, seed=settings.seeds[0])
+    enc_train = db.encode_reviews(tokenizer, train, max_length=settings.max_length)
+    enc_test = db.encode_reviews(tokenizer, test, max_length=settings.max_length)
+    real = enc_train.tensors["attention_mask"].sum(1).float()
+    results["data"]["truncated_share"] = round(float((real == settings.max_length).float().mean()), 4)
+
+    # the teacher: fine-tuned on the labels through the same trainer
+    args = _args(folder / "tmp", settings, settings.seeds[0], settings.teacher_epochs, settings.teacher_lr, progress,
+                 len(enc_train))
+    seconds, losses = _train(teacher, enc_train, args, weights=(0.0, 1.0, 0.0), layer_map={},
+                             temperature=settings.temperature, progress=progress)
+    teacher.eval()
+    results["teacher"] = {"accuracy": round(db.evaluate_accuracy(teacher, enc_test), 2),
+                          "train_seconds": round(seconds, 1), "losses": losses,
+                          "parameters": sum(p.numel() for p in teacher.parameters())}
+    say(f"teacher: {results['teacher']['accuracy']}% after {seconds:.0f} s")
+    torch.save(teacher.state_dict(), folder / TEACHER_FILE)
+
+    # its outputs, cached once for every student
+    layer_map = db.default_layer_map(len(settings.student_layers), teacher.config.num_hidden_layers)
+    start = time.perf_counter()
+    cached = db.teacher_outputs(teacher, enc_train, layer_map)
+    results["teacher"]["cache_seconds"] = round(time.perf_counter() - start, 1)
+    results["layer_map"] = {str(k): v for k, v in layer_map.items()}
+
+    results["runs"] = []
+    for name, seed, init, weights in student_runs(settings):
+        student = (db.layer_copy_student(teacher, settings.student_layers) if init == "copy"
+                   else db.random_student(teacher, settings.student_layers, seed=seed))
+        dataset = cached if weights[0] or weights[2] else enc_train
+        seconds, losses = _train(student, dataset, _args(folder / "tmp", settings, seed, settings.student_epochs,
+                                                         settings.student_lr, progress, len(enc_train)),
+                                 weights=weights, layer_map=layer_map if dataset is cached else {},
+                                 temperature=settings.temperature, progress=progress)
+        row = {"name": name, "seed": seed, "init": init, "weights": list(weights),
+               "accuracy": round(db.evaluate_accuracy(student, enc_test), 2), "train_seconds": round(seconds, 1),
+               "losses": losses}
+        row["retained"] = round(100 * row["accuracy"] / results["teacher"]["accuracy"], 2)
+        results["runs"].append(row)
+        say(f"{name:<22} seed {seed}: {row['accuracy']}% ({row['retained']}% of the teacher) in {seconds:.0f} s")
+        if name == "copy + KD" and seed == settings.seeds[0]:
+            torch.save(student.state_dict(), folder / STUDENT_FILE)
+            kept = student
+
+    # size and speed, teacher against the student
+    results["size_speed"] = {}
+    for label, model in (("teacher", teacher), ("student", kept)):
+        results["size_speed"][label] = {
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "layers": model.config.num_hidden_layers,
+            f"ms_batch_{settings.batch_size}": round(latency_ms(model, settings.batch_size, settings.latency_length,
+                                                                settings.latency_repeats), 1),
+            "ms_batch_1": round(latency_ms(model, 1, settings.latency_length, settings.latency_repeats), 2)}
+    t, s = results["size_speed"]["teacher"], results["size_speed"]["student"]
+    key = f"ms_batch_{settings.batch_size}"
+    results["size_speed"]["speedup_batch"] = round(t[key] / s[key], 3)
+    results["size_speed"]["speedup_1"] = round(t["ms_batch_1"] / s["ms_batch_1"], 3)
+    results["size_speed"]["parameter_ratio"] = round(s["parameters"] / t["parameters"], 4)
+    say(f"size and speed: {results['size_speed']}")
+    results["build_seconds"] = round(time.perf_counter() - build_start, 1)
+    results["machine"] = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    (folder / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return results
+
+
+def experiment_key_inputs(settings: DistilBertSettings = QUICK) -> dict:
+    return {"recipe_version": RECIPE_VERSION, "settings": dataclasses.asdict(settings), "torch": torch_version(),
+            "encoder": db.ENCODER_PACKAGE,
+            "code": source_fingerprint(run_experiment, student_runs, _ablation, _train, _args, latency_ms,
+                                       db.EncoderDistillationTrainer, db.triple_loss, db.layer_copy_student,
+                                       db.random_student, db.reinitialise, db.teacher_outputs, db.encode_reviews)}
+
+
+def experiment(settings: DistilBertSettings = QUICK, *, rebuild: bool = False, progress: bool = True) -> Path:
+    """The artifact folder, built first if missing."""
+    return cached_artifact(EXPERIMENT_NAME, experiment_key_inputs(settings),
+                           lambda folder: run_experiment(folder, settings, progress), rebuild=rebuild)
+
+
+def load_results(settings: DistilBertSettings = QUICK) -> dict:
+    return json.loads((experiment(settings) / RESULTS_FILE).read_text(encoding="utf-8"))
+
+
+def load_models(settings: DistilBertSettings = QUICK):
+    """``(teacher, student, tokenizer)``: the fine-tuned teacher and the first seed's ``copy + KD``
+    student, rebuilt from the artifact's weights, in eval mode."""
+    folder = experiment(settings)
+    teacher, tokenizer = db.load_encoder(num_labels=2, seed=settings.seeds[0])
+    teacher.load_state_dict(torch.load(folder / TEACHER_FILE))
+    student = db.layer_copy_student(teacher, settings.student_layers)
+    student.load_state_dict(torch.load(folder / STUDENT_FILE))
+    return teacher.eval(), student.eval(), tokenizer
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from .profiles import configure_threads
+
+    parser = argparse.ArgumentParser(description="Build notebook 08's DistilBERT case study (a cached artifact).")
+    parser.add_argument("--rebuild", action="store_true", help="run it again even if the artifact exists")
+    cli = parser.parse_args()
+    configure_threads()
+    start = time.perf_counter()
+    folder = experiment(rebuild=cli.rebuild)
+    print(f"[distilbert_experiment] {folder} ({time.perf_counter() - start:.0f} s)")
