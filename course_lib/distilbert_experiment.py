@@ -36,7 +36,7 @@ in one epoch at this learning rate, so it is not yet a fair control (issue 13's 
 every difference between copied students is within one test-set standard error (1.2 points at
 1,000 reviews) - at this size the initialisation decides, not the loss. Latency (eval, best of 5):
 teacher 1,125 ms at 32 x 128 tokens against the student's 567 ms (1.98x), 48.0 against 25.3 ms at
-1 x 128 (1.90x); the student has 76.6% of the teacher's parameters (embeddings are most of both).
+1 x 128 (1.90x); the student has 76.6% of the teacher's parameters (the 11.7M of the embeddings are half the teacher).
 Not yet in ``make setup``: notebook 08 is a draft (``notebooks/drafts/``) until the random-init
 control is calibrated.
 """

@@ -505,22 +505,26 @@ for name in ("fp32", "bf16", "int8"):
           f"{r['target'][name]['verify_vs_steps_max_logit_diff']:.2g}")
 for name, pair in r["pairs"].items():
     t = r["target"][name]
-    print(f"{name} target alone: {t['tokens_per_second']:.2f} tokens/s (fp32 {fp32['tokens_per_second']:.2f}), "
-          f"same continuation as fp32 on {t['same_continuations_as_fp32']} of {r['prompts']['live']} prompts; "
-          f"v(3) {t['verify_ratio']['3']:.2f} (fp32 {fp32['verify_ratio']['3']:.2f}), draft c {pair['cost_ratio']:.2f}")
+    print(f"{name} target alone {t['tokens_per_second']:.1f} tokens/s (fp32 {fp32['tokens_per_second']:.1f}); "
+          f"v(3) {t['verify_ratio']['3']:.2f} (fp32 {fp32['verify_ratio']['3']:.2f}); draft c {pair['cost_ratio']:.2f}")
     for k in (1, 2):
         row = pair[f"K={k}"]
-        print(f"   {name} pair K={k}: {row['tokens_per_second']:.2f} tokens/s = {row['speedup_over_own_greedy']:.2f}x "
-              f"its greedy, {row['speedup_over_fp32_greedy']:.2f}x fp32 greedy; output identical to its greedy on "
-              f"{row['identical_outputs']} of {r['prompts']['live']} prompts")
+        print(f"  pair K={k}: {row['tokens_per_second']:.1f} tokens/s = {row['speedup_over_own_greedy']:.2f}x its "
+              f"greedy, {row['speedup_over_fp32_greedy']:.2f}x fp32's; same tokens as its greedy: "
+              f"{row['identical_outputs']}/{r['prompts']['live']} prompts")
 assert r["target"]["fp32"]["verify_vs_steps_max_logit_diff"] < 1e-3      # fp32: the same function, up to rounding
-print("\nacceptance alpha needed (distilled draft's measured c and v; '-': out of reach even at alpha = 1):")
+
+# %% code subslide
 def needed(a):
     return "-" if a is None else f"{a:.2f}"       # None: even alpha = 1 falls short
+
+
+print(f"acceptance needed with the distilled draft (its alpha: {distilled['alpha']:.2f}); '-': out of reach")
+print("| target | c | v | break-even | 1.5x | break-even if v = 1 |")
+print("|---|---|---|---|---|---|")
 for name, need in r["required_acceptance"].items():
-    print(f"  {name}: c {need['c']:.2f}, v {need['v']:.2f} -> break-even {needed(need['break_even'])}, "
-          f"1.5x {needed(need['1.5x'])}; with v = 1: break-even {needed(need['break_even_if_v_1'])}")
-print(f"measured alpha: forward KL {distilled['alpha']:.3f}")
+    print(f"| {name} | {need['c']:.2f} | {need['v']:.2f} | {needed(need['break_even'])} | {needed(need['1.5x'])} "
+          f"| {needed(need['break_even_if_v_1'])} |")
 
 # %% code skip
 # The claim: the distilled draft is accepted more often than the one trained alone, on every seed.
