@@ -29,7 +29,7 @@ help:
 	@echo "make slides   offline reveal.js decks in build/slides/"
 	@echo "make benchmark  engine speed figures -> build/benchmark.json"
 	@echo "make publish-results  (maintainers) copy the results table of build/results.json into README.md"
-	@echo "make setup    venv + pinned packages + offline assets + quick-profile teachers + LLM runs (idempotent)"
+	@echo "make setup    venv + pinned packages + offline assets + quick-profile teachers + LLM and DistilBERT runs (idempotent)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,7 @@ setup: $(STAMP)
 	$(PY) -m course_lib.teachers --profile quick --augmentation shift_flip
 	$(PY) -m course_lib.llm_experiment
 	$(PY) -m course_lib.speculative_experiment
+	$(PY) -m course_lib.distilbert_experiment
 
 course: setup
 	$(PY) scripts/run_course.py

@@ -59,7 +59,7 @@ EXPERIMENT_NAME = "distilbert_case_study"
 RESULTS_FILE = "results.json"
 TEACHER_FILE = "teacher.pt"
 STUDENT_FILE = "student_copy_kd.pt"
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +70,8 @@ class DistilBertSettings:
     teacher_lr: float = 5e-5
     student_epochs: int = 1
     student_lr: float = 1e-4
+    random_epochs: int = 2                    # the randomly initialised students': from scratch needs a
+    random_lr: float = 1e-3                   # higher learning rate (calibration in the module docstring)
     warmup_ratio: float = 0.1
     temperature: float = 2.0
     weights: tuple[float, float, float] = db.DEFAULT_WEIGHTS
@@ -198,11 +200,13 @@ def run_experiment(folder: Path, settings: DistilBertSettings = QUICK, progress:
         student = (db.layer_copy_student(teacher, settings.student_layers) if init == "copy"
                    else db.random_student(teacher, settings.student_layers, seed=seed))
         dataset = cached if weights[0] or weights[2] else enc_train
-        seconds, losses = _train(student, dataset, _args(folder / "tmp", settings, seed, settings.student_epochs,
-                                                         settings.student_lr, progress, len(enc_train)),
+        epochs, lr = ((settings.student_epochs, settings.student_lr) if init == "copy"
+                      else (settings.random_epochs, settings.random_lr))
+        seconds, losses = _train(student, dataset, _args(folder / "tmp", settings, seed, epochs, lr, progress,
+                                                         len(enc_train)),
                                  weights=weights, layer_map=layer_map if dataset is cached else {},
                                  temperature=settings.temperature, progress=progress)
-        row = {"name": name, "seed": seed, "init": init, "weights": list(weights),
+        row = {"name": name, "seed": seed, "init": init, "weights": list(weights), "epochs": epochs, "lr": lr,
                "accuracy": round(db.evaluate_accuracy(student, enc_test), 2), "train_seconds": round(seconds, 1),
                "losses": losses}
         row["retained"] = round(100 * row["accuracy"] / results["teacher"]["accuracy"], 2)

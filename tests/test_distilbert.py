@@ -521,7 +521,7 @@ def test_the_case_study_runs_every_student_at_a_toy_size(real_sources, tmp_path)
     from course_lib import distilbert_experiment as de
 
     settings = dataclasses.replace(de.QUICK, train_reviews=64, test_reviews=32, batch_size=16, teacher_epochs=1,
-                                   latency_length=16, latency_repeats=1)
+                                   random_epochs=2, random_lr=3e-4, latency_length=16, latency_repeats=1)
     r = de.run_experiment(tmp_path, settings, progress=False)
     assert r["data"]["train"] == 64 and r["data"]["test"] == 32 and 0 <= r["data"]["truncated_share"] <= 1
     assert 0 <= r["baselines"]["majority"]["accuracy"] <= 100 and 0 <= r["baselines"]["tf_idf"]["accuracy"] <= 100
@@ -533,6 +533,10 @@ def test_the_case_study_runs_every_student_at_a_toy_size(real_sources, tmp_path)
     for name in ("random + KD", "copy + KD, no KL", "copy + KD, no CE", "copy + KD, no cos"):
         assert (name, first) in runs and (name, second) not in runs
     assert runs["copy + KD, no CE", first]["weights"] == [settings.weights[0], 0.0, settings.weights[2]]
+    for row in r["runs"]:       # a random start trains on its own schedule, a copied one on the students'
+        schedule = ((settings.student_epochs, settings.student_lr) if row["init"] == "copy"
+                    else (settings.random_epochs, settings.random_lr))
+        assert (row["epochs"], row["lr"]) == schedule and row["init"] == ("random" if "random" in row["name"] else "copy")
     assert len(r["runs"]) == len(de.student_runs(settings)) == 10
     for row in r["runs"]:
         assert 0 <= row["accuracy"] <= 100 and row["train_seconds"] > 0
