@@ -50,6 +50,7 @@ random layers with KD 80.2%, labels only 78.6%.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import gzip
 import lzma
@@ -148,17 +149,35 @@ def load_encoder(*, num_labels: int | None = 2, seed: int = 0):
     """
     from transformers import AutoTokenizer, BertForSequenceClassification, BertModel
 
+    if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1):
+        raise ValueError(f"num_labels must be a positive int or None (the bare encoder), got {num_labels!r}")
     path = encoder_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if num_labels is None:
-        model = BertModel.from_pretrained(path)
-    else:
-        if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
-            raise ValueError(f"num_labels must be a positive int or None (the bare encoder), got {num_labels!r}")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = BertForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+    with _quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if num_labels is None:
+            model = BertModel.from_pretrained(path)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = BertForSequenceClassification.from_pretrained(path, num_labels=num_labels)
     return model.train(), tokenizer
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """transformers' loading progress bar and load report off for the duration: the one thing they
+    report here, the new classifier missing from the checkpoint, is what ``load_encoder`` asks for."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 # --------------------------------------------------------------------------- the reviews, offline

@@ -64,7 +64,7 @@ print(f"all-MiniLM-L6-v2: {c.num_hidden_layers} layers, hidden {c.hidden_size}, 
       f"{len(tokenizer):,} WordPiece ids, {sum(p.numel() for p in pretrained.bert.parameters()) / 1e6:.1f}M parameters")
 
 # %% code subslide tags=hide-input
-lengths = torch.tensor([len(tokenizer(t)["input_ids"]) for t in train.texts])
+lengths = torch.tensor([len(ids) for ids in tokenizer(list(train.texts), verbose=False)["input_ids"]])
 fig, ax = plt.subplots(figsize=(8, 3))
 ax.hist(lengths.clamp(max=400).numpy(), bins=60)
 ax.axvline(SETTINGS.max_length, c="C1", ls="--", label=f"max_length {SETTINGS.max_length}")
@@ -122,7 +122,7 @@ print(f"teacher {sum(p.numel() for p in teacher.parameters()) / 1e6:.1f}M parame
 # layers it stands for), over real tokens only.
 
 # %% code subslide
-batch = db.encode_reviews(tokenizer, test.subset(16, seed=1), max_length=SETTINGS.max_length).tensors
+batch = db.encode_reviews(tokenizer, test.subset(256, seed=1), max_length=SETTINGS.max_length).tensors
 inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
 layer_map = db.default_layer_map(len(SETTINGS.student_layers), teacher.config.num_hidden_layers)
 with torch.no_grad():
@@ -144,18 +144,24 @@ print("layer map (student -> teacher hidden states):", layer_map)
 # The same `EncoderDistillationTrainer` the artifact used, for a few steps on cached teacher outputs.
 
 # %% code subslide
+import tempfile
+
 from transformers import TrainingArguments
+from transformers.trainer_callback import PrinterCallback
 
 subset = db.encode_reviews(tokenizer, train.subset(320, seed=0), max_length=SETTINGS.max_length)
 cached = db.teacher_outputs(teacher, subset, layer_map)
 demo = db.layer_copy_student(teacher, SETTINGS.student_layers)
-args = TrainingArguments(output_dir="/tmp/kd-course-08", max_steps=10, per_device_train_batch_size=32,
+args = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="kd-course-08-"),
+                         max_steps=10, per_device_train_batch_size=32,
                          learning_rate=SETTINGS.student_lr, logging_steps=2, save_strategy="no", report_to="none",
                          use_cpu=device.type == "cpu", seed=0, disable_tqdm=True)
 trainer = db.EncoderDistillationTrainer(model=demo, args=args, train_dataset=cached, layer_map=layer_map,
                                         temperature=SETTINGS.temperature, weights=SETTINGS.weights)
+trainer.remove_callback(PrinterCallback)      # the losses are printed below, one line
 trainer.train()
-print([(e["step"], round(e["loss"], 3), round(e["kl"], 3), round(e["ce"], 3), round(e["cos"], 3))
+print("(step, loss, KL, CE, cos):",
+      [(e["step"], round(e["loss"], 3), round(e["kl"], 3), round(e["ce"], 3), round(e["cos"], 3))
        for e in trainer.state.log_history if "loss" in e])
 
 # %% md slide
@@ -284,9 +290,9 @@ for seed in SETTINGS.seeds:
 #   next-sentence prediction.
 # - **Half the layers, same width**: the cost of a layer is the same at any depth, and keeping the
 #   width lets the student start from the teacher's weights and be compared state by state (the cosine).
-- Our students keep the token-type embeddings and the pooler (copied, like the embeddings), so that
-  depth is the only difference from the teacher; the classifier reads the pooler's output, as the
-  teacher's does.
+# - Our students keep the token-type embeddings and the pooler (copied, like the embeddings), so that
+#   depth is the only difference from the teacher; the classifier reads the pooler's output, as the
+#   teacher's does.
 
 # %% md slide
 # ## Common mistakes
