@@ -13,7 +13,8 @@ batches of ``batch_size``, AdamW with linear decay after a ``warmup_ratio`` warm
 - ``teacher``: all-MiniLM-L6-v2 with a new 2-class head, fine-tuned ``teacher_epochs`` epochs
   (the first seed). Its logits and its hidden states at the layers ``default_layer_map`` pairs with
   the student's are cached once over the training set (:func:`distilbert.teacher_outputs`).
-- Students (3 layers, ``student_epochs`` epochs at ``student_lr``), on every seed unless noted:
+- Students (3 layers; copied ones ``student_epochs`` epochs at ``student_lr``, random ones
+  ``random_epochs`` at ``random_lr``), on every seed unless noted:
   ``copy + KD`` (teacher layers ``student_layers`` copied, DistilBERT's rule; triple loss with
   ``weights``), ``copy, labels only`` (same initialisation, CE only), ``random, labels only`` (the
   same architecture re-initialised: :func:`distilbert.random_student`) and, on the first seed,

@@ -511,6 +511,23 @@ def test_real_encoder_and_reviews(real_sources):
     assert math.isfinite(total.item()) and 0 < parts["cos"].item() < 1
 
 
+def test_quiet_loading_restores_transformers_logging_even_on_error():
+    """load_encoder silences transformers' load report and progress bar while it loads, and only then."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_info()
+    try:
+        with pytest.raises(RuntimeError, match="inside"):
+            with db._quiet_loading():
+                assert hf_logging.get_verbosity() == hf_logging.ERROR
+                assert not hf_logging.is_progress_bar_enabled()
+                raise RuntimeError("inside")
+        assert hf_logging.get_verbosity() == hf_logging.INFO and hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.set_verbosity(before)
+
+
 @pytest.mark.slow
 def test_the_case_study_runs_every_student_at_a_toy_size(real_sources, tmp_path):
     """course_lib.distilbert_experiment end to end on the real encoder and reviews at a toy size (64
