@@ -55,7 +55,7 @@ print(environment_report(profile, device))
 from course_lib import distilbert as db
 from course_lib import distilbert_experiment as de
 
-SETTINGS = de.settings_for(profile)
+SETTINGS = de.settings_for(profile)    # the quick profile's; the full one (bert-base on SST-2) is not implemented yet
 train, test = db.load_reviews()
 print(train, test)
 pretrained, tokenizer = db.load_encoder(num_labels=2)
