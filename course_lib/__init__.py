@@ -26,11 +26,15 @@ Modules (one idea each; notebooks import one or two):
 - ``speculative`` speculative decoding (batch 1): a draft proposes K tokens, the target verifies them
                 in one KV-cached pass; greedy and exact sampling, adaptive draft length, statistics,
                 the expected tokens per call and speedup, greedy rounds predicted from one draft forward
+- ``distill_trainer`` ``DistillationTrainer``: a ``transformers.Trainer`` subclass for token-level
+                LLM distillation (live or cached top-k teacher), used by ``scripts/distill_llm.py``
 - ``llm_experiment``, ``speculative_experiment``  notebook 06's students and its speculative-decoding
                 measurements, built once by ``make setup`` (keyed artifacts)
 - ``distilbert`` DistilBERT's recipe on MiniLM: layer-copy and re-initialised students, the triple
                 loss (soft KL + CE + hidden-state cosine), a Trainer subclass, the fine-food reviews
                 and their baselines (majority, TF-IDF + logistic regression in torch)
+- ``distilbert_experiment`` notebook 08's runs (teacher, students, ablation, latency), built once by
+                ``make setup`` (a keyed artifact)
 - ``paths``     where files go: the repository in a checkout, else the working directory and the
                 user's cache folder (``COURSE_CACHE``, ``COURSE_RESULTS`` override)
 - ``artifacts`` heavy artifacts cached under a key of the settings, data and code that built them

@@ -1,5 +1,9 @@
-"""What a teacher's soft targets say: tempered distributions, entropy, class similarity."""
+"""What a teacher's soft targets say: tempered distributions, entropy, class similarity; and whether
+two classifiers really differ on one test set (McNemar's exact test)."""
 from __future__ import annotations
+
+import math
+from fractions import Fraction
 
 import torch
 
@@ -42,3 +46,54 @@ def fraction_within_groups(pairs, group_of: dict[str, str]) -> float:
     if missing:
         raise ValueError(f"classes without a group: {sorted(missing)}")
     return sum(group_of[a] == group_of[b] for a, b, *_ in pairs) / len(pairs)
+
+
+# ------------------------------------------------------------------- two classifiers, one test set
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for two classifiers scored on the same examples.
+
+    ``b``: examples the first gets right and the second wrong; ``c``: the reverse (the discordant
+    pairs; examples both get right or both get wrong say nothing about which is better). Under the
+    null hypothesis that both are equally accurate, ``b ~ Binomial(b + c, 1/2)``, and
+    ``p = min(1, 2 * P(X <= min(b, c)))`` (exact, no normal approximation). ``1.0`` when ``b + c == 0``.
+    """
+    for name, v in (("b", b), ("c", c)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be a count (an int >= 0), got {v!r}")
+    m = b + c
+    tail = sum(math.comb(m, i) for i in range(min(b, c) + 1))
+    return float(min(Fraction(1), Fraction(2 * tail, 2 ** m)))
+
+
+def mcnemar_test(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict:
+    """McNemar's exact test from per-example correctness (two boolean tensors over the same examples,
+    in the same order): ``{"b", "c", "p", "n"}``, ``b`` = a right and b wrong, ``c`` = the reverse."""
+    a, bb = torch.as_tensor(correct_a).bool().flatten(), torch.as_tensor(correct_b).bool().flatten()
+    if a.shape != bb.shape or not len(a):
+        raise ValueError(f"need two equally long, non-empty vectors of per-example correctness, got "
+                         f"{tuple(a.shape)} and {tuple(bb.shape)}")
+    b, c = int((a & ~bb).sum()), int((~a & bb).sum())
+    return {"b": b, "c": c, "p": mcnemar_exact(b, c), "n": len(a)}
+
+
+def mcnemar_bounds(correct_a: int, correct_b: int, n: int) -> tuple[float, float]:
+    """``(p_min, p_max)``: the smallest and the largest exact McNemar p-value two classifiers can have
+    when all that is known is how many of the same ``n`` examples each gets right.
+
+    ``b - c = correct_a - correct_b = d`` is fixed; ``b + c`` is not (it depends on how their errors
+    overlap). For a fixed ``d`` the p-value grows with ``b + c``, so ``p_min`` is at ``b + c = |d|``
+    (every disagreement in one direction) and ``p_max`` at the largest overlap the counts allow,
+    ``c = min(correct_b, n - correct_a)`` (for ``d >= 0``). ``p_min >= alpha``: no pairing makes the
+    difference significant; ``p_max < alpha``: every pairing does; otherwise only the per-example
+    predictions can tell."""
+    for name, v in (("correct_a", correct_a), ("correct_b", correct_b), ("n", n)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be a count (an int >= 0), got {v!r}")
+    if correct_a > n or correct_b > n:
+        raise ValueError(f"correct counts {correct_a}, {correct_b} exceed the {n} examples")
+    if correct_a < correct_b:
+        correct_a, correct_b = correct_b, correct_a
+    d = correct_a - correct_b
+    c_max = min(correct_b, n - correct_a)
+    return mcnemar_exact(d, 0), mcnemar_exact(d + c_max, c_max)

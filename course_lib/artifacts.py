@@ -15,7 +15,8 @@ the first one's result instead of building it again.
 
 Fingerprint helpers for the inputs: :func:`tensor_fingerprint` (the bytes, shape and dtype of
 tensors or arrays), :func:`files_fingerprint` (names and sizes of source files, cheap for large
-corpora), :func:`source_fingerprint` (the source text of functions and classes) and
+corpora), :func:`source_fingerprint` (the code of functions and classes, docstrings and comments
+left out) and
 :func:`torch_version` (major.minor only).
 
 What to put into the key is the builder's decision, and a deliberate one: too little and a stale
@@ -24,12 +25,14 @@ retrains. ``course_lib.teachers`` documents its choice.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
 import os
 import shutil
 import tempfile
+import textwrap
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -208,14 +211,37 @@ def files_fingerprint(*roots: str | os.PathLike) -> str:
     return digest.hexdigest()[:KEY_LENGTH]
 
 
+def _code_of(source: str) -> str:
+    """The code of ``source`` without its docstrings, comments and layout: ``ast.dump`` of the parsed
+    text with every module, class and function docstring removed. So editing what the code says
+    about itself never rebuilds an artifact; editing what it does always does."""
+    tree = ast.parse(textwrap.dedent(source))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False)
+
+
+def _qualified_name(obj: Any) -> str:
+    """A function's or class's ``__qualname__``; a module's import name, also when it runs as
+    ``python -m package.module`` (its ``__name__`` is then ``"__main__"``, its ``__spec__.name`` is not)."""
+    if inspect.ismodule(obj):
+        spec = getattr(obj, "__spec__", None)
+        return spec.name if spec is not None else obj.__name__
+    return getattr(obj, "__qualname__", getattr(obj, "__name__", ""))
+
+
 def source_fingerprint(*objects: Any) -> str:
-    """SHA-256 (16 hex digits) of the source text of functions, classes or modules (line endings
-    normalised). Raises (``OSError``, ``TypeError`` for builtins) when a source is unavailable,
-    rather than keying on nothing."""
+    """SHA-256 (16 hex digits) of the code of functions, classes or modules: their source text
+    parsed, without docstrings, comments or formatting (:func:`_code_of`). Raises (``OSError``,
+    ``TypeError`` for builtins) when a source is unavailable, rather than keying on nothing."""
     digest = hashlib.sha256()
     for obj in objects:
-        source = inspect.getsource(obj).replace("\r\n", "\n")
-        digest.update(f"{getattr(obj, '__qualname__', getattr(obj, '__name__', ''))}\0{source}\0".encode())
+        code = _code_of(inspect.getsource(obj))
+        digest.update(f"{_qualified_name(obj)}\0{code}\0".encode())
     return digest.hexdigest()[:KEY_LENGTH]
 
 

@@ -3,7 +3,9 @@
 Everything a "smaller and faster" claim rests on is measured here, never estimated:
 
 * **Size** is the bytes a model occupies once serialised (``torch.save`` of its ``state_dict``, or an
-  ONNX file *plus* the external-data files it points to), not "fp32 size / 4".
+  ONNX file *plus* the external-data files it points to), not "fp32 size / 4". ``size_breakdown``
+  splits a saved torch model's bytes into int8 values, quantization parameters, unquantized tensors
+  and the container, so that a ratio short of 4x can be explained from the file itself.
 * **Latency** is the median of several timed calls after a warm-up, with a spread (p10, p90), at a
   stated batch size and a stated thread count. Torch's intra-op thread count is set for the
   measurement and restored afterwards; an ONNX Runtime session's thread count is fixed when the
@@ -23,17 +25,22 @@ Choices, with torch 2.14.1:
   deprecated: both are about the API itself and are left visible, not silenced. The one warning
   with a fixable cause - observers built with ``reduce_range`` - is avoided by giving the observer
   ``quant_min/quant_max`` explicitly (0..127, the same 7-bit range ``reduce_range`` selects on x86).
-* Dynamic int8 (``quantize_dynamic``) quantizes ``nn.Linear`` weights only: on a CNN it touches the
-  classifier and nothing else, which ``quantize_dynamic_int8`` reports by returning the replaced
-  module names.
+* Dynamic int8 (``torch.ao.quantization.quantize_dynamic``): its default ``qconfig_spec`` for qint8
+  maps ``nn.Linear``, ``nn.LSTM``, ``nn.GRU`` and the RNN/LSTM/GRU cells, so convolutions stay fp32
+  unless asked for. ``torch.ao.nn.quantized.dynamic`` does have ``Conv1d/2d/3d`` (and transposed)
+  modules, but neither the default ``qconfig_spec`` nor the default module mapping names them, and
+  building one warns that it "has poor numerical accuracy and its use is not recommended".
+  ``quantize_dynamic_int8`` asks for ``nn.Linear`` only and returns the replaced module names, so
+  that what was (not) quantized is visible: on a CNN, the classifier.
 * ONNX export uses ``torch.onnx.export``'s default (dynamo) exporter, which needs ``onnxscript``,
   with a dynamic batch axis. The weights go into the ``.onnx`` file unless ``external_data=True``
   (the exporter's own default writes a ``<file>.onnx.data`` beside it; ``size_on_disk`` counts both).
 * ONNX Runtime quantization where it helps: static QDQ (calibrated activations) for CNNs, dynamic for
   MatMul/Gemm (transformers), both with 7-bit weights (``reduce_range``) by default because full
-  8-bit weights overflow ORT's int8 kernels on x86 CPUs without VNNI (see ``ort_quantize_static``).
-  ORT's dynamic quantization of convolutions was ~15x slower on this machine (issue 12), so
-  ``ort_quantize_dynamic`` defaults to MatMul/Gemm only.
+  8-bit weights can overflow ORT's int8 kernels on x86 CPUs without VNNI (see ``ort_quantize_static``).
+  ``ort_quantize_dynamic`` defaults to MatMul/Gemm only: ORT's dynamic int8 convolutions
+  (``ConvInteger``) are slow on CPU; notebook 07 measures both choices against the alternative on
+  the machine it runs on.
 * Parity between torch and ORT is a relative error (max |difference| / max |torch logit|) and top-1
   agreement: absolute differences mean nothing when logits are tiny or huge.
 """
@@ -98,6 +105,47 @@ def size_on_disk(obj: nn.Module | str | os.PathLike) -> int:
     return total
 
 
+def _tensors(value):
+    """The tensors inside a state-dict value: itself, or those of a (nested) tuple or list - a
+    quantized Linear keeps ``(weight, bias)`` as one packed entry."""
+    if torch.is_tensor(value):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _tensors(v)
+
+
+def size_breakdown(model: nn.Module) -> dict[str, int]:
+    """Where the bytes of ``size_on_disk(model)`` go, measured from the saved state dict:
+
+    * ``int8``: the integer values of quantized tensors (one byte per weight);
+    * ``qparams``: their per-channel scales (float64) and zero points (int64), and the ``scale`` /
+      ``zero_point`` entries of quantized modules (their output activations' parameters);
+    * ``unquantized``: every other tensor at its own width - biases (kept fp32 by torch's quantized
+      modules), layers left in fp32, batch-norm buffers;
+    * ``container``: the rest of the file - the pickled structure, the zip record of every tensor and
+      its alignment padding.
+
+    The four add up to ``size_on_disk(model)``. A per-tensor quantized tensor's scale and zero point
+    are pickled, so they fall under ``container``."""
+    parts = {"int8": 0, "qparams": 0, "unquantized": 0}
+    for key, value in model.state_dict().items():
+        for t in _tensors(value):
+            nbytes = t.numel() * t.element_size()
+            if t.is_quantized:
+                parts["int8"] += nbytes
+                if t.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric,
+                                   torch.per_channel_affine_float_qparams):
+                    for q in (t.q_per_channel_scales(), t.q_per_channel_zero_points()):
+                        parts["qparams"] += q.numel() * q.element_size()
+            elif key.rsplit(".", 1)[-1] in ("scale", "zero_point"):
+                parts["qparams"] += nbytes
+            else:
+                parts["unquantized"] += nbytes
+    parts["container"] = size_on_disk(model) - sum(parts.values())
+    return parts
+
+
 def onnx_parameters(path: str | os.PathLike) -> int:
     """Number of values stored in an ONNX file's initializers (weights, and for a quantized model
     also its scales and zero points), leaving out int64 initializers: those are shape constants
@@ -134,7 +182,8 @@ def _bound_call(target, batch: torch.Tensor) -> tuple[Callable[[], object], str]
     called in a serving loop. A torch model runs under ``inference_mode`` on the tensor. An ORT
     session gets the batch as numpy once and runs through an ``IOBinding`` (input bound once, outputs
     left in ORT's memory): what is timed is the model, not a torch-to-numpy copy and a dictionary
-    per call (on this machine session.run costs ~8 us even for an Identity graph; binding saves ~6)."""
+    per call (``session.run`` has a fixed per-call cost, even for an Identity graph, that binding
+    mostly avoids; it matters for models as small as the course's student)."""
     if _is_session(target):
         binding = target.io_binding()
         binding.bind_cpu_input(target.get_inputs()[0].name, np.ascontiguousarray(batch.numpy()))
@@ -323,10 +372,13 @@ def quantize_static_int8(model: nn.Module, calibration_data: TensorData | torch.
 
 
 def quantize_dynamic_int8(model: nn.Module) -> tuple[nn.Module, list[str]]:
-    """Dynamic int8 (weights int8, activations quantized on the fly) of every ``nn.Linear``.
+    """Dynamic int8 (weights int8, activations quantized on the fly) of every ``nn.Linear``, through
+    ``quantize_dynamic(model, {nn.Linear})``: the default mapping's choice for a CNN, where its other
+    entries (LSTM, GRU, RNN cells) do not occur.
 
     Returns the quantized copy and the names of the modules it replaced: on a CNN only the
-    Linear layers, never the convolutions."""
+    Linear layers; the convolutions stay fp32 (dynamic ``Conv2d`` modules exist in
+    ``torch.ao.nn.quantized.dynamic`` but are used only when a mapping names them)."""
     from torch.ao.quantization import quantize_dynamic
 
     q = quantize_dynamic(copy.deepcopy(model).cpu().eval(), {nn.Linear}, dtype=torch.qint8)
@@ -414,12 +466,13 @@ def ort_quantize_static(fp32_path: str | os.PathLike, out_path: str | os.PathLik
     """Static int8 QDQ quantization of an ONNX CNN (uint8 activations, int8 per-channel weights;
     activation ranges calibrated on ``calibration_data``, a few hundred training images).
 
-    ``reduce_range=True`` stores weights in 7 bits. On x86 CPUs without VNNI (AVX2 only, like the
-    course machine) ORT's uint8 x int8 convolution kernels can saturate their 16-bit intermediate
-    sums with full 8-bit weights: measured on the toy student of tests/test_compress.py, full range
-    lost 5.5 points of accuracy (88.0% -> 82.5%, the same with MinMax, percentile or entropy
-    calibration), 7-bit weights none (88.5%). torch's x86 backend avoids the same overflow by
-    reducing its activation range."""
+    ``reduce_range=True`` stores weights in 7 bits. On x86 CPUs without VNNI (AVX2 only) ORT's
+    uint8 x int8 convolution kernels can saturate their 16-bit intermediate sums with full 8-bit
+    weights, which can cost accuracy whatever the calibration method; with VNNI, ORT's documentation
+    calls the reduction often unnecessary.
+    The default protects the accuracy claim of notebook 07 on any x86 machine; the notebook measures
+    ``reduce_range=False`` beside it. torch's x86 backend avoids the same overflow by reducing its
+    activation range."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     x = calibration_data.x if isinstance(calibration_data, TensorData) else calibration_data
@@ -433,9 +486,10 @@ def ort_quantize_static(fp32_path: str | os.PathLike, out_path: str | os.PathLik
 
 def ort_quantize_dynamic(fp32_path: str | os.PathLike, out_path: str | os.PathLike, *,
                          op_types: Sequence[str] = ("MatMul", "Gemm"), reduce_range: bool = True) -> Path:
-    """Dynamic int8 of an ONNX model's MatMul/Gemm weights (where it pays: transformer and MLP layers;
-    convolutions are left alone, ORT's dynamic int8 convolutions were much slower here). 7-bit
-    weights by default for the reason given in ``ort_quantize_static``."""
+    """Dynamic int8 of an ONNX model's MatMul/Gemm weights (where it pays: transformer and MLP layers).
+    Convolutions are left alone by default: ORT turns them into ``ConvInteger``, slow on CPU (notebook
+    07 measures it; pass ``op_types=("Conv", "MatMul", "Gemm")`` to see). 7-bit weights by default
+    for the reason given in ``ort_quantize_static``."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -460,8 +514,9 @@ class Variant:
 
 def comparison_table(variants: Iterable[Variant], data: TensorData, *, batch_sizes: Sequence[int] = (1, 64),
                      threads: int = 1, warmup: int = 10, repeats: int = 50) -> list[dict]:
-    """One row per variant: ``name, bytes, parameters, latency_b<k>_ms`` (median, for each batch size
-    in ``batch_sizes``), ``threads`` and ``accuracy`` (percent on ``data``)."""
+    """One row per variant: ``name, bytes, parameters``, for each batch size ``k`` in ``batch_sizes``
+    ``latency_b<k>_ms`` (the median) with its spread ``latency_b<k>_p10_ms`` and ``latency_b<k>_p90_ms``,
+    ``threads`` and ``accuracy`` (percent on ``data``)."""
     rows = []
     for v in variants:
         artifact = v.runner if v.artifact is None else v.artifact
@@ -470,8 +525,9 @@ def comparison_table(variants: Iterable[Variant], data: TensorData, *, batch_siz
             params = torch_parameters(artifact) if isinstance(artifact, nn.Module) else onnx_parameters(artifact)
         row = {"name": v.name, "bytes": size_on_disk(artifact), "parameters": params}
         for b in batch_sizes:
-            row[f"latency_b{b}_ms"] = measure_latency(v.runner, data.x[:b], warmup=warmup, repeats=repeats,
-                                                      threads=threads).median_ms
+            lat = measure_latency(v.runner, data.x[:b], warmup=warmup, repeats=repeats, threads=threads)
+            row[f"latency_b{b}_ms"], row[f"latency_b{b}_p10_ms"], row[f"latency_b{b}_p90_ms"] = \
+                lat.median_ms, lat.p10_ms, lat.p90_ms
         row["threads"] = threads
         row["accuracy"] = accuracy(v.runner, data)
         rows.append(row)

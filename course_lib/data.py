@@ -61,6 +61,12 @@ class TensorData:
         """A class-balanced random subset of ``size`` examples (all of them if ``size`` is None)."""
         if size is None or size >= len(self):
             return self
+        return self.select(self.subset_rows(size, seed), f"{self.name}[{size}]")
+
+    def subset_rows(self, size: int | None, seed: int = 0) -> torch.Tensor:
+        """The sorted row numbers of ``subset(size, seed)``."""
+        if size is None or size >= len(self):
+            return torch.arange(len(self))
         if size <= 0:
             raise ValueError(f"subset size must be positive, got {size}")
         g = torch.Generator().manual_seed(seed)
@@ -71,8 +77,26 @@ class TensorData:
         rest = torch.cat([idx[quota:] for idx in per_class])
         extra = size - sum(len(c) for c in chosen)
         chosen.append(rest[torch.randperm(len(rest), generator=g)[:extra]])
-        keep = torch.cat(chosen).sort().values
-        return TensorData(self.x[keep], self.y[keep], self.classes, f"{self.name}[{size}]")
+        return torch.cat(chosen).sort().values
+
+    def outside_subset(self, size: int | None, seed: int = 0) -> TensorData:
+        """The rows that ``subset(size, seed)`` leaves out, in their order (e.g. the teacher's training
+        images that the students never saw: a transfer set)."""
+        out = torch.ones(len(self), dtype=torch.bool)
+        out[self.subset_rows(size, seed)] = False
+        return self.select(torch.nonzero(out).flatten(), f"{self.name}[not {size}]")
+
+    def select(self, rows: torch.Tensor, name: str | None = None) -> TensorData:
+        """The rows ``rows`` (indices) as a new dataset."""
+        return TensorData(self.x[rows], self.y[rows], self.classes, name or self.name)
+
+    @staticmethod
+    def concat(parts: list[TensorData], name: str | None = None) -> TensorData:
+        """The rows of ``parts``, one after the other (same classes and image shape)."""
+        if not parts or any(p.classes != parts[0].classes or p.x.shape[1:] != parts[0].x.shape[1:] for p in parts):
+            raise ValueError("concat needs at least one dataset, all with the same classes and image shape")
+        return TensorData(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]), parts[0].classes,
+                          name or " + ".join(p.name for p in parts))
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -212,11 +236,24 @@ def group_of(dataset: str) -> dict[str, str]:
 
 
 def random_shift_flip(x: torch.Tensor, generator: torch.Generator | None = None,
-                      max_shift: int = 2, flip: bool = True) -> torch.Tensor:
-    """Augment a batch: random translation by up to ``max_shift`` pixels and horizontal flips."""
+                      max_shift: int = 2, flip: bool = True, fill: float | None = None) -> torch.Tensor:
+    """Augment a batch of normalised images: a random translation by up to ``max_shift`` pixels
+    (the uncovered border filled with the background) and horizontal flips.
+
+    ``fill`` is the value of the uncovered pixels; ``None`` takes each channel's minimum over the
+    batch, which for images normalised from [0, 1] pixels is the normalised value of black: exactly
+    Fashion-MNIST's background (-0.81 after normalisation; padding with 0 would be grey, a value no
+    real image has), and black, as torchvision's ``RandomCrop(padding=...)`` pads raw pixels, for
+    CIFAR-100 batches that contain a black pixel per channel.
+    """
     n = x.shape[0]
-    padded = torch.nn.functional.pad(x, [max_shift] * 4)
+    if fill is None:
+        background = x.amin(dim=(0, *range(2, x.dim())), keepdim=True)[0]          # [C, 1, 1]
+    else:
+        background = torch.full((x.shape[1], 1, 1), float(fill), dtype=x.dtype)
     h, w = x.shape[-2:]
+    padded = background.expand(n, x.shape[1], h + 2 * max_shift, w + 2 * max_shift).clone()
+    padded[..., max_shift:max_shift + h, max_shift:max_shift + w] = x
     dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
     dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
     rows = (dy[:, None] + torch.arange(h)[None, :])  # n x h

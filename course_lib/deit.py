@@ -4,8 +4,9 @@
 vector **concatenated to the sequence after the class token**, with **its own position embedding**;
 it attends to the patches and to the class token like any other token, and its final state feeds its
 own head. So the model returns two logits tensors: the class head (trained on the labels) and the
-distillation head (trained on the teacher). At inference DeiT averages the two heads' logits, which
-is what ``engine.prediction`` does with a model's tuple of outputs.
+distillation head (trained on the teacher). At inference DeiT's code averages the two heads' logits
+(the paper's text adds their softmax outputs); ``engine.prediction`` averages the logits of a model's
+tuple of outputs, as the code does.
 
 The source article's wrapper (``ArticleDistilledViT``, kept for the lesson) creates a distillation
 token but never puts it into the sequence and reads ``features[:, 1]``: that is the first *patch*
@@ -13,9 +14,10 @@ token, and its "distillation token" receives no gradient at all.
 
 Losses (``deit_loss``), with the class head's cross-entropy weighted ``1 - alpha``:
 
-* hard-label distillation (DeiT's best): ``(1 - alpha) CE(z_cls, y) + alpha CE(z_dist, argmax z_t)``
-  (the paper uses alpha = 1/2);
-* soft distillation: ``(1 - alpha) CE(z_cls, y) + alpha tau^2 KL(softmax(z_t/tau) || softmax(z_dist/tau))``.
+* hard-label distillation (better than soft in DeiT's ImageNet experiments):
+  ``(1 - alpha) CE(z_cls, y) + alpha CE(z_dist, argmax z_t)`` (the paper uses alpha = 1/2);
+* soft distillation: ``(1 - alpha) CE(z_cls, y) + alpha tau^2 KL(softmax(z_t/tau) || softmax(z_dist/tau))``
+  (the paper's soft runs: alpha, its lambda, = 0.1 and tau = 3).
 
 ``deit_objective(hard=...)`` wraps it for ``engine.fit``: each run's ``alpha`` and ``temperature``
 (tau) come from its ``RunSpec``; the teacher's targets are the cached logits of that run.

@@ -4,22 +4,33 @@ trained with the triple loss, in a ``transformers.Trainer``.
 **What DistilBERT did** (Sanh et al. 2019, arXiv:1910.01108, and the reference scripts in
 Hugging Face's ``examples/research_projects/distillation``): the student is BERT-base with every
 other layer removed, *initialised from the teacher* (the extraction script keeps layers
-0, 2, 4, 7, 9, 11 of 12, plus the embeddings), without token-type embeddings and pooler; it is
-trained on the teacher's soft targets with three terms,
+0, 2, 4, 7, 9, 11 of 12, plus the embeddings): "the token-type embeddings and the pooler are
+removed while the number of layers is reduced by a factor of 2" - depth, not width, because varying
+the hidden size was found to matter less for computation efficiency than varying the number of
+layers. It is trained on the teacher's soft targets with three terms,
 
     L = w_kd * T^2 * KL(p_t^T || p_s^T) + w_ce * CE(y, p_s) + w_cos * (1 - cos(h_s, h_t)),
 
 (the reference command: ``alpha_ce=5, alpha_mlm=2, alpha_cos=1``, ``T=2``; its CE is the masked-LM
-loss and its cosine term compares the last hidden states over the real tokens). Published: 40%
-fewer parameters, 60% faster, 97% of BERT's GLUE score.
+loss and its cosine term aligns the directions of the *last* hidden states, over the real tokens).
+The paper's published figures: 40% fewer parameters, 60% faster, 97% of BERT's GLUE score.
+Fine-tuned for classification (``transformers.DistilBertForSequenceClassification``), DistilBERT
+reads the first token's state through a new ``pre_classifier`` (Linear dim -> dim), a ReLU, dropout
+and the classifier.
 
 **The adaptation here.** The teacher, all-MiniLM-L6-v2 (a 6-layer, 384-wide BERT: 22.7M parameters),
 has no masked-LM head, so the course distils a *task*: the teacher is fine-tuned as a sentiment
 classifier on the Amazon fine-food reviews, then distilled into 3-layer students by
 :class:`EncoderDistillationTrainer` with :func:`triple_loss`: soft-target KL of the class logits
 at ``T``, CE on the labels, and the cosine loss between the student's hidden states and the
-teacher's at the layers ``layer_map`` pairs (student output after layer ``i`` -> teacher output
-after layer ``2i`` by default, :func:`default_layer_map`).
+teacher's at the layers ``layer_map`` pairs. The default map (:func:`default_layer_map`: student
+output after layer ``i`` -> teacher output after layer ``2i``, every student layer) is a
+multi-layer variant in the spirit of PKD (Sun et al. 2019) and TinyBERT (Jiao et al. 2020), not
+DistilBERT's term; DistilBERT's own is ``layer_map={n_student: n_teacher}`` (the last hidden
+states only). Unlike DistilBERT, the students keep the token-type embeddings (with no
+``token_type_ids`` given, every token gets type 0's vector: a constant added to every position)
+and BERT's head (pooler: Linear + tanh on ``[CLS]``, then the classifier), copied from the teacher,
+so that depth is the only difference from it.
 
 **Sources, offline.**
 
@@ -43,10 +54,6 @@ drawn again by BERT's initialisation rule, explicitly (:func:`reinitialise`): in
 (TF-IDF of word 1-2 grams, as scikit-learn's ``TfidfVectorizer`` computes it, and an L2-regularised
 logistic regression fitted with L-BFGS in torch).
 
-Measured on this machine (issue 13; 2 threads, length 64, batch 32, AdamW, 3 epochs): the teacher
-fine-tuned 83.7% (85.0% at length 128); majority 65.8%; TF-IDF + logistic regression 79.5-80.7%;
-3-layer students of layers 0, 2, 4 with KD 82.0 / 81.4% (2 seeds), labels only 81.6 / 80.8%;
-random layers with KD 80.2%, labels only 78.6%.
 """
 from __future__ import annotations
 
@@ -114,7 +121,7 @@ RDATA_INSTALL_HINT = "install it with `make setup`, or `pip install rdata` (it r
 REVIEWS_SUBDIR = ("modeldata", "usr", "lib", "R", "site-library", "modeldata", "data")
 LABELS = {"great": 1, "other": 0}
 
-DEFAULT_WEIGHTS = (0.5, 0.5, 1.0)            # (kd, ce, cos): issue 13's calibration run
+DEFAULT_WEIGHTS = (0.5, 0.5, 1.0)            # (kd, ce, cos): the weights notebook 08's artifact trains with
 TEACHER_KEYS = ("teacher_logits", "teacher_hidden")
 
 
@@ -288,8 +295,8 @@ def load_reviews(folder: str | Path | None = None) -> tuple[Reviews, Reviews]:
     """``(train, test)``: the Amazon fine-food reviews of R's ``modeldata`` (Debian ``r-cran-modeldata``),
     objects ``training_data`` (4000 reviews, 2600 "great") and ``testing_data`` (1000): the text
     column ``review`` and the label column ``score`` ("great" -> 1, "other" -> 0). The texts come
-    lower-cased with punctuation removed. ``folder`` defaults to :func:`reviews_dir`. About 1.5 s
-    (importing pandas, which rdata needs, is most of it).
+    lower-cased with punctuation removed. ``folder`` defaults to :func:`reviews_dir`. Most of its time
+    goes to importing pandas, which rdata needs.
     """
     root = Path(folder) if folder is not None else reviews_dir()
     if not (root / "Rdata.rdb").is_file() or not (root / "Rdata.rdx").is_file():
@@ -327,8 +334,9 @@ class EncodedReviews(Dataset):
 
 def encode_reviews(tokenizer, reviews: Reviews, *, max_length: int = 64) -> EncodedReviews:
     """Tokenise (truncated and padded to ``max_length``; ``[CLS] ... [SEP]``) into an
-    :class:`EncodedReviews`. Reviews are long (median 68 tokens, 22% over 128): length 64 halves
-    the teacher's training cost against 128 for about one point of accuracy (issue 13)."""
+    :class:`EncodedReviews`. Many reviews are longer than the default length (the experiment records
+    the truncated share): 64 tokens keep the quick profile's training cost within its budget; the
+    longer the reviews kept, the more each step costs."""
     enc = tokenizer(list(reviews.texts), max_length=max_length, truncation=True, padding="max_length",
                     return_tensors="pt")
     return EncodedReviews({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
@@ -462,8 +470,11 @@ def _as_list(hidden) -> list[torch.Tensor]:
 
 
 def hidden_cosine_loss(student_hidden, teacher_hidden, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """DistilBERT's cosine loss: the mean of ``1 - cos(h_s, h_t)`` over the real tokens
-    (``attention_mask == 1``; all tokens without a mask) of every paired layer.
+    """The mean of ``1 - cos(h_s, h_t)`` over the real tokens (``attention_mask == 1``; all tokens
+    without a mask) of every paired layer. With one pair, the last hidden states, it is DistilBERT's
+    cosine loss (the reference ``CosineEmbeddingLoss`` with target 1 over the unmasked tokens); with
+    several pairs, a multi-layer variant in the spirit of PKD and TinyBERT (which use other
+    distances).
 
     ``student_hidden`` and ``teacher_hidden``: one ``[B, S, H]`` tensor each, or equally long
     sequences of them (the pairs), or ``[B, K, S, H]`` stacks. The teacher is detached. Padding
@@ -519,7 +530,7 @@ def triple_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | Non
     * ``cos``: :func:`hidden_cosine_loss` of the paired hidden states over the real tokens of
       ``attention_mask``.
 
-    ``weights = (w_kd, w_ce, w_cos)``, each >= 0 (default ``DEFAULT_WEIGHTS``, issue 13's run;
+    ``weights = (w_kd, w_ce, w_cos)``, each >= 0 (default ``DEFAULT_WEIGHTS``, the quick profile's setting;
     DistilBERT used (5, 2, 1) with a masked-LM CE). A term whose weight is 0 is not computed (its
     inputs may be ``None``) and is reported as 0. Logits ``[B, C]``; labels ``[B]`` class indices;
     the teacher is detached. ``validate=False`` skips the value checks (NaN, label range), which wait
@@ -721,28 +732,34 @@ def teacher_outputs(teacher: nn.Module, dataset: EncodedReviews, layer_map: Mapp
 
 
 @torch.no_grad()
-def evaluate_accuracy(model: nn.Module, dataset: EncodedReviews, *, batch_size: int = 64) -> float:
-    """Top-1 accuracy in percent of a sequence classifier on ``dataset`` (eval mode, restored after)."""
+@torch.no_grad()
+def predict_labels(model: nn.Module, dataset: EncodedReviews, *, batch_size: int = 64) -> torch.Tensor:
+    """The predicted class of every review of ``dataset`` (``[n]`` int64; eval mode, restored after)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    correct = 0
+    out = []
     try:
         for start in range(0, len(dataset), batch_size):
             batch = {k: dataset.tensors[k][start:start + batch_size].to(device)
                      for k in ("input_ids", "attention_mask", "token_type_ids") if k in dataset.tensors}
-            predicted = model(**batch).logits.argmax(-1)
-            correct += int((predicted == dataset.tensors["labels"][start:start + batch_size].to(device)).sum())
+            out.append(model(**batch).logits.argmax(-1).cpu())
     finally:
         model.train(was_training)
-    return 100.0 * correct / len(dataset)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def evaluate_accuracy(model: nn.Module, dataset: EncodedReviews, *, batch_size: int = 64) -> float:
+    """Top-1 accuracy in percent of a sequence classifier on ``dataset`` (eval mode, restored after)."""
+    predicted = predict_labels(model, dataset, batch_size=batch_size)
+    return 100.0 * float((predicted == dataset.tensors["labels"]).sum()) / len(dataset)
 
 
 # --------------------------------------------------------------------------- baselines
 
 def majority_baseline(train: Reviews, test: Reviews) -> dict:
     """Predict the training set's most frequent label for every test review:
-    ``{"accuracy": percent, "label": the label}`` (65.8% on the fine-food test set: "great")."""
+    ``{"accuracy": percent, "label": the label}`` (on the fine-food reviews: "great")."""
     label = int(torch.bincount(train.labels).argmax())
     return {"accuracy": 100.0 * int((test.labels == label).sum()) / len(test), "label": label}
 
@@ -820,7 +837,7 @@ def tf_idf_baseline(train: Reviews, test: Reviews, *, ngram_range: tuple[int, in
                     C: float = 1.0, max_iter: int = 200) -> dict:
     """TF-IDF (:class:`TfIdf`, word ``ngram_range``-grams) + logistic regression (L2, ``C``), fitted on
     ``train``, scored on ``test``: ``{"accuracy", "train_accuracy" (percent), "features"}``. Binary
-    labels only. Issue 13 measured 79.5-80.7% on the fine-food test set (scikit-learn)."""
+    labels only. The classical baseline notebook 08 sets its students against."""
     if set(train.labels.unique().tolist()) - {0, 1}:
         raise ValueError("tf_idf_baseline handles binary 0/1 labels only")
     features = TfIdf(ngram_range=ngram_range, min_df=min_df).fit(train.texts)

@@ -193,6 +193,53 @@ class HintonKD(nn.Module):
 ObjectiveFactory = Callable[["GroupContext"], nn.Module]
 
 
+class TransferSetKD(HintonKD):
+    """Hinton's loss on a **transfer set**: labelled rows and rows whose labels are never used.
+
+    ``labelled[i]`` (bool, one per training row) says whether row ``i``'s label may be used. A
+    labelled row gets each run's ``alpha T^2 KL + (1 - alpha) CE``; an unlabelled row the soft term
+    alone, ``T^2 KL`` (alpha = 1): its label never enters the loss or its gradient, whatever it is
+    (Hinton et al. 2015 distil on a transfer set of which only part need be labelled). Every run must
+    distil (``alpha > 0``). Returns ``(loss [N], {"ce": [N], "kl": [N]})``, ``ce`` over labelled rows.
+    """
+
+    def __init__(self, specs: Sequence[RunSpec], labelled: torch.Tensor, device=None):
+        super().__init__(specs, device)
+        if any(not s.uses_teacher for s in specs):
+            raise ValueError("every run on a transfer set must distil (alpha > 0): an unlabelled row has "
+                             "nothing else to learn from; train the students alone on the labelled rows only")
+        labelled = torch.as_tensor(labelled)
+        if labelled.dim() != 1 or labelled.dtype != torch.bool:
+            raise ValueError(f"labelled must be a 1-d bool tensor (one flag per training row), "
+                             f"got {labelled.dtype} of shape {tuple(labelled.shape)}")
+        self.register_buffer("labelled", labelled.to(device))
+        self._checked = False
+
+    def forward(self, step: Step):
+        if len(heads(step.outputs)) > 1:
+            raise ValueError("TransferSetKD trains a single head")
+        if not self._checked:                                                 # once: it waits for the device
+            if int(step.idx.max()) >= len(self.labelled):
+                raise ValueError(f"labelled has {len(self.labelled)} flags but the training set has more rows")
+            self._checked = True
+        has_label = self.labelled[step.idx]                                   # [N, B]
+        alpha = torch.where(has_label, self.alpha, torch.ones_like(self.alpha))
+        y = torch.where(has_label, step.y, torch.zeros_like(step.y))          # never read where unlabelled
+        loss, parts = kd_loss(step.outputs, step.teacher_logits, y, self.temperature, alpha,
+                              direction=self.direction, label_smoothing=self.smoothing, reduction="none",
+                              return_parts=True, validate=False, use_kl=True, use_smoothing=self.any_smoothing,
+                              ignore_index=None)
+        weight = has_label.to(parts["ce"])
+        ce = (parts["ce"] * weight).sum(1) / weight.sum(1).clamp_min(1)
+        return loss.mean(1), {"ce": ce.detach(), "kl": parts["kl"].mean(1)}
+
+
+def transfer_set_kd(labelled: torch.Tensor) -> ObjectiveFactory:
+    """``objective`` factory for ``fit``: :class:`TransferSetKD` with the row flags ``labelled``."""
+    return lambda ctx: TransferSetKD(ctx.specs, labelled, ctx.device)
+
+
+
 @dataclass
 class GroupContext:
     """What an objective or extra-loss factory is given when a group of runs starts training."""

@@ -54,9 +54,10 @@ def hint_loss(student: torch.Tensor, teacher: torch.Tensor, *, normalize: str | 
 
     ``student [..., B, C, Hs, Ws]`` (already mapped to the teacher's C channels, and resized here to
     the teacher's H, W), ``teacher [..., B, C, H, W]``. Per sample, over its D = C*H*W values:
-    ``None``: mean((r - u)^2), FitNets' 1/2 ||u - r||^2 scaled by 2/D; ``"l2"``:
-    ||r/||r|| - u/||u|| ||^2 = 2 (1 - cos(r, u)); ``"standardize"``: mean((z(r) - z(u))^2) with
-    z = (x - mean) / std (no BatchNorm) = 2 (1 - Pearson correlation). Mean over B.
+    ``None``: mean((r - u)^2), FitNets' 1/2 ||u - r||^2 scaled by 2/D; ``"l2"`` (the default, not
+    FitNets' loss): ||r/||r|| - u/||u|| ||^2 = 2 (1 - cos(r, u)), blind to the features' scale;
+    ``"standardize"``: mean((z(r) - z(u))^2) with z = (x - mean) / std (no BatchNorm)
+    = 2 (1 - Pearson correlation). Mean over B.
     """
     _check_choice(normalize, NORMALIZATIONS, "normalize")
     _check_same_batch(student, teacher, 4, "hint_loss")
@@ -100,6 +101,8 @@ class HintLoss(_FeatureTerm):
     own and gets only its own gradient; each is initialised from its run's seed, so a stack trains as
     its runs one by one. ``self.regressors[j].unstack()`` gives them as ``nn.Conv2d``. The student
     module at each path must have a ``weight`` whose first dim counts its output channels (a conv).
+    Trained in one stage, added to the rest of the objective (e.g. KD) from the first step; FitNets
+    first trains the student's lower layers and the regressor on the hints alone, then the student with KD.
     """
 
     def __init__(self, ctx, teacher_features: dict, *, weight: float = 1.0, kernel_size: int = 1,
@@ -193,8 +196,10 @@ def attention_transfer_loss(student_feats: list, teacher_feats: list, *, p: floa
     size", sec. 4.1): beta/2 * sum_j mean_b ||q_s - q_t||_2 / (H_j W_j).
     ``form="code"`` (``at_loss`` of github.com/szagoruyko/attention-transfer, cifar.py):
     beta/2 * sum_j mean_{b,i} (q_s - q_t)_i^2, i.e. the same with the distance squared.
-    beta = 1e3 as in the authors' runs (``--beta 1e+3``; the cifar.py read for this multiplies the
-    sum by beta, not beta/2). Features ``[..., B, C, H, W]`` per layer; channels may differ.
+    beta = 1e3 as in the authors' runs (``--beta 1e+3``). Their cifar.py multiplies the sum of the
+    ``at_loss`` terms by beta, not beta/2 (the paper's eq. 2 writes beta/2): at the same beta,
+    ``form="code"`` weighs half as much as the authors' code. Features ``[..., B, C, H, W]`` per
+    layer; channels may differ.
     """
     _check_choice(form, AT_FORMS, "form")
     if not isinstance(student_feats, (list, tuple)) or not isinstance(teacher_feats, (list, tuple)):
@@ -206,7 +211,7 @@ def attention_transfer_loss(student_feats: list, teacher_feats: list, *, p: floa
     for s, t in zip(student_feats, teacher_feats):
         _check_same_batch(s, t, 4, "attention_transfer_loss")
         terms.append(_at_term(attention_map(s, p, size=t.shape[-2:]), attention_map(t, p), form))
-    return beta / 2 * torch.stack(terms).sum(0)     # on the features' device, never a CPU scalar
+    return beta / 2 * torch.stack(terms).sum(0)     # stacked: on the features' device and dtype
 
 
 class AttentionTransfer(_FeatureTerm):
@@ -283,7 +288,7 @@ def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
 
 def rkd_loss(student: torch.Tensor, teacher: torch.Tensor, *, distance_weight: float = 25.0,
              angle_weight: float = 50.0) -> torch.Tensor:
-    """Relational KD: ``distance_weight * RKD-D + angle_weight * RKD-A`` (the paper's 25 and 50).
+    """Relational KD: ``distance_weight * RKD-D + angle_weight * RKD-A`` (RepDistiller's defaults, 25 and 50).
 
     A zero weight skips its term (the angle term costs O(B^3) per model and step)."""
     loss = distance_weight * rkd_distance_loss(student, teacher)

@@ -1,9 +1,8 @@
 """Notebook 06's LLM distillation experiment, built once as a cached artifact (``make setup``).
 
-A fresh student learns almost nothing in a notebook's minutes on a CPU (issue 10 measured
-perplexity ~700 after 90 s against the teacher's ~64), so the runs are made here, once, keyed by
-their inputs (:mod:`course_lib.artifacts`), and the notebook loads them, re-runs short versions
-live and says which figures come from here.
+Training students long enough to compare objectives takes longer than a notebook's minutes on a
+CPU, so the runs are made here, once, keyed by their inputs (:mod:`course_lib.artifacts`), and the
+notebook loads them, re-runs short versions live and says which figures come from here.
 
 **The runs** (``LLMSettings``; quick profile: ``steps`` optimizer steps of ``batch_size`` blocks of
 ``block_size`` Shakespeare tokens, drawn from ``train_blocks`` distinct blocks per seed, so each block
@@ -19,8 +18,9 @@ constant learning rate after a short warm-up, so that a run's state at step ``k`
   time (equal wall time).
 - ``forward KL``: ``DistillationTrainer`` on the teacher's cached top-``k`` logits of the same blocks,
   ``alpha`` KD + ``1 - alpha`` cross-entropy, on every seed.
-- ``reverse KL`` and ``JSD`` (beta 0.5): the same from the same cache (over the teacher's top-k,
-  both renormalised: ``llm_losses.topk_divergence``), on the first seed.
+- ``reverse KL`` and ``JSD`` (beta 0.5): the same from the same cache, on the first seed. Over the
+  teacher's top-k both distributions are renormalised (``llm_losses.topk_divergence``), so the
+  student's mass outside those tokens is never penalised, the penalty that defines reverse KL.
 - ``responses`` (sequence-level KD, Kim & Rush 2016): the teacher's greedy continuations of the
   first ``prompt_tokens`` of each training block (written to ``responses.jsonl``), the student
   fine-tuned with cross-entropy on the continuations only, on the first seed.
@@ -31,17 +31,11 @@ Each is evaluated on ``eval_blocks`` held-out Hamlet blocks evenly spaced over t
 and ``forward KL`` students of every seed and of the ``responses`` student (the notebook's demos and
 the drafts of notebook 06 part 2, :mod:`course_lib.speculative_experiment`), about 100 MB each.
 
-**Why few blocks, seen often** (calibration on this machine; one-off scripts through this module's
-Trainer pieces). With 30 steps over 120 *distinct* blocks, forward KL against alone was decided by
-the seed, not by the method: 437.8 / 408.4 against 403.8 / 437.3 (seeds 0 / 1, first 16 Hamlet
-blocks), and with a linear-decay schedule 538.6 / 434.2 against 502.0 / 518.2; a hand-written loop
-over the same blocks in another order gave 368 / 388 against 504 / 517. The teacher's caching also
-cost about as much as the distilled training (49 s for 120 blocks). With 40 blocks seen three times:
-357.1 / 412.5 against 378.6 / 404.8 (still a coin toss). With 16 blocks seen 7.5 times the student
-trained alone over-fits them and the teacher's distributions are what keeps the student general:
-forward KL 472.1 / 555.5 / 523.7 against 838.7 / 2,202.0 / 2,287.8 alone (seeds 0 / 1 / 2,
-32 evenly spaced blocks; caching 5-6 s). Distillation at this budget is a regulariser for a student with few
-data, as in notebook 02; its top-1 agreement with the teacher was higher on every run above.
+**Why few blocks, seen often.** ``train_blocks`` is small and each block is seen several times, so
+that a student trained alone can over-fit its blocks and the teacher's distributions can act as a
+regulariser (notebook 02's few-labels regime): the setting in which the claim
+``06.kd_beats_alone_steps`` (:mod:`course_lib.profiles`) is made, on every seed. The caching of the
+teacher is timed (``cache_seconds``) so that the equal-time comparison counts it.
 """
 from __future__ import annotations
 
@@ -49,6 +43,7 @@ import copy
 import dataclasses
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -288,11 +283,14 @@ def run_experiment(folder: Path, settings: LLMSettings = QUICK, progress: bool =
 
 
 def experiment_key_inputs(settings: LLMSettings = QUICK) -> dict:
+    from . import llm_losses
     from .distill_trainer import DistillationTrainer
 
     return {"recipe_version": RECIPE_VERSION, "settings": dataclasses.asdict(settings),
             "teacher": llm.teacher_key_inputs(), "torch": torch_version(),
-            "code": source_fingerprint(run_experiment, DistillationTrainer, llm.pruned_student)}
+            # whole modules: the experiment, the trainer, the losses it calls and the LLM helpers (docstrings
+            # and comments do not count, see artifacts.source_fingerprint)
+            "code": source_fingerprint(sys.modules[__name__], DistillationTrainer, llm_losses, llm)}
 
 
 def experiment(settings: LLMSettings = QUICK, *, rebuild: bool = False, progress: bool = True) -> Path:

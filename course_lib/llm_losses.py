@@ -44,7 +44,12 @@ say); pass ``vocab_size=len(tokenizer)`` to trim both to the shared vocabulary, 
 
 **Top-k teacher caches** (``topk_teacher_logits``, ``topk_kd_loss``, ``topk_mass``): store the
 teacher's k most likely tokens per position instead of the whole vocabulary, and distil from the
-teacher renormalised over them; ``topk_kd_loss`` says exactly what that computes.
+teacher renormalised over them; ``topk_kd_loss`` says exactly what that computes. The reverse KL
+and the JSD from such a cache renormalise the student over the same ``k`` tokens
+(``topk_divergence``): the student's mass outside them is never penalised, and that penalty (no mass
+where the teacher has none) is what defines the reverse KL.
+
+Notebook 06's toy (one peak fitted to two under each divergence) is ``course_lib.plots.fit_gaussian_student``.
 
 ``validate=True`` (default) checks the inputs, which reads tensor values (a GPU would wait); a
 training loop that has checked once can pass ``validate=False``, which never synchronises.
@@ -247,7 +252,7 @@ def topk_mass(teacher_logits: torch.Tensor, k: int, *, temperature: float = 1.0,
               vocab_size: int | None = None) -> torch.Tensor:
     """Per position, the share of ``softmax(z_t / T)`` the teacher's ``k`` most likely tokens hold,
     shape ``logits.shape[:-1]``: 1 at ``k = V``, non-decreasing in ``k``. ``1 - topk_mass`` is the
-    teacher's tail that a top-k cache drops (e.g. "top-64 keeps 82% of the mass" is its mean)."""
+    teacher's tail that a top-k cache drops (its mean over positions is "top-k keeps x% of the mass")."""
     z = teacher_logits if vocab_size is None else _trim(teacher_logits, vocab_size, "teacher_logits")
     _check_k(k, z.shape[-1])
     z = z / _as_column(temperature, z)
@@ -331,3 +336,4 @@ def topk_kd_loss(student_logits: torch.Tensor, topk_values: torch.Tensor, topk_i
                        labels, temperature=temperature, alpha=alpha, attention_mask=attention_mask,
                        ignore_index=ignore_index, reduction=reduction, return_parts=return_parts,
                        validate=validate, use_kl=use_kl)
+

@@ -11,8 +11,11 @@ gradients, and it is kept with the result (``BornAgain.teachers``).
 
 **Deep mutual learning** (Zhang et al., CVPR 2018): two or more students train together from
 scratch, each on ``CE(z_i, y) + weight * T^2 * mean_{j != i} KL(p_j^T || p_i^T)``, where ``p_j``
-is peer ``j``'s *current* prediction on the same batch, detached (each student treats its peers'
-predictions as targets, as in the paper's alternating updates). ``MutualLearning`` is an objective
+is peer ``j``'s *current* prediction on the same batch, detached: each student treats its peers'
+predictions as targets. The paper updates the peers in turn on each batch (peer 2's loss
+uses peer 1's prediction after peer 1's step); here all peers are updated together, from the
+logits of the same step - a simultaneous variant, which lets every peer of every seed train in
+one stack. ``MutualLearning`` is an objective
 with ``couples_runs = True``: ``fit`` keeps all peers in one group (one stack). Which runs are peers
 is a function of the ``RunSpec`` (default: runs with the same data order, ``data_seed`` or else
 ``seed`` - peers see the same batches, and get different initial weights from their ``seed``).

@@ -15,8 +15,10 @@ free (the *bonus* token). So each target call yields between 1 and ``K + 1`` tok
 **Greedy mode** (``temperature=0``): a draft token passes iff it is the target's argmax; the
 replacement is the target's argmax. The output is exactly the target's own greedy output.
 
-**Sampling mode** (``temperature > 0``): ``p`` is the target's and ``q`` the draft's distribution,
-both at the SAME temperature and with the SAME top-k / top-p filtering. A draft token ``x ~ q`` is
+**Sampling mode** (``temperature > 0``): ``p`` is the target's distribution (at ``temperature``,
+after top-k / top-p filtering) and ``q`` the distribution the draft token was drawn from (by
+default the draft's at the same temperature and filtering; see *Temperatures* below for a draft at
+a temperature of its own). A draft token ``x ~ q`` is
 accepted with probability ``min(1, p(x) / q(x))``; on rejection a token is drawn from the residual
 ``r = max(0, p - q) / sum(max(0, p - q))``. Then, for every token ``x``::
 
@@ -56,25 +58,37 @@ confidence stop at 0.4 (not re-tuned: this course does not install scikit-learn)
 changes the output distribution: which and how many tokens the draft proposes is decided before the
 target looks at them, and every proposed token is judged by the rule above.
 
-**The two mistakes of the source article** are options, so that the notebook can show what each
-costs (GUIDE section 4, mistake 5):
+**Temperatures: what is exact and what is biased.** The proof needs one thing of ``q``: that it is
+the distribution the draft token was really drawn from. The draft may sample at a temperature of
+its own (the source article draws and judges its draft at temperature 1 and its target at 0.7):
+``q`` is then the draft's distribution at that temperature, the output is still exactly the
+target's, and only the acceptance ``sum min(p, q)`` changes (a draft that matches the target at the
+target's temperature loses acceptance). :func:`speculative_sample` runs that scheme
+(``draft_at``). What biases the output is judging a draft token with probabilities it was not drawn
+from, e.g. drawn at 0.7 and judged with its probabilities at 1: :func:`speculative_sample`'s
+``judge_draft_at``, kept so that the notebook and the tests can measure the bias. (It is the same
+computation as :func:`speculative_generate`'s ``draft_temperature``, which names the temperature
+the draft is *judged* at, not the one it samples at.) :func:`one_draft_outcome` gives the output
+distribution and the acceptance of one draft token under either scheme exactly, by enumeration.
 
-- ``draft_temperature=1.0`` with another ``temperature``: the draft's tokens are drawn at
-  ``temperature`` but the probabilities ``q`` used in the acceptance test and in the residual are
-  taken at ``draft_temperature``. ``q`` is then not the distribution the token came from and the
-  output is biased (the tests detect it). Had the draft also *drawn* its tokens at temperature 1,
-  the output would still be exact (any proposal distribution works) and only the acceptance rate
-  would drop: what breaks the guarantee is judging a token with probabilities it was not drawn from.
-- ``use_cache=False``: every forward re-reads the whole sequence (both models), as the article's
-  loop does; the tokens are the same, the time grows with the length.
+**The source article's faults**, and where this module differs:
+
+- its residual ``max(0, p - q)`` is normalised only implicitly, by ``torch.multinomial`` (an
+  all-zero residual, e.g. when ``p`` and ``q`` round to the same fp16 values, raises);
+  :func:`residual_distribution` normalises explicitly and falls back on ``p``;
+- neither model keeps a KV cache, so every step re-reads the whole sequence; ``use_cache=False``
+  reproduces that loop (the same tokens, more time);
+- batch size 1 only (so is this module: rows of a batch accept different numbers of drafts);
+- its "expected 60-80%" acceptance is quoted, not measured; acceptance depends on the pair and the
+  text, and :func:`greedy_agreement` measures it.
 
 **Theory.** With a per-token acceptance ``alpha`` (independent tokens), a round yields
 ``(1 - alpha^(K+1)) / (1 - alpha)`` tokens on average (:func:`expected_tokens_per_call`; ``K+1`` at
-``alpha = 1``). If a draft step costs ``c`` target steps and the verify pass over ``K+1`` tokens
-costs ``v`` target steps (``v = 1`` in the papers' idealisation; more on a CPU, where a forward over
-a few tokens costs more than over one), the speedup over plain decoding is
-``expected_tokens_per_call / (K c + v)`` (:func:`expected_speedup`; Leviathan et al., Theorem 3.8,
-with ``v`` added).
+``alpha = 1``). If a draft step costs ``c`` target steps and the verify pass, one forward over
+``K+1`` tokens, costs ``v(K+1)`` target steps (``v(n)``: a function of the tokens in the pass; 1 in
+the papers' idealisation, to be measured on real hardware), the speedup over plain decoding is
+``expected_tokens_per_call / (K c + v(K+1))`` (:func:`expected_speedup`; Leviathan et al.,
+Theorem 3.8, with ``v`` added).
 
 :func:`greedy_generate` is the baseline: the target alone, KV-cached, greedy. Both generators
 return the whole sequence (prompt + new tokens, ``[1, n]``, as ``model.generate`` does). Sampling
@@ -100,12 +114,14 @@ from .llm import output_vocab_size
 __all__ = [
     "SpeculativeStats",
     "speculative_generate",
+    "speculative_sample",
     "greedy_generate",
     "filtered_probs",
     "greedy_accept",
     "speculative_accept",
     "residual_distribution",
     "expected_acceptance",
+    "one_draft_outcome",
     "expected_tokens_per_call",
     "expected_speedup",
     "required_acceptance",
@@ -229,7 +245,8 @@ def filtered_probs(logits: torch.Tensor, temperature: float, top_k: int | None =
     """``softmax(logits / temperature)`` over the last dimension, restricted to the ``top_k`` most
     likely tokens and then to the nucleus of mass ``top_p`` (the smallest set of most likely tokens
     whose probability reaches ``top_p``; the top token always stays), renormalised. The order
-    (temperature, top-k, top-p) is ``transformers``'. Apply it to the target AND the draft alike."""
+    (temperature, top-k, top-p) is ``transformers``'. It gives the target's ``p``, and the draft's
+    ``q``: the same call that gives the distribution the draft's tokens are drawn from."""
     scaled = logits.float() / temperature
     if top_k is not None and top_k < scaled.shape[-1]:
         kth = scaled.topk(top_k, dim=-1).values[..., -1:]
@@ -289,6 +306,27 @@ def expected_acceptance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """The probability that a draft token ``x ~ q`` is accepted: ``sum_x min(p(x), q(x))``,
     which is ``1 - TV(p, q)`` (over the last dimension)."""
     return torch.minimum(p, q).sum(-1)
+
+
+def one_draft_outcome(p: torch.Tensor, drawn: torch.Tensor,
+                      judged: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exactly what :func:`speculative_accept` does with one draft token ``x ~ drawn`` judged with
+    the draft probabilities ``judged`` (default: ``drawn``, the correct rule) against the target's
+    ``p``, all ``[V]``: returns ``(output distribution [V], acceptance probability)``, by enumeration.
+
+    ``P(accept x) = min(1, p(x) / judged(x))`` (1 where ``judged(x) = 0 < p(x)``, as the rule's
+    ``u * q < p`` gives), a rejection draws from ``residual_distribution(p, judged)``. With
+    ``judged = drawn`` the output is ``p`` whatever ``drawn`` is (the module docstring's proof)
+    and the acceptance is :func:`expected_acceptance`; with ``judged != drawn`` it is not ``p``."""
+    judged = drawn if judged is None else judged
+    if not p.shape == drawn.shape == judged.shape or p.dim() != 1:
+        raise ValueError(f"p, drawn and judged must be [V] of one size, got {tuple(p.shape)}, "
+                         f"{tuple(drawn.shape)}, {tuple(judged.shape)}")
+    ratio = torch.where(judged > 0, (p / judged.clamp_min(torch.finfo(judged.dtype).tiny)).clamp(max=1.0),
+                        (p > 0).to(p.dtype))
+    kept = drawn * ratio
+    acceptance = kept.sum()
+    return kept + (1 - acceptance) * residual_distribution(p, judged), acceptance
 
 
 # --------------------------------------------------------------------------- theory
@@ -460,7 +498,7 @@ def _propose(draft: _CachedModel, tokens: torch.Tensor, n: int, temperature: flo
              confidence_threshold: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Up to ``n`` draft tokens, drawn one forward pass at a time (greedy when ``temperature == 0``),
     and, when sampling, the draft's distributions ``q`` ``[len, V]`` they are judged with (at
-    ``q_temperature``; the same as ``temperature`` unless the article's mistake is asked for)."""
+    ``q_temperature``; the same as ``temperature`` unless the biased rule is asked for)."""
     drafts, qs = [], []
     sequence = tokens
     for _ in range(n):
@@ -472,7 +510,7 @@ def _propose(draft: _CachedModel, tokens: torch.Tensor, n: int, temperature: flo
             q = filtered_probs(logits.cpu(), temperature, top_k, top_p)
             token = torch.multinomial(q, 1, generator=generator)[0]
             confidence = q[token]
-            if q_temperature != temperature:           # the article's mistake: judged by other probabilities
+            if q_temperature != temperature:           # the biased rule: judged by other probabilities
                 q = filtered_probs(logits.cpu(), q_temperature, top_k, top_p)
             qs.append(q)
             token = token.to(sequence.device)
@@ -503,10 +541,11 @@ def speculative_generate(target: nn.Module, draft: nn.Module, input_ids: torch.T
     than the tokens still wanted minus one, so no accepted token is thrown away at the end. Stops
     after an ``eos_token_id`` (an int or a list).
 
-    The source article's two mistakes, for demonstration: ``draft_temperature`` (sampling only)
-    judges the draft's tokens with its probabilities at that temperature although they were drawn
-    at ``temperature`` (biased output); ``use_cache=False`` runs both models over the whole sequence
-    at every step (same tokens, slower).
+    Two options for demonstration: ``draft_temperature`` (sampling only) is the temperature the
+    draft's tokens are JUDGED at, although they were drawn at ``temperature``: judging a token with
+    probabilities it was not drawn from biases the output (a draft that draws and is judged at its
+    own temperature is exact: :func:`speculative_sample`); ``use_cache=False`` runs both models over
+    the whole sequence at every step, as the source article's loop does (same tokens, slower).
 
     Returns ``(tokens [1, n + new], SpeculativeStats)``."""
     tokens = _prompt(input_ids)
@@ -584,3 +623,51 @@ def speculative_generate(target: nn.Module, draft: nn.Module, input_ids: torch.T
     stats.seconds = time.perf_counter() - start
     stats.target_calls, stats.draft_calls = target_run.calls, draft_run.calls
     return tokens, stats
+
+
+def speculative_sample(target: nn.Module, draft: nn.Module, input_ids: torch.Tensor, max_new_tokens: int,
+                       k: int = 4, temperature: float = 1.0, *, draft_at: float | None = None,
+                       judge_draft_at: float | None = None, **options) -> tuple[torch.Tensor, SpeculativeStats]:
+    """Speculative sampling (``temperature > 0``) with the draft at a temperature of its own.
+
+    ``temperature``: the target's (the output follows the target's distribution at it, after
+    ``top_k`` / ``top_p``). ``draft_at`` (default ``temperature``): the draft draws its tokens at this
+    temperature AND is judged with its probabilities at it, as the source article does with 1 against
+    the target's 0.7: exact, only the acceptance changes. ``judge_draft_at`` (default ``draft_at``):
+    judge the draft's tokens with its probabilities at this temperature instead of the one they were
+    drawn at: biased, kept to measure the bias. ``options``: :func:`speculative_generate`'s (``top_k``,
+    ``top_p``, ``generator``, ``adaptive``, ``eos_token_id``, ``max_k``, ``confidence_threshold``,
+    ``use_cache``).
+
+    A temperature is a scale on the logits: ``softmax(z / t_d) = softmax((z * t / t_d) / t)``. So the
+    draft's logits are multiplied by ``t / t_d`` (a forward hook on ``draft``, removed on return) and
+    :func:`speculative_generate` runs at ``temperature``; its ``draft_temperature`` is set to the
+    judging temperature on that scale, ``judge_draft_at * t / t_d``. ``draft`` must then not be
+    ``target`` itself (pass a copy)."""
+    if "draft_temperature" in options:
+        raise TypeError("speculative_sample takes draft_at (draws and is judged at it) and judge_draft_at "
+                        "(judged at it, the biased rule), not draft_temperature")
+    for name, value in (("temperature", temperature), ("draft_at", draft_at), ("judge_draft_at", judge_draft_at)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Real) or value <= 0):
+            raise ValueError(f"{name} must be > 0 (speculative_sample samples; greedy decoding is "
+                             f"speculative_generate with temperature=0), got {value!r}")
+    draft_at = temperature if draft_at is None else draft_at
+    scale = temperature / draft_at
+    judged = None if judge_draft_at is None or judge_draft_at == draft_at else judge_draft_at * scale
+    if scale == 1:
+        return speculative_generate(target, draft, input_ids, max_new_tokens, k, temperature,
+                                    draft_temperature=judged, **options)
+    if draft is target:
+        raise ValueError("draft_at rescales the draft's logits: pass a copy of the target as the draft, "
+                         "not the target itself")
+
+    def rescale(module, args, output):
+        output.logits = output.logits * scale
+        return output
+
+    handle = draft.register_forward_hook(rescale)
+    try:
+        return speculative_generate(target, draft, input_ids, max_new_tokens, k, temperature,
+                                    draft_temperature=judged, **options)
+    finally:
+        handle.remove()

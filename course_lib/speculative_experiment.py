@@ -21,16 +21,14 @@ counted; repetitive text flatters drafts and prompt lookup alike. ``prompts`` ar
 
 - The target alone: greedy tokens/s; the cost of one cached forward over ``n`` new tokens, ``n`` in
   ``verify_tokens``, as a ratio ``v(n)`` of the one-token step (the verify pass of ``K`` drafts is
-  ``n = K + 1``; the theory assumes ``v = 1``). On this CPU a fp32 forward over 2-5 tokens costs
-  about twice one token's (the BLAS's small-matrix path). The same for the target in **bf16** (its
-  cost grows more slowly with the tokens) and quantized to **dynamic int8**
-  (``compress.quantize_dynamic_int8``, every ``nn.Linear``: nearly flat in the tokens). Neither is
-  free: speculative decoding reproduces the target's greedy output only if the verify pass computes
-  the same logits as one-token decoding steps. :func:`verify_difference` measures how far apart
-  they are: fp32 ~5e-5 (rounding), bf16 ~0.3-0.5 (rounding at 8 bits of mantissa, different kernels
-  for one and several tokens: near-tied argmaxes flip), dynamic int8 several units (each forward
-  quantizes its activations with one scale computed from all its tokens: a different function;
-  ``tests/test_speculative.py`` pins it). So fp32 outputs are checked equal to greedy; bf16 and
+  ``n = K + 1``; the theory assumes ``v = 1``). The same for the target in **bf16** and quantized
+  to **dynamic int8** (``compress.quantize_dynamic_int8``, every ``nn.Linear``). Neither is free:
+  speculative decoding reproduces the target's greedy output only if the verify pass computes the
+  same logits as one-token decoding steps. :func:`verify_difference` measures how far apart they
+  are: in fp32 by rounding only; in bf16 by rounding at 8 bits of mantissa, with different kernels
+  for one and several tokens (near-tied argmaxes can flip); in dynamic int8 each forward quantizes
+  its activations with one scale computed from all its tokens: a different function
+  (``tests/test_speculative.py`` pins it). So fp32 outputs are checked equal to greedy; bf16 and
   int8 outputs are counted (``identical_outputs``), not checked.
 - Each draft's step as a fraction ``c`` of the target's step.
 - Acceptance for every ``K`` of ``simulate_k`` and for the adaptive length, **exactly and without
@@ -59,6 +57,7 @@ import json
 import math
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -387,8 +386,7 @@ def run_experiment(folder: Path, settings: SpeculativeSettings = QUICK, progress
 def experiment_key_inputs(settings: SpeculativeSettings = QUICK) -> dict:
     return {"recipe_version": RECIPE_VERSION, "settings": dataclasses.asdict(settings),
             "students": artifact_key(**llm_experiment.experiment_key_inputs()), "torch": torch_version(),
-            "code": source_fingerprint(run_experiment, _agreement_stats, _live, _reachable, random_layers_student,
-                                       spec.speculative_generate, spec.simulate_greedy, spec.greedy_agreement)}
+            "code": source_fingerprint(sys.modules[__name__], spec)}     # both modules' code, docstrings aside
 
 
 def experiment(settings: SpeculativeSettings = QUICK, *, rebuild: bool = False, progress: bool = True) -> Path:

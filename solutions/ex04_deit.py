@@ -86,7 +86,8 @@ def hard_distillation_loss(class_logits: torch.Tensor, dist_logits: torch.Tensor
         L   = (1/B) * sum_b L_b
 
     with ``CE(z, k) = -log softmax(z)[k]`` (``F.cross_entropy``, temperature 1). DeiT uses
-    ``alpha = 1/2`` and found this better than soft distillation. The teacher's logits enter only
+    ``alpha = 1/2`` and found this better than soft distillation in its ImageNet experiments (its soft
+    runs used ``lambda = 0.1``, ``tau = 3``). The teacher's logits enter only
     through their argmax, so multiplying them by a positive constant does not change the loss; the
     target of the distillation head is an index, not the teacher's probabilities. Where the teacher
     disagrees with the label, the two heads are pulled towards different classes: that is the point
@@ -126,9 +127,9 @@ def soft_distillation_loss(class_logits: torch.Tensor, dist_logits: torch.Tensor
     the class head's, on the labels, at temperature 1. Only the distillation head is distilled.
 
     If you use ``F.kl_div(input, target)``: its ``input`` must be the student's *log*-probabilities
-    (``F.log_softmax(z_dist / tau, dim=-1)``) and its ``target`` the teacher's probabilities; passing
-    probabilities as ``input``, as the source article of this course did, computes something that is
-    not a KL divergence (its value is never positive).
+    (``F.log_softmax(z_dist / tau, dim=-1)``) and its ``target`` the teacher's probabilities. Passing
+    probabilities as ``input`` is a common mistake: it computes something that is not a KL divergence
+    (its value is never positive).
 
     Args:
         class_logits: ``[B, C]``, the class head's logits ``z_cls``.

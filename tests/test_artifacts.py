@@ -163,3 +163,46 @@ def test_tensor_fingerprint_other_dtypes():
     assert A.tensor_fingerprint(torch.arange(3)) == A.tensor_fingerprint(np.arange(3, dtype=np.int64))
     with pytest.raises(TypeError, match="objects"):
         A.tensor_fingerprint(np.array([object()]))
+
+
+
+def test_source_fingerprint_sees_code_not_docstrings_or_comments():
+    """Editing what code says about itself keeps an artifact; editing what it does rebuilds it."""
+    documented = 'def f(x):\n    """A docstring that says something."""\n    # a comment\n    return x + 1\n'
+    reflowed = "def f(x):\n    return (x +\n            1)  # another comment\n"
+    changed = 'def f(x):\n    """A docstring that says something."""\n    return x + 2\n'
+    renamed = "def g(x):\n    return x + 1\n"
+    assert A._code_of(documented) == A._code_of(reflowed)
+    assert A._code_of(documented) != A._code_of(changed)
+    assert A._code_of(documented) != A._code_of(renamed)
+    assert A._code_of('class C:\n    """doc"""\n') == A._code_of("class C:\n    pass\n")
+    assert A._code_of('"""module doc"""\nX = 1\n') == A._code_of("X = 1\n")
+    assert A._code_of('X = "a string that is not a docstring"\n') != A._code_of("X = 1\n")
+
+
+def test_experiment_keys_see_every_module_their_runs_call():
+    """The LLM experiment's key covers the losses its trainer calls (a changed loss must not reuse a
+    stale artifact); the speculative and DistilBERT keys cover their whole helper modules."""
+    from course_lib import distilbert_experiment, llm_experiment, llm_losses, speculative_experiment
+
+    code = llm_experiment.experiment_key_inputs()["code"]
+    from course_lib import distill_trainer, llm
+    assert code == A.source_fingerprint(llm_experiment, distill_trainer.DistillationTrainer, llm_losses, llm)
+    assert A.source_fingerprint(llm_experiment, distill_trainer.DistillationTrainer, llm) != code
+    from course_lib import distilbert, speculative
+    assert speculative_experiment.experiment_key_inputs()["code"] == A.source_fingerprint(speculative_experiment,
+                                                                                           speculative)
+    assert distilbert_experiment.experiment_key_inputs()["code"] == A.source_fingerprint(distilbert_experiment,
+                                                                                          distilbert)
+
+
+def test_a_module_run_as_main_has_the_key_of_its_import_name():
+    """`python -m course_lib.llm_experiment` (make setup) must build the artifact that `import` finds:
+    the module's __name__ is then "__main__", its __spec__ still names it."""
+    import types
+
+    from course_lib import llm_experiment
+
+    as_main = types.ModuleType("__main__")
+    as_main.__file__, as_main.__spec__ = llm_experiment.__file__, llm_experiment.__spec__
+    assert A.source_fingerprint(as_main) == A.source_fingerprint(llm_experiment)

@@ -1,7 +1,7 @@
 """course_lib.compress: ONNX export parity, dynamic batch axis, size accounting, int8 accuracy, errors.
 
 One small StudentCNN is trained for two epochs on toy images (a faint stripe, whose row is the
-class, in unit noise: hard enough that the student is ~88% accurate rather than 100%, so that an
+class, in unit noise: hard enough that the student falls well short of 100%, so that an
 int8 accuracy loss could show) and shared by the tests. No test asserts a wall-clock figure:
 latency is checked for its structure only.
 """
@@ -15,8 +15,8 @@ from course_lib.data import TensorData
 from course_lib.engine import Execution, RunSpec, TrainConfig, fit
 from course_lib.models import StudentCNN, TeacherCNN, ViT
 
-# int8 accuracy may differ from fp32 by at most this many points on the same 400 test images
-# (measured: torch static int8 -0.25 points, ORT static QDQ +0.5)
+# int8 accuracy may differ from fp32 by at most this many points on the same 400 test images (a
+# margin wide enough for any seed or machine; the claim it protects is "int8 keeps the accuracy")
 INT8_TOLERANCE_POINTS = 3.0
 
 # torch.ao.quantization announces its own deprecation (in favour of torchao, which is not a
@@ -112,6 +112,32 @@ def test_static_int8_accuracy_close_to_fp32_and_smaller(trained):
     assert all(type(m).__module__.startswith("torch.nn.modules") for m in model.children())
 
 
+def test_size_breakdown_adds_up_and_explains_the_ratio(trained):
+    """The four parts add up to the file; fp32 is all unquantized payload; static int8 stores one byte
+    per weight, fp32 biases, per-channel scales and zero points; dynamic int8 leaves the convolutions
+    in fp32."""
+    model, train, _ = trained
+    weights = {n: p.numel() for n, p in model.named_parameters() if n.endswith("weight")}
+    biases = sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias"))
+    fp32 = compress.size_breakdown(model)
+    assert sum(fp32.values()) == compress.size_on_disk(model)
+    assert fp32["unquantized"] == 4 * 20_490 and fp32["int8"] == fp32["qparams"] == 0
+    assert fp32["container"] > 0
+    q = compress.quantize_static_int8(model, train.subset(200))
+    static = compress.size_breakdown(q)
+    assert sum(static.values()) == compress.size_on_disk(q)
+    assert static["int8"] == sum(weights.values())
+    assert static["unquantized"] == 4 * biases
+    channels = sum(m.out_features if isinstance(m, torch.nn.Linear) else m.out_channels
+                   for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    # per channel: a float64 scale and an int64 zero point; per quantized module and for the input:
+    # a float32 activation scale and an int64 zero point
+    assert static["qparams"] == 16 * channels + 12 * (3 + 1)
+    dynamic = compress.size_breakdown(compress.quantize_dynamic_int8(model)[0])
+    assert dynamic["int8"] == weights["fc.weight"]
+    assert dynamic["unquantized"] == 4 * (20_490 - weights["fc.weight"])
+
+
 def test_dynamic_int8_on_cnn_replaces_only_the_linear(trained):
     model, _, test = trained
     q, replaced = compress.quantize_dynamic_int8(model)
@@ -177,8 +203,11 @@ def test_comparison_table_rows(trained, onnx_path):
         small, warmup=1, repeats=3)
     assert [r["name"] for r in rows] == ["student fp32", "student ONNX"]
     for r in rows:
-        assert set(r) == {"name", "bytes", "parameters", "latency_b1_ms", "latency_b64_ms", "threads", "accuracy"}
+        assert set(r) == {"name", "bytes", "parameters", "threads", "accuracy"} | {
+            f"latency_b{b}_{k}" for b in (1, 64) for k in ("ms", "p10_ms", "p90_ms")}
         assert r["bytes"] > 0 and r["latency_b1_ms"] > 0 and 0 <= r["accuracy"] <= 100
+        for b in (1, 64):
+            assert 0 < r[f"latency_b{b}_p10_ms"] <= r[f"latency_b{b}_ms"] <= r[f"latency_b{b}_p90_ms"]
     assert rows[0]["parameters"] == rows[1]["parameters"] == 20_490
 
 
@@ -222,3 +251,32 @@ def test_the_timed_call_computes_the_models_output(trained, onnx_path):
     call, runtime = compress._bound_call(compress.ort_session(onnx_path), x)
     assert runtime == "onnxruntime"
     assert torch.allclose(torch.from_numpy(call().copy_outputs_to_cpu()[0]), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_ort_dynamic_convolutions_only_when_asked(trained, onnx_path, tmp_path):
+    """The default leaves convolutions alone; asked for, they become ConvInteger (notebook 07 times them)."""
+    import onnx
+
+    def ops(path):
+        return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+    assert "ConvInteger" not in ops(compress.ort_quantize_dynamic(onnx_path, tmp_path / "default.onnx"))
+    asked = compress.ort_quantize_dynamic(onnx_path, tmp_path / "conv.onnx", op_types=("Conv", "MatMul", "Gemm"))
+    assert "ConvInteger" in ops(asked)
+    model, _, test = trained
+    assert compress.onnx_parity(model, compress.ort_session(asked), test.x)["top1_agreement"] >= 95.0
+
+
+def test_torch_dynamic_conv_modules_exist_but_the_default_mapping_leaves_convolutions_alone(trained):
+    """What notebook 07 and compress's docstring say about quantize_dynamic, checked against torch."""
+    from torch.ao.nn.quantized import dynamic as nnqd
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+    model, _, test = trained
+    default = quantize_dynamic(model)                          # qconfig_spec=None: torch's default mapping
+    assert type(default.conv1) is torch.nn.Conv2d and type(default.fc) is nnqd.Linear
+    with pytest.warns(UserWarning, match="poor numerical accuracy"):      # torch's own advice against them
+        asked = quantize_dynamic(model, {torch.nn.Conv2d: default_dynamic_qconfig},
+                                 mapping={torch.nn.Conv2d: nnqd.Conv2d})
+    assert type(asked.conv1) is nnqd.Conv2d and type(asked.fc) is torch.nn.Linear
+    assert abs(compress.accuracy(asked, test) - compress.accuracy(model, test)) <= INT8_TOLERANCE_POINTS

@@ -120,7 +120,7 @@ def test_layer_copy_needs_a_bert_classifier():
 # --------------------------------------------------------------------------- the random student
 
 def test_init_weights_keeps_loaded_weights_which_is_why_reinitialise_is_explicit(tmp_path):
-    """The trap of issue 13: in transformers 5, init_weights() skips weights already initialised or
+    """The trap: in transformers 5, init_weights() skips weights already initialised or
     loaded, so a "random" student made that way is the teacher. If this starts failing, transformers
     changed and the docstrings saying so need updating."""
     teacher = tiny_teacher()
@@ -555,9 +555,16 @@ def test_the_case_study_runs_every_student_at_a_toy_size(real_sources, tmp_path)
                     else (settings.random_epochs, settings.random_lr))
         assert (row["epochs"], row["lr"]) == schedule and row["init"] == ("random" if "random" in row["name"] else "copy")
     assert len(r["runs"]) == len(de.student_runs(settings)) == 10
+    labels = torch.tensor(r["test_labels"])
+    assert len(labels) == 32 and len(r["teacher"]["predictions"]) == 32
+    for row in r["runs"] + [r["teacher"]]:      # per-review predictions agree with the accuracy recorded
+        predicted = torch.tensor(row["predictions"])
+        assert row["accuracy"] == pytest.approx(100 * (predicted == labels).float().mean().item(), abs=0.005)
     for row in r["runs"]:
         assert 0 <= row["accuracy"] <= 100 and row["train_seconds"] > 0
         assert row["retained"] == pytest.approx(100 * row["accuracy"] / r["teacher"]["accuracy"], abs=0.01)
+        share = torch.bincount(torch.tensor(row["predictions"]), minlength=2).max().item() / 32
+        assert row["largest_class_share"] == pytest.approx(share, abs=1e-4) and row["one_class"] == (share >= 0.98)
     speed = r["size_speed"]
     assert speed["teacher"]["layers"] == 6 and speed["student"]["layers"] == 3
     assert 0.7 < speed["parameter_ratio"] < 0.8 and speed["speedup_batch"] > 0 and speed["speedup_1"] > 0

@@ -74,7 +74,7 @@ MUTATIONS = {
     "soft_reverse_kl": (
         "soft_distillation_loss", [(KL, "kl = (log_p_dist.exp() * (log_p_dist - log_p_t)).sum(dim=-1).mean()")],
         {"soft_matches_reference", "soft_limits_and_gradient"}, "the reverse KL"),
-    "soft_kl_div_fed_probabilities": (  # the source article's call
+    "soft_kl_div_fed_probabilities": (  # a common mistake (the article passes log-probabilities)
         "soft_distillation_loss", [(KL, "kl = F.kl_div(log_p_dist.exp(), log_p_t.exp(), reduction='batchmean')")],
         {"soft_matches_reference", "soft_limits_and_gradient"}, "F.kl_div fed probabilities"),
     "soft_kl_div_sum": (

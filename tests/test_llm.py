@@ -382,7 +382,7 @@ def test_teacher_held_out_perplexity_on_hamlet(real_teacher):
     value = llm.perplexity(teacher, sample, progress=False)
     print(f"\nteacher perplexity on Hamlet blocks 100-107: {value:.1f} ({time.perf_counter() - start:.1f} s); "
           f"train {blocks.train.numel()} tokens, held out {blocks.held_out.numel()}")
-    assert math.isfinite(value) and 20 < value < 200                   # issue 10 measured 64 on Hamlet
+    assert math.isfinite(value) and 20 < value < 200                   # a plausible range for a 135M model on Shakespeare
 
 
 @pytest.mark.slow

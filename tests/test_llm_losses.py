@@ -1,5 +1,6 @@
 """Token-level LLM distillation losses: values against reference formulas, the GKD identities,
-gradients, masks (never averaged over padding), vocabularies, top-k caches and clear errors."""
+gradients, masks (never averaged over padding), vocabularies, top-k caches, clear errors, and the
+one-peak-against-two toy (forward KL covers both modes, reverse KL picks one)."""
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from course_lib.llm_losses import (align_vocab, shift_for_causal_lm, token_divergence, token_kd_loss,
                                    topk_divergence, topk_kd_loss, topk_mass, topk_teacher_logits)
 from course_lib.losses import soft_target_kl
+from course_lib.plots import fit_gaussian_student, gaussian_logits
 
 DIVS = [("forward_kl", 0.5), ("reverse_kl", 0.5), ("jsd", 0.5), ("jsd", 0.2), ("jsd", 0.9)]
 
@@ -432,3 +434,30 @@ def test_topk_reverse_and_jsd_are_over_the_top_k_and_equal_the_full_ones_at_k_eq
     assert torch.allclose(got, expected, atol=1e-10)
     s[..., 0] += 100.0 * (indices != 0).all(-1)          # the student's mass off the top-k is not seen
     assert torch.allclose(topk_divergence(s, values, indices, divergence=divergence, beta=beta), expected, atol=1e-10)
+
+
+# --------------------------------------------------------------------------- the toy: one peak against two
+
+@pytest.mark.parametrize("offset", [0.4, -0.4])              # the mode at 15 higher, then the one at 42
+def test_one_peak_fit_forward_covers_reverse_picks(offset):
+    """Notebook 06's figure: forward KL spreads one peak over both modes, reverse KL (and the JSD at
+    beta 0.5) sits on one mode with its width; gradient descent from one broad start does not get there."""
+    positions = torch.arange(60.0)
+    teacher = torch.logsumexp(torch.stack([gaussian_logits(positions, 15.0, 3.0),
+                                           gaussian_logits(positions, 42.0, 3.0) - offset]), 0)
+    forward = fit_gaussian_student(teacher, "forward_kl")
+    assert 15 + 3 < forward.mean < 42 - 3 and forward.width > 10, forward
+    higher = 15.0 if offset > 0 else 42.0
+    for divergence in ("reverse_kl", "jsd"):
+        fit = fit_gaussian_student(teacher, divergence)
+        assert abs(fit.mean - higher) < 0.5 and abs(fit.width - 3.0) < 0.3, (divergence, fit)
+        assert fit.width < 0.5 * forward.width
+        assert math.isclose(fit.value, float(token_divergence(fit.logits, teacher, divergence)), rel_tol=1e-5)
+        naive = fit_gaussian_student(teacher, divergence, start=(28.0, 7.4), steps=400)
+        assert fit.value <= naive.value + 1e-6                   # the grid's answer is at least as good
+        if divergence == "reverse_kl":                           # one broad start: a broad local minimum
+            assert naive.width > 10 and naive.value > fit.value + 1.0, naive
+    with pytest.raises(ValueError, match=r"\[V\]"):
+        fit_gaussian_student(teacher[None])
+    with pytest.raises(ValueError, match="divergence"):
+        fit_gaussian_student(teacher, "kl")

@@ -1,6 +1,7 @@
 """Speculative decoding (course_lib.speculative) on tiny random Llama models: greedy output equals
 the target's own greedy output and transformers' assisted generation; sampling reproduces the
-target's exact distribution of the first tokens (and the article's temperature mismatch does not);
+target's exact distribution of the first tokens, also with the draft at a temperature of its own
+(the source article's scheme), while judging a draft with probabilities it was not drawn from does not;
 the KV caches after a rejection and crop equal a fresh forward; statistics, theory, errors."""
 import copy
 import importlib.metadata
@@ -77,7 +78,7 @@ def test_greedy_equals_target_greedy(greedy_models, draft_name):
 
 
 def test_greedy_variants_give_the_same_tokens(greedy_models):
-    """Without a cache (the article's loop), adaptively, with the confidence stop, with an EOS."""
+    """Without a cache (the source article's loop), adaptively, with the confidence stop, with an EOS."""
     target, drafts = greedy_models
     for prompt in PROMPTS[:2]:
         expected, _ = spec.greedy_generate(target, ids(prompt), 16)
@@ -130,12 +131,12 @@ def tv(counts, probs):
     return float((counts / counts.sum() - probs).abs().sum() / 2)
 
 
-def sample_first_tokens(target, draft, prompt, runs, max_new_tokens, seed, **kw):
+def sample_first_tokens(target, draft, prompt, runs, max_new_tokens, seed, sampler=spec.speculative_generate, **kw):
     g = torch.Generator().manual_seed(seed)
     first, pairs = torch.zeros(V), torch.zeros(V, V)
     drafted = accepted = 0
     for _ in range(runs):
-        out, stats = spec.speculative_generate(target, draft, ids(prompt), max_new_tokens, generator=g, **kw)
+        out, stats = sampler(target, draft, ids(prompt), max_new_tokens, generator=g, **kw)
         x1, x2 = out[0, len(prompt):len(prompt) + 2].tolist()
         first[x1] += 1
         pairs[x1, x2] += 1
@@ -167,8 +168,32 @@ def test_sampling_matches_target_distribution(sampling_models, case):
         assert pairs[p12 == 0].sum() == 0
 
 
-def test_temperature_mismatch_is_biased(sampling_models):
-    """The article's mistake: tokens drawn at 0.7, judged with the draft's probabilities at 1."""
+def test_draft_at_its_own_temperature_is_exact(sampling_models):
+    """The source article's scheme: the draft draws AND is judged at temperature 1, the target at 0.7.
+    The output is still exactly the target's; only the acceptance changes. The draft is a copy of the
+    target: at the target's temperature it is always accepted, at its own it is not."""
+    target, drafts = sampling_models
+    draft, prompt, runs, temperature = drafts["self"], PROMPTS[1], 1500, 0.7
+    p1, p12 = exact_pair_distribution(target, prompt, temperature)
+    first, pairs, rate = sample_first_tokens(target, draft, prompt, runs, 2, seed=3, k=1, temperature=temperature,
+                                             draft_at=1.0, sampler=spec.speculative_sample)
+    assert not draft._forward_hooks                              # the rescaling hook is gone
+    assert tv(first, p1) < tv_bound(p1, runs)
+    assert tv(pairs.flatten(), p12.flatten()) < tv_bound(p12, runs)
+    _, _, same = sample_first_tokens(target, draft, prompt, 200, 2, seed=3, k=1, temperature=temperature)
+    with torch.no_grad():
+        q1 = spec.filtered_probs(draft(ids(prompt)).logits[0, -1], 1.0)
+    expected = float(spec.expected_acceptance(p1, q1))               # the first draft's, exactly
+    assert same == 1.0 and expected < 0.95, (same, expected)
+    assert abs(rate - expected) < 0.1 and rate < 0.95, (rate, expected)
+    with pytest.raises(ValueError, match="copy"):
+        spec.speculative_sample(target, target, ids(prompt), 2, temperature=0.7, draft_at=1.0)
+
+
+def test_judging_with_other_probabilities_is_biased(sampling_models):
+    """The mistake that does bias the output: tokens drawn at 0.7, judged with the draft's probabilities
+    at 1 (``speculative_sample(judge_draft_at=1.0)``, the same as ``speculative_generate``'s
+    ``draft_temperature=1.0``)."""
     target, drafts = sampling_models
     draft, prompt, runs, temperature = drafts["self"], PROMPTS[1], 1500, 0.7
     p, _ = exact_pair_distribution(target, prompt, temperature)
@@ -176,16 +201,38 @@ def test_temperature_mismatch_is_biased(sampling_models):
         logits = draft(ids(prompt)).logits[0, -1]
     drawn, judged = spec.filtered_probs(logits, temperature), spec.filtered_probs(logits, 1.0)
     # what the biased sampler outputs, exactly: accepted draws plus rejections resampled from the residual
-    kept = drawn * (p / judged).clamp(max=1.0)
-    biased = kept + (1 - kept.sum()) * spec.residual_distribution(p, judged)
+    biased, _ = spec.one_draft_outcome(p, drawn, judged)
     bound = tv_bound(p, runs)
     assert tv(biased, p) > 2 * bound                             # the bias is well above the noise
     first, _, _ = sample_first_tokens(target, draft, prompt, runs, 2, seed=2, k=1, temperature=temperature,
-                                      draft_temperature=1.0)
+                                      judge_draft_at=1.0, sampler=spec.speculative_sample)
     assert tv(first, p) > bound                                  # ... and this test sees it
     assert tv(first, biased) < tv_bound(biased, runs)            # it is exactly the predicted bias
+    same, _, _ = sample_first_tokens(target, draft, prompt, runs, 2, seed=2, k=1, temperature=temperature,
+                                     draft_temperature=1.0)
+    assert torch.equal(same, first)                              # speculative_generate's name for it
     honest, _, _ = sample_first_tokens(target, draft, prompt, runs, 2, seed=2, k=1, temperature=temperature)
     assert tv(honest, p) < bound                                 # the same run without the mistake passes
+
+
+def test_one_draft_outcome():
+    """Enumeration: exact whenever a draft is judged with the distribution it was drawn from (any
+    temperatures), biased otherwise; the acceptance is sum min(p, q) in the exact case."""
+    z_target, z_draft = torch.tensor([2.0, 1.2, 0.9, 0.5, 0.0, -3.0]), torch.tensor([-1.0, -0.5, 0.0, 0.3, 1.2, 1.5])
+    p = spec.filtered_probs(z_target, 0.7)
+    for t in (0.7, 1.0, 2.5):
+        q = spec.filtered_probs(z_draft, t)
+        out, acceptance = spec.one_draft_outcome(p, q)
+        assert torch.allclose(out, p, atol=1e-6), t
+        assert math.isclose(float(acceptance), float(spec.expected_acceptance(p, q)), abs_tol=1e-6)
+    out, _ = spec.one_draft_outcome(p, spec.filtered_probs(z_draft, 0.7), spec.filtered_probs(z_draft, 1.0))
+    assert tv(out, p) > 0.02
+    # q = 0 where p > 0 (a filtered draft): never drawn there, and the residual supplies that mass
+    q = torch.tensor([0.0, 0.5, 0.5, 0.0, 0.0, 0.0])
+    out, acceptance = spec.one_draft_outcome(p, q)
+    assert torch.allclose(out, p, atol=1e-6) and math.isclose(float(acceptance), float(p[1] + p[2]), abs_tol=1e-6)
+    with pytest.raises(ValueError, match="one size"):
+        spec.one_draft_outcome(p, q[:4])
 
 
 def test_speculative_accept_preserves_p():
@@ -424,6 +471,13 @@ def test_errors(greedy_models):
         run(temperature=1.0, top_p=0.0)
     with pytest.raises(ValueError, match="draft_temperature only applies"):
         run(draft_temperature=1.0)
+    sample = lambda **kw: spec.speculative_sample(target, draft, prompt, 4, **kw)
+    with pytest.raises(ValueError, match="draft_at must be > 0"):
+        sample(temperature=0.7, draft_at=0.0)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        sample(temperature=0)
+    with pytest.raises(TypeError, match="judge_draft_at"):
+        sample(temperature=0.7, draft_temperature=1.0)
     with pytest.raises(ValueError, match="max_k"):
         run(k=4, max_k=2)
     with pytest.raises(ValueError, match="max_new_tokens"):

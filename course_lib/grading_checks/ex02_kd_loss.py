@@ -181,7 +181,7 @@ def kd_gradient_matches_autograd(kd_gradient):
 
 @check(M, "kd_gradient", points=2, closed_form=True)
 def kd_gradient_high_temperature_limit(kd_gradient):
-    """Rows sum to 0; for zero-mean logits and T = 100, T^2 * gradient ~ (z_s - z_t) / C (Hinton eq. 3)."""
+    """Rows sum to 0; for zero-mean logits and T = 100, T^2 * gradient ~ (z_s - z_t) / C (Hinton et al. 2015, eq. 4)."""
     zs, zt, _ = _batch(90, b=5, c=6)
     zs, zt = zs - zs.mean(-1, keepdim=True), zt - zt.mean(-1, keepdim=True)
     g = as_tensor(kd_gradient(zs, zt, 2.0), "T=2")

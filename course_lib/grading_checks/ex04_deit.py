@@ -252,7 +252,7 @@ def _soft_mistakes(zc, zd, y, zt, a, tau) -> dict[str, float]:
         "tau instead of tau^2": (1 - a) * ce + a * tau * fwd,
         "the reverse KL, KL(dist head || teacher) (DeiT, like Hinton, puts the teacher first)":
             (1 - a) * ce + a * tau ** 2 * rev,
-        "F.kl_div fed probabilities, the source article's call (its input must be log-probabilities: "
+        "F.kl_div fed probabilities, a common mistake (its input must be log-probabilities: "
         "F.log_softmax(dist_logits / tau, dim=-1))": (1 - a) * ce + a * tau ** 2 * probabilities_in,
         "the KL summed over the batch (reduction='sum') instead of averaged (reduction='batchmean')":
             (1 - a) * ce + a * tau ** 2 * b * fwd,

@@ -5,7 +5,8 @@
 #
 # **Learning goals**
 # - read a trained teacher's output as a probability distribution, and soften it with a temperature;
-# - measure how much information the soft targets carry (entropy vs temperature);
+# - measure how the temperature flattens the soft targets (entropy vs temperature), and why the
+#   entropy is not the information they carry;
 # - see *which* wrong classes the teacher thinks are close: the "dark knowledge" of Hinton et al. (2015);
 # - know which KL divergence `nn.KLDivLoss` really computes.
 #
@@ -49,7 +50,9 @@ print(environment_report(profile))
 # uniform; $T \to 0$: one-hot on the arg-max). At $T = 1$ a well-trained network is so confident
 # that the small probabilities of the wrong classes are invisible. At higher $T$ they show: a shirt
 # is "a bit like a T-shirt, a little like a coat, nothing like a sneaker". Hinton, Vinyals and Dean
-# called this structure **dark knowledge**: the student in notebook 02 learns from it.
+# (2015) point at "the relative probabilities of incorrect answers" as what a big model has learnt
+# about generalising; Hinton's 2014 talk named it **dark knowledge**. The student in notebook 02
+# learns from it.
 
 # %% md slide
 # ## The teacher
@@ -108,7 +111,8 @@ for t, p in probs_by_t.items():
 # The mean entropy of the teacher's distribution over the test set, from almost 0 (one-hot) to
 # $\log C$ nats for $C$ classes (uniform; the dashed line). The useful
 # range for distillation is in between: soft enough to show the similarities, not so soft that
-# everything is uniform.
+# everything is uniform. Entropy measures how flat the targets are, not how informative: it is
+# largest for the uniform distribution, which says nothing about the image.
 
 # %% code subslide
 import math
@@ -172,8 +176,8 @@ nearest_to_shirt = classes[int(row.argmax())]
 print(f"\n{within:.0%} of the {k} closest pairs lie inside one group; nearest class to {EXAMPLE}: {nearest_to_shirt}")
 
 # %% code skip
-# The closest pairs stay inside a group (quick profile: all four inside "upper-body garments" or
-# "footwear"): the teacher has learnt a similarity structure that the one-hot labels never told it.
+# The closest pairs stay inside a group (the fraction is a profile claim): the teacher has learnt a
+# similarity structure that the one-hot labels never told it.
 assert within >= profile.claim("01.top_pairs_within_group"), pairs[:k]
 if profile.claim("01.nearest_in_group"):
     assert groups[nearest_to_shirt] == groups[EXAMPLE], nearest_to_shirt
@@ -250,11 +254,14 @@ print("closest pairs:", "; ".join(top_pairs))
 #   KL(teacher ‖ student). Say so, and use `direction="reverse"` when you mean the other one.
 # - **`log(softmax(z))` instead of `log_softmax(z)`.** At low temperature `softmax` underflows to 0
 #   and its log is `-inf`; `log_softmax` stays finite (next cell).
-# - **Hypothetical logits.** The article illustrates temperature on made-up logits; a real teacher's
-#   soft targets (above) are what the student actually sees.
-# - **Quoting "typical results" instead of measuring them.** The article ends with a table of
-#   "typical" accuracies that no code of it produced. Every figure in this course comes from the run
-#   that prints it (and is recorded in `build/results.json`); a paper's number is quoted as such,
+# - **Hypothetical logits, unchecked printouts.** The article illustrates temperature on made-up
+#   logits, and its printed example does not match its own code: at T = 1 it prints p(cat) 0.9833 and
+#   entropy 0.123, where its code gives 0.9946 and 0.042 (checked by running the article's snippet).
+#   A real teacher's soft targets (above), printed by the code that computed them, are what the
+#   student actually sees.
+# - **Quoting "typical results" instead of measuring them.** The article quotes tables of "typical"
+#   results in several places that no code of it produced. Every figure in this course comes from the
+#   run that prints it (and is recorded in `build/results.json`); a paper's number is quoted as such,
 #   with its citation.
 
 # %% code subslide
@@ -292,7 +299,8 @@ print(inspect.getsource(losses.entropy))
 # %% md slide
 # ## Summary and further reading
 #
-# - A temperature softens a teacher's distribution; its entropy rises from near 0 to $\log C$.
+# - A temperature softens a teacher's distribution; its mean entropy rises with T towards $\log C$
+#   (the printed table: how close to 0 at T = 1 and to $\log C$ at T = 20 on this teacher).
 # - The soft targets rank the wrong classes sensibly: the teacher's similarity structure
 #   (tops with tops, footwear with footwear) is information that one-hot labels never carry.
 # - `nn.KLDivLoss(reduction="batchmean")(log p_s, p_t)` is KL(teacher ‖ student), the mass-covering one.

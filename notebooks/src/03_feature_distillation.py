@@ -6,11 +6,13 @@
 # **Learning goals**
 # - capture intermediate features of any model by module path, with hooks that are always removed;
 # - write the three families of "knowledge in the middle of the network": FitNets hints (with a
-#   regressor that is *trained*), attention transfer, relational KD;
+#   regressor that is *trained*), attention transfer, relational KD - and say where the losses used
+#   here differ from the papers' (a cosine hint in one stage; AT in its authors' code form, half
+#   their weight);
 # - measure, on real data and several seeds, what each adds on top of Hinton's KD - and what it costs
 #   per epoch;
-# - recognise two bugs of the source article: adapters that are never optimised, and a loss
-#   accumulated on the wrong device.
+# - recognise the source article's mistakes: adapters that are never optimised, and attention
+#   transfer presented as "distilling Transformer attention maps" (AT works on a CNN's activations).
 
 # %% code skip
 # Setup, only on Colab (locally, `make setup` has done it): clone the course, install course_lib from
@@ -45,13 +47,14 @@ print(environment_report(profile, device))
 #
 # - **FitNets hints** (Romero et al. 2015): a regressor $r$ maps the student's feature map $v_s$ to the
 #   teacher's shape, and the student is pulled towards the teacher's map $u_t$:
-#   $\;\mathcal{L}_{hint} = \lVert u_t(x) - r(v_s(x)) \rVert^2$. The regressor belongs to the **student**
-#   side and is trained with it.
-# - **Attention transfer** (Zagoruyko & Komodakis 2017): collapse channels into a spatial map
-#   $Q = \sum_c |A_c|^p$, normalise it, and match the maps over layer pairs $j$:
-#   $\;\mathcal{L}_{AT} = \frac{\beta}{2} \sum_j
+#   $\;\mathcal{L}_{hint} = \frac12 \lVert u_t(x) - r(v_s(x)) \rVert^2$. The regressor belongs to the
+#   **student** side and is trained with it. FitNets trains in two stages: first the student's layers
+#   up to the hint, with $r$, on this loss alone; then the whole student with KD.
+# - **Attention transfer** (Zagoruyko & Komodakis 2017), on a **CNN's activations** $A$ (channels x H x W):
+#   collapse the channels into a spatial map $Q = \sum_c |A_c|^p$, normalise it, and match the maps
+#   over layer pairs $j$: $\;\mathcal{L}_{AT} = \frac{\beta}{2} \sum_j
 #   \big\lVert \hat Q_s^j - \hat Q_t^j \big\rVert_p$, with $\hat Q = Q / \lVert Q \rVert_2$.
-#   No parameters: the student and teacher may have any channel counts.
+#   No parameters (any channel counts), and no queries, keys or softmax: not a transformer's attention.
 # - **Relational KD** (Park et al. 2019): match the *geometry of the batch* - distances between
 #   examples (normalised by their mean) and angles between triplets - with a Huber loss.
 #
@@ -61,9 +64,11 @@ print(environment_report(profile, device))
 # ## Hooks: features by module path
 #
 # The article's configuration: a torchvision **ResNet-50** teacher (`layer2`, `layer3`, `layer4`) and a
-# **MobileNetV3-Small** student (`features.4`, `features.9`, `features.12`). Both are built with
-# `weights=None` (`pretrained=True` is the removed API; `weights=` would download). `FeatureCapture`
-# registers forward hooks on those paths - never rewrites `forward` - and removes them on exit.
+# **MobileNetV3-Small** student (`features.4`, `features.9`, `features.12`). The article writes
+# `models.resnet50(pretrained=True)`: deprecated since torchvision 0.13, still accepted with a warning
+# in the pinned 0.29; use `weights=` (a checkpoint would download, so here `weights=None`: random
+# weights, the shapes are what matter). `FeatureCapture` registers forward hooks on those paths -
+# never rewrites `forward` - and removes them on exit.
 
 # %% code subslide
 import torchvision
@@ -138,14 +143,27 @@ assert all(not torch.equal(r.weight, b) for r, b in zip(regressors, before)) and
 # - alone; KD ($T=4$, $\alpha=0.9$);
 # - KD + FitNets hint: student `conv2` (32 channels) -> teacher `features.7` (64 channels, same spatial
 #   size: a quarter of the image's side), 1x1 regressor;
-# - KD + attention transfer on two pairs (`conv1`/`features.3` at half the image's side, `conv2`/`features.7`),
-#   the authors' code form, $\beta = 1000$;
+# - KD + attention transfer on two pairs (`conv1`/`features.3` at half the image's side, `conv2`/`features.7`);
 # - KD + RKD on the logits: distance term (weight 25) and, where the profile affords it, the angle
-#   term (weight 50; it compares all batch^3 triplets - in the quick profile it is switched off, since
-#   it made an epoch about 7x as long as KD's on this CPU: RKD-D, one of the paper's variants).
+#   term (weight 50; it compares all batch^3 triplets, so the quick profile switches it off to keep
+#   its time budget: RKD-D, one of the paper's variants).
 #
-# The epochs (a profile setting) are fewer than notebook 02's, to fit the time budget: the KD gain
-# is smaller here, and the question is what the feature terms add *on top of it*.
+# The epochs (a profile setting) are fewer than notebook 02's, to fit the time budget; the question
+# is what the feature terms add *on top of KD* at this length.
+
+# %% md slide
+# ## The losses as used here, not as in the papers
+#
+# - **Hint**: `hint_loss(normalize="l2")`, per image
+#   $\lVert r/\lVert r\rVert - u/\lVert u\rVert \rVert^2 = 2\,(1 - \cos(r, u))$ - a cosine loss, blind to
+#   the features' scale - with weight 1, added to KD **from the first step**. FitNets: the squared
+#   error $\frac12\lVert u - r \rVert^2$, and a hint stage *before* KD.
+# - **AT**: the authors' code form, $\frac{\beta}{2} \sum_j \mathrm{mean}_{b,i}\,(\hat Q_s^j - \hat Q_t^j)_i^2$,
+#   $\beta = 1000$. Their `cifar.py` adds `beta * sum` of the same terms: at the same $\beta$ ours
+#   weighs **half** as much. The paper: $\frac{\beta}{2}$ times the norm of the difference (not
+#   squared), with $\beta$ divided by the map's size and the batch size.
+# - **RKD**: weights 25 (distance) and 50 (angle), the defaults of RepDistiller's `RKDLoss`, on the
+#   logits; RKD-D alone where the profile switches the angle term off.
 
 # %% code subslide
 import time
@@ -187,6 +205,9 @@ for name, objective in methods.items():
     runs += fit(make_student, [RunSpec(name, s, T, ALPHA) for s in SEEDS], student_train, config,
                 teacher_logits=teacher_logits, extra_loss=objective, test=test, execution=execution, desc=name)
 print(f"{len(runs)} students x {config.epochs} epochs in {sum(r.seconds for r in runs):.0f} s")
+batch = config.batch_size
+print(f"RKD angle weight in this profile: {profile.vision.rkd_angle_weight:g} (per batch of {batch}: "
+      f"{batch ** 3:,} triplets for the angle term, {batch ** 2:,} pairs for the distance term)")
 
 # %% md slide
 # ## Results
@@ -229,6 +250,26 @@ band = profile.claim("03.feature_within_kd")
 if band is not None:
     for n in methods:
         assert abs(acc[n].mean() - acc["kd"].mean()) <= band, (n, acc[n], acc["kd"])
+
+# %% md slide
+# ## What these seeds show
+#
+# What to look for: is a difference larger than the seed-to-seed noise, and what does it cost? The
+# cell below says it from the numbers above: a difference of two means over the seeds is called
+# *within noise* when it is smaller than two standard errors (2 SE) of that difference.
+
+# %% code subslide
+def versus(a, b):
+    d = acc[a].mean() - acc[b].mean()
+    two_se = 2 * ((acc[a].var(ddof=1) + acc[b].var(ddof=1)) / len(SEEDS)) ** 0.5
+    verdict = "within noise" if abs(d) < two_se else ("higher" if d > 0 else "lower")
+    return (f"{a} - {b}: {d:+.2f} points, higher on {int((acc[a] > acc[b]).sum())} of {len(SEEDS)} seeds "
+            f"({verdict}: 2 SE = {two_se:.2f})")
+
+
+print(versus("kd", "alone"))
+for n in methods:
+    print(versus(n, "kd") + f", at {cost[n] / cost['kd']:.1f}x KD's epoch time")
 
 # %% md slide
 # ## What attention transfer looks at
@@ -279,28 +320,36 @@ assert agreement["KD + AT student"] > agreement["untrained student"]
 #   `student.parameters()` reach the optimiser: they stay at their random initial values (shown above).
 #   Put the regressor on the student side and give it to the optimiser (`fit` does: an `extra_loss`'s
 #   parameters are optimised with the students').
-# - **A loss accumulated on the wrong device.** The article sums attention losses into
-#   `torch.tensor(0.0)`, a CPU tensor: with features on a GPU, PyTorch refuses to write a GPU result
-#   into it. Below, tensors on the `meta` device stand in for a GPU (none is needed): the article's
-#   total ends up on the CPU - here silently, with its value lost - while `course_lib` stacks the
-#   terms and stays on the features' device.
-# - **Mixing the two attention forms.** The paper sums $|A_c|^p$ over channels and uses a norm of the
-#   difference; the authors' code averages $A_c^2$ and squares the difference. Both are in
-#   `course_lib.features` (`form="paper"` / `"code"`): say which one you report.
+# - **Attention transfer is not transformer attention.** The article calls AT "distilling Transformer
+#   attention maps" and says DeiT distils attention maps. AT's map is computed from a CNN's
+#   activations ($\sum_c |A_c|^p$); DeiT distils the teacher's *output* through a distillation token
+#   (notebook 04).
+# - **Mixing the two attention forms.** The paper sums $|A_c|^p$ over channels, takes the norm of the
+#   difference and weighs it $\beta/2$; the authors' code averages $A_c^2$, squares the difference and
+#   weighs it `beta * sum`. Both forms are in `course_lib.features` (`form="paper"` / `"code"`): say
+#   which form and which weight you report.
 # - **Claiming a gain without seeds and without the cost.** A feature loss that moves accuracy by less
 #   than the seed-to-seed spread, at a higher epoch cost, is not an improvement.
 
+# %% md slide
+# ## Not a mistake: the article's loss accumulator
+#
+# The article starts from `total_loss = torch.tensor(0.0)`, a 0-dim CPU tensor, and adds each term
+# out of place: `total_loss = total_loss + ...`. PyTorch treats a 0-dim CPU tensor as a number that
+# may join a tensor on any device: the sum lands on the features' device (a GPU's, on a GPU). Without
+# a GPU, the `meta` device (shapes, no data) stands in below; the rule is the same.
+
 # %% code subslide
-s_meta = [torch.randn(2, 16, 14, 14, device="meta"), torch.randn(2, 32, 7, 7, device="meta")]
-t_meta = [torch.randn(2, 32, 14, 14, device="meta"), torch.randn(2, 64, 7, 7, device="meta")]
-total = torch.tensor(0.0)                           # the article's accumulator, on the CPU
-for s, t in zip(s_meta, t_meta):
-    total += attention_transfer_loss([s], [t])
-ours = attention_transfer_loss(s_meta, t_meta)
-print(f"features on {s_meta[0].device}; the article's total on {total.device}, course_lib's on {ours.device}")
+where = device if device.type != "cpu" else torch.device("meta")
+shapes = [((2, 16, 14, 14), (2, 32, 14, 14)), ((2, 32, 7, 7), (2, 64, 7, 7))]     # (student, teacher) per layer
+terms = [attention_transfer_loss([torch.randn(s, device=where)], [torch.randn(t, device=where)]) for s, t in shapes]
+total_loss = torch.tensor(0.0)                      # the article's accumulator: 0-dim, on the CPU
+for term in terms:
+    total_loss = total_loss + term                  # out of place, as in the article
+print(f"terms on {terms[0].device}; the article's total on {total_loss.device}")
 
 # %% code skip
-assert total.device.type == "cpu" and ours.device.type == "meta"
+assert total_loss.device == terms[0].device
 
 # %% md skip
 # ## Results recorded
@@ -309,8 +358,8 @@ assert total.device.type == "cpu" and ours.device.type == "meta"
 from course_lib.results import record_many
 figures = {
     "setting": {"epochs": config.epochs, "temperature": T, "alpha": ALPHA, "student_train_images": len(student_train),
-                "hint": "conv2 -> features.7, 1x1 regressor, l2-normalised, weight 1",
-                "attention": "conv1/features.3 + conv2/features.7, code form, beta 1000",
+                "hint": "conv2 -> features.7, 1x1 regressor, l2-normalised (2(1 - cos)), weight 1, one stage",
+                "attention": "conv1/features.3 + conv2/features.7, code form, beta 1000 (beta/2 * sum)",
                 "rkd": f"logits, distance 25, angle {profile.vision.rkd_angle_weight:g}"},
     "teacher_accuracy": round(teacher_acc, 2),
     "seeds": {str(s): {n: round(float(acc[n][i]), 2) for n in names} for i, s in enumerate(SEEDS)},

@@ -49,7 +49,8 @@ print(environment_report(profile, device))
 #   embedding; it attends to the patches and the class token like any token;
 # - its final state feeds its **own head**, trained on the teacher; the class head is trained on the labels;
 # - loss $(1-\alpha)\,\mathrm{CE}(z_{cls}, y) + \alpha\,\mathcal{L}_{distill}(z_{dist}, z_t)$; at test time
-#   the prediction is the mean of the two heads' logits.
+#   the prediction is the mean of the two heads' logits (DeiT's code; the paper's text adds the two
+#   heads' softmax outputs).
 #
 # Published ImageNet top-1 (the DeiT repository's table; quoted, not measured here): DeiT-S 79.9 ->
 # **81.2** distilled, DeiT-B 81.8 -> **83.4**.
@@ -60,11 +61,13 @@ print(environment_report(profile, device))
 # - **Soft** (Hinton's):
 #   $\;\tau^2\,\mathrm{KL}\big(\mathrm{softmax}(z_t/\tau)\,\|\,\mathrm{softmax}(z_{dist}/\tau)\big)$
 # - **Hard-label**: $\;\mathrm{CE}\big(z_{dist},\ \arg\max_c z_t\big)$ - the teacher's decision taken as a
-#   label; no temperature. DeiT found it better than soft distillation (with $\alpha = 1/2$).
+#   label; no temperature; DeiT weighs the two cross-entropies $1/2$ each.
 #
-# Hard labels have a property soft ones lack: on an augmented crop where the object is cut away, the
-# teacher's label can be *more* correct than the dataset's - which only helps if the teacher really
-# sees those crops the way the student does (below).
+# DeiT's case for hard labels is empirical: in its ImageNet experiments (Table 3) hard-label
+# distillation beat soft - whose runs used $\lambda = 0.1$, $\tau = 3$ (its Sec. 6) - and it is
+# "parameter-free and conceptually simpler". The paper notes that the teacher's hard label "may
+# change depending on the specific data augmentation" (a crop can cut the labelled object away); so
+# do soft targets, when the teacher sees the same view - here it does (below).
 
 # %% md slide
 # ## A transformer you can hold in your head
@@ -170,8 +173,9 @@ if gap is not None:
 #
 # - **ViT alone** (cross-entropy on the labels);
 # - **DeiT hard**: $\alpha = 1/2$, distillation head on the teacher's argmax;
-# - **DeiT soft**: $\alpha = 1/2$, $\tau = 3$ (DeiT's soft setting used $\tau = 3$; the same $\alpha$ as
-#   hard keeps one difference between the two).
+# - **DeiT soft**: $\alpha = 1/2$, $\tau = 3$. DeiT's soft runs used $\tau = 3$ but $\lambda = 0.1$
+#   (its $\alpha$); we keep $\alpha = 1/2$ for both, so the target is the only difference between hard
+#   and soft - which makes our soft-vs-hard comparison a different one from DeiT's ablation.
 #
 # A small ViT and few labelled images: the regime where a transformer lacks what a CNN assumes. The
 # DeiT runs (hard and soft) train as one stack; accuracy of each head is monitored during training.
@@ -245,19 +249,40 @@ if profile.claim("04.soft_beats_alone"):
 margin = profile.claim("04.hard_gain_min")
 if margin is not None:
     assert (acc["DeiT hard"] - acc["ViT alone"]).mean() >= margin, acc
-if profile.claim("04.soft_beats_hard_mean"):
-    assert acc["DeiT soft"].mean() > acc["DeiT hard"].mean(), acc
+margin = profile.claim("04.soft_dist_head_gain_min")
+if margin is not None:       # DeiT soft: the distillation head above the class head, on the mean of the seeds
+    assert (heads["DeiT soft"][:, 1] - heads["DeiT soft"][:, 0]).mean() >= margin, heads
+# (soft vs hard is printed below with its verdict, not asserted: on six calibration seeds it was within noise)
 
 # %% md slide
 # ## Reading the results
 #
-# - In the quick profile both distillations beat the ViT trained alone: the cell above asserts it on
-#   every seed for soft distillation and on the mean for hard (margins calibrated on six seeds).
-# - There **soft beat hard** on the mean - the reverse of DeiT's ImageNet ablation. With few labelled
-#   images, the teacher's full distribution (which classes a view resembles) is worth more than its
-#   decision, which mostly repeats the label (see the teacher's accuracy on the views, above).
-# - The **distillation head** is usually the better of the two heads: it learns from targets on every
-#   view, the class head only from the labels. The heads agree on most images, more as training goes on.
+# What to look for, each computed below from the numbers above: does each distillation beat the ViT
+# trained alone by more than the seed-to-seed noise (2 SE: two standard errors of a difference of
+# means over the seeds)? Which is higher here, hard or soft (our $\alpha$ is not DeiT's soft $\lambda$)?
+# How often does the hard target differ from the label at all? Which head is better, and do the heads
+# agree more as training goes on?
+
+# %% code subslide
+def versus(a, b):
+    d = acc[a].mean() - acc[b].mean()
+    two_se = 2 * ((acc[a].var(ddof=1) + acc[b].var(ddof=1)) / len(SEEDS)) ** 0.5
+    verdict = "within noise" if abs(d) < two_se else ("higher" if d > 0 else "lower")
+    return (f"{a} - {b}: {d:+.2f} points, higher on {int((acc[a] > acc[b]).sum())} of {len(SEEDS)} seeds "
+            f"({verdict}: 2 SE = {two_se:.2f})")
+
+
+for a, b in [("DeiT hard", "ViT alone"), ("DeiT soft", "ViT alone"), ("DeiT soft", "DeiT hard")]:
+    print(versus(a, b))
+differs = 100 - teacher_view_acc["augmentation-trained teacher"]["views"]
+print(f"the teacher's argmax differs from the label on {differs:.1f}% of the training views")
+for m in methods[1:]:
+    d = heads[m][:, 1] - heads[m][:, 0]
+    agree = np.array([run_of[m, s].history["monitor_head_agreement"] for s in SEEDS]).mean(0)
+    first = run_of[m, SEEDS[0]].history["monitor_epoch"][0]
+    print(f"{m}: distillation head - class head {d.mean():+.2f} points, "
+          f"higher on {int((d > 0).sum())} of {len(SEEDS)} seeds")
+    print(f"{m}: heads agree on {agree[0]:.1f}% of images after epoch {first}, {agree[-1]:.1f}% at the end")
 
 # %% md slide
 # ## Where do the two tokens look?
@@ -306,14 +331,14 @@ print(f"cosine(class token, distillation token): learned vectors {token_cos:.2f}
 #   on a patch token trains that patch's representation towards the teacher; the token's parameter
 #   never gets a gradient (shown above). Concatenate it after the class token and give it a position.
 # - **A teacher that never saw the student's views.** Caching the teacher's logits on clean images
-#   while the student trains on augmented ones, or using a teacher never trained on flips, hands the
-#   student wrong targets on exactly the views it learns from (measured above).
+#   while the student trains on augmented ones, or using a teacher never trained on flips, gives the
+#   student less accurate targets on the views it learns from (the teachers' accuracies above).
 # - **Reporting one head.** The class head, the distillation head and their average are three models;
 #   DeiT's number is the average. Say which one you report.
 # - **Soft distillation without $\tau^2$**, or `F.kl_div` fed probabilities instead of log-probabilities
 #   (notebook 02): the distillation term silently shrinks or becomes meaningless.
-# - **Expecting ImageNet's gains from a short run.** DeiT trained 300 epochs; a ViT's need for data and
-#   epochs is exactly what distillation compensates for - measure on several seeds before concluding.
+# - **Expecting ImageNet's gains from a short run.** DeiT trained 300 epochs, and its distilled model
+#   kept gaining from longer schedules (its Fig. 3) - measure on several seeds before concluding.
 
 # %% md skip
 # ## Results recorded
@@ -362,7 +387,7 @@ self_check("ex04")      # grades exercises/ (the checkout's, or on Colab the clo
 # - Measured above on every seed: what hard and soft distillation from a CNN add to a small ViT trained
 #   on few labelled images, per head.
 # - Published (quoted): DeiT-S 79.9 -> 81.2, DeiT-B 81.8 -> 83.4 ImageNet top-1 with a RegNetY-16GF
-#   teacher; hard-label distillation beat soft in the paper's ablation.
+#   teacher; hard-label distillation beat soft in the paper's ablation (its soft runs: $\lambda = 0.1$).
 #
 # Reading: H. Touvron et al., *Training data-efficient image transformers & distillation through
 # attention*, ICML 2021; A. Dosovitskiy et al., *An Image is Worth 16x16 Words*, ICLR 2021; timm's
