@@ -294,7 +294,7 @@ def experiment_key_inputs(settings: LLMSettings = QUICK) -> dict:
 
 
 def experiment(settings: LLMSettings = QUICK, *, rebuild: bool = False, progress: bool = True) -> Path:
-    """The experiment's artifact folder, run first if missing (about 11.5 minutes on 2 CPU cores)."""
+    """The experiment's artifact folder, run first if missing (minutes of CPU: its results record the build time)."""
     return cached_artifact(EXPERIMENT_NAME, experiment_key_inputs(settings),
                            lambda folder: run_experiment(folder, settings, progress), rebuild=rebuild)
 

@@ -48,6 +48,12 @@ class VisionSettings:
     # alpha=0.9 and the alphas at T=4 (alpha=0 is the student trained alone, already in the stack)
     ablation_temperatures: tuple[float, ...] = (1.0, 2.0, 8.0)
     ablation_alphas: tuple[float, ...] = (0.5, 1.0)
+    # notebook 02's transfer set (Hinton et al. 2015): images whose labels the students never use,
+    # drawn from the teacher's training images outside the students' subset; the headline run's
+    # epochs over labelled + transfer rows, and the sizes compared at the main comparison's steps
+    transfer_size: int = 8_000
+    transfer_epochs: int = 28
+    transfer_sweep: tuple[int, ...] = (2_000, 8_000)
     rkd_angle_weight: float = 50.0   # notebook 03: RKD's angle term costs O(batch^3) per step
     aug_teacher_epochs: int = 15     # notebook 04: the teacher trained on shifted / flipped images
     # notebook 04 (DeiT): the ViT students' labelled images, augmented views per image (the teacher's
@@ -112,6 +118,7 @@ PROFILES: dict[str, Profile] = {
             "02.kd_beats_augmentation": True,       # on every seed
             "02.short_schedule_margin": 1.0,        # mean gain, long minus short schedule
             "02.short_schedule_kd_behind": True,    # short schedule: KD below alone on every seed
+            "02.transfer_gap_recovered_min": 0.65,  # KD with the transfer set: gap recovered, every seed
             "03.kd_beats_alone": True,              # on every seed, at feature_epochs
             "03.feature_within_kd": 1.0,            # |mean(KD + feature loss) - mean(KD)| in points
             "04.teacher_views_gap_min": 10.0,       # augmentation-trained minus plain teacher, on the views
@@ -143,10 +150,13 @@ PROFILES: dict[str, Profile] = {
     "full": Profile(
         name="full",
         vision=VisionSettings(
-            dataset="cifar100", train_size=50_000, student_train_size=None, test_size=None,
+            # the students learn from a fifth of the labels; the other 40,000 images are notebook 02's
+            # transfer set (their labels unused)
+            dataset="cifar100", train_size=50_000, student_train_size=10_000, test_size=None,
             teacher_epochs=60, student_epochs=100, batch_size=128, lr=3e-3, weight_decay=5e-4,
             seeds=(0, 1, 2), eval_every=10, monitor_size=10_000,
             aug_teacher_epochs=60, deit_train_size=None, deit_views=4, deit_epochs=25,   # 100 passes per image
+            transfer_size=40_000, transfer_epochs=40, transfer_sweep=(10_000, 40_000),
             deit_vit=dict(patch_size=4, dim=192, depth=12, heads=3, mlp_ratio=4),       # DeiT-Ti's width/depth
             ban_student="resnet18", ban_epochs=100,                                     # a ResNet, as in BAN
         ),
@@ -163,6 +173,7 @@ PROFILES: dict[str, Profile] = {
             "02.kd_beats_augmentation": None,
             "02.short_schedule_margin": None,
             "02.short_schedule_kd_behind": None,
+            "02.transfer_gap_recovered_min": None,
             "03.kd_beats_alone": None,
             "03.feature_within_kd": None,
             "04.teacher_views_gap_min": None,
@@ -209,7 +220,7 @@ def get_device(prefer: str | None = None) -> torch.device:
 def configure_threads() -> int:
     """Use one torch thread per available core and stop OpenMP threads from spin-waiting.
 
-    Spin-waiting (the OpenMP default) made 2-thread CPU training 10-60x slower on a 2-core machine
+    Spin-waiting (the OpenMP default) made 2-thread CPU training many times slower on a 2-core machine
     whenever another process was busy, so ``OMP_WAIT_POLICY=PASSIVE`` is set if the caller has not
     chosen a policy. It only takes effect before OpenMP starts, so the Makefile also exports it.
     """

@@ -390,7 +390,7 @@ def experiment_key_inputs(settings: SpeculativeSettings = QUICK) -> dict:
 
 
 def experiment(settings: SpeculativeSettings = QUICK, *, rebuild: bool = False, progress: bool = True) -> Path:
-    """The artifact folder, built first if missing (about 6 minutes on 2 CPU cores, after part 1's)."""
+    """The artifact folder, built first if missing (after part 1's; its results record the build time)."""
     llm_experiment.experiment(progress=progress)
     return cached_artifact(EXPERIMENT_NAME, experiment_key_inputs(settings),
                            lambda folder: run_experiment(folder, settings, progress), rebuild=rebuild)

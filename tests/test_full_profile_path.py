@@ -53,6 +53,7 @@ profiles.PROFILES["full"] = dataclasses.replace(
                          student_epochs=10, monitor_size=200, feature_epochs=3, aug_teacher_epochs=3,
                          deit_train_size=300, deit_views=2, deit_epochs=2,
                          deit_vit=dict(patch_size=4, dim=32, depth=2, heads=2, mlp_ratio=2),
+                         transfer_size=300, transfer_epochs=3, transfer_sweep=(100, 300),
                          # ResNet-18 x 21 runs is GPU work: the CNN here (tests/test_online.py runs the
                          # ResNet-18 through born_again and mutual learning on a few images)
                          ban_student="student_cnn", ban_epochs=2),

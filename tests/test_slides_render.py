@@ -57,7 +57,7 @@ from course_lib import profiles
 _quick = profiles.PROFILES["quick"]
 profiles.PROFILES["quick"] = dataclasses.replace(
     _quick.replace_vision(student_train_size=200, monitor_size=200, test_size=1000, deit_train_size=200,
-                          deit_views=2, deit_epochs=2),
+                          deit_views=2, deit_epochs=2, transfer_size=400, transfer_epochs=4, transfer_sweep=(400,)),
     claims={{k: (None if k.startswith("{number}.") else v) for k, v in _quick.claims.items()}})'''
 
 

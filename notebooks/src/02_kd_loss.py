@@ -8,7 +8,8 @@
 # - train a small student alone and distilled, over several seeds, and measure the gain honestly
 #   (paired by seed, against the teacher-student gap);
 # - see how the loss decomposes during training, and how $T$ and $\alpha$ change the result;
-# - make distillation cost no more than ordinary training by caching the teacher's logits.
+# - make distillation cost no more than ordinary training by caching the teacher's logits;
+# - distil on Hinton's transfer set: images whose labels the student never uses.
 
 # %% code skip
 # Setup, only on Colab (locally, `make setup` has done it): clone the course, install course_lib from
@@ -334,6 +335,98 @@ for a in al:
         print(f"| T={MAIN_T:g}, α={a:g} | {ablation_a[a].test_accuracy:.2f} |")
 
 # %% md slide
+# ## Hinton's transfer set: images without labels
+#
+# Hinton et al. (2015) train the small model on a **transfer set**: "The transfer set that is used to
+# train the small model could consist entirely of unlabeled data or we could use the original
+# training set." Soft targets are what make unlabelled images useful: the teacher gives each one a
+# whole distribution - its guess at the label and which classes it resembles - with no human label.
+#
+# Here: the students' labelled images (the same as above), plus transfer images drawn from the
+# teacher's **other** training images. Labelled rows get the loss above; transfer rows the soft term
+# alone ($\alpha = 1$): their labels are never read (`engine.TransferSetKD`, tested: changing a
+# transfer row's label changes nothing). The caveat: the teacher trained on these images, so its
+# predictions there are nearly one-hot (printed below); images it never saw would be the harder case.
+
+# %% code subslide
+from course_lib.data import TensorData
+from course_lib.engine import transfer_set_kd
+
+v = profile.vision
+pool = train.outside_subset(v.student_train_size, seed=0)     # the teacher's images the students never saw
+
+
+def with_transfer(size):
+    """The students' labelled images + `size` transfer images, and which rows are labelled."""
+    data = TensorData.concat([student_train, pool.subset(size, seed=1)])
+    return data, torch.arange(len(data)) < len(student_train)
+
+
+def equal_steps(data):
+    """Epochs over `data` that make as many optimizer steps as the main comparison."""
+    return max(1, round(config.epochs * len(student_train) / len(data)))
+
+
+transfer_runs = {}                                  # (size, epochs) -> runs, one per seed (or seed 0)
+for size, epochs, seeds in ([(v.transfer_size, v.transfer_epochs, SEEDS)]
+                            + [(m, None, SEEDS[:1]) for m in v.transfer_sweep]):
+    data, labelled = with_transfer(size)
+    epochs = epochs or equal_steps(data)
+    if (len(data) - len(student_train), epochs) in transfer_runs:
+        continue
+    cfg = TrainConfig.from_profile(profile, epochs=epochs, eval_every=0)
+    transfer_runs[len(data) - len(student_train), epochs] = fit(
+        make_student, [RunSpec("kd + transfer", s, MAIN_T, MAIN_ALPHA) for s in seeds], data, cfg,
+        teacher_logits=cache_logits(teacher, data), objective=transfer_set_kd(labelled), test=test,
+        execution=execution, desc=f"KD + {len(data) - len(student_train):,} transfer images, {epochs} epochs")
+top = softmax_with_temperature(cache_logits(teacher, pool.subset(v.transfer_size, seed=1)), 1.0).max(1).values
+print(f"teacher's mean top probability on the transfer images: {top.mean():.3f} at T=1")
+
+# %% code subslide
+gap = lambda acc, a: (acc - a) / (teacher_acc - a)                # per seed, against that seed's student alone
+alone_of = {s: a for s, a in zip(SEEDS, alone)}
+n_transfer = min(v.transfer_size, len(pool))
+kd_seconds = np.mean([by["kd", s].seconds for s in SEEDS])
+print("| student | labelled + transfer images | epochs (optimizer steps) | seed: accuracy, gap recovered | "
+      "time vs KD |\n|---|---|---|---|---|")
+print(f"| alone | {len(student_train):,} + 0 | {config.epochs} | "
+      + ", ".join(f"{s}: {a:.2f}" for s, a in zip(SEEDS, alone)) + " | - |")
+print(f"| KD | {len(student_train):,} + 0 | {config.epochs} | "
+      + ", ".join(f"{s}: {d:.2f}, {gap(d, a):.2f}" for s, d, a in zip(SEEDS, distilled, alone)) + " | 1.00x |")
+for (size, epochs), rs in transfer_runs.items():
+    steps = epochs * -(-(len(student_train) + size) // config.batch_size)
+    cells = ", ".join(f"{r.spec.seed}: {r.test_accuracy:.2f}, {gap(r.test_accuracy, alone_of[r.spec.seed]):.2f}"
+                      for r in rs)
+    print(f"| KD + transfer | {len(student_train):,} + {size:,} | {epochs} ({steps:,}) | {cells} | "
+          f"{np.mean([r.seconds for r in rs]) / kd_seconds:.2f}x |")
+headline = transfer_runs[n_transfer, v.transfer_epochs]
+transfer_gaps = np.array([gap(r.test_accuracy, alone_of[r.spec.seed]) for r in headline])
+print(f"\nKD with {n_transfer:,} transfer images, {v.transfer_epochs} epochs: gap recovered "
+      f"{', '.join(f'{g:.2f}' for g in transfer_gaps)} (seeds {', '.join(map(str, SEEDS))}) against "
+      f"{', '.join(f'{gap(d, a):.2f}' for d, a in zip(distilled, alone))} for KD on the labelled images alone")
+
+# %% code subslide tags=hide-input
+fig, ax = plt.subplots(figsize=(7, 3.6))
+s0 = SEEDS[0]
+sweep = sorted((size, rs[0]) for (size, epochs), rs in transfer_runs.items()
+               if epochs == equal_steps(with_transfer(size)[0]))
+xs = [0] + [size for size, _ in sweep]
+ys = [gap(by["kd", s0].test_accuracy, alone[0])] + [gap(r.test_accuracy, alone[0]) for _, r in sweep]
+ax.plot(xs, ys, "o-", label=f"equal optimizer steps (seed {s0})")
+ax.scatter([n_transfer] * len(headline), transfer_gaps, c="tab:red", zorder=3,
+           label=f"{v.transfer_epochs} epochs (every seed)")
+ax.axhline(1.0, ls="--", c="k", label="the teacher")
+ax.set(xlabel="transfer images (labels unused)", ylabel="gap recovered", ylim=(0, 1.05),
+       title="KD with a transfer set")
+ax.legend(fontsize=8)
+plt.show()
+
+# %% code skip
+margin = profile.claim("02.transfer_gap_recovered_min")
+if margin is not None:       # KD with the transfer set recovers this share of the gap on every seed
+    assert transfer_gaps.min() >= margin, transfer_gaps
+
+# %% md slide
 # ## What does distillation cost per epoch?
 #
 # One student, one epoch: (a) alone, (b) KD with a teacher forward pass every batch, (c) KD from the
@@ -381,7 +474,18 @@ figures = {
                        **{f"alpha={a:g}": round(ablation_a[a].test_accuracy, 2) for a in al}},
     "epoch_seconds": {k: round(v, 3) for k, v in epoch_times.items()},
     "cached_over_alone": round(epoch_times["kd_cached_logits"] / epoch_times["student_alone"], 3),
-    "headline": ["alone_mean", "distilled_mean", "gap_recovered", "cached_over_alone"],
+    "transfer": {"transfer_images": n_transfer, "epochs": v.transfer_epochs,
+                 "seeds": {str(r.spec.seed): {"accuracy": round(r.test_accuracy, 2),
+                                              "gap_recovered": round(float(g), 3)}
+                           for r, g in zip(headline, transfer_gaps)},
+                 "gap_recovered_min": round(float(transfer_gaps.min()), 3),
+                 "gap_recovered_mean": round(float(transfer_gaps.mean()), 3),
+                 "time_vs_kd": round(float(np.mean([r.seconds for r in headline]) / kd_seconds), 2),
+                 "equal_steps_seed0": {str(size): {"epochs": epochs, "accuracy": round(rs[0].test_accuracy, 2),
+                                                   "gap_recovered": round(float(gap(rs[0].test_accuracy, alone[0])), 3)}
+                                       for (size, epochs), rs in transfer_runs.items()
+                                       if epochs == equal_steps(with_transfer(size)[0])}},
+    "headline": ["alone_mean", "distilled_mean", "gap_recovered", "transfer.gap_recovered_min", "cached_over_alone"],
 }
 record_many("02_kd_loss", figures)
 print({k: v for k, v in figures.items() if k not in ("seeds", "headline")})
@@ -465,6 +569,9 @@ print(inspect.getsource(losses.kd_loss))
 #   beats the two controls (label smoothing 0.1, one augmentation) at those settings; the fraction of
 #   the teacher-student gap it recovers is in the results above (the two models' sizes are printed there).
 # - KD needs a long schedule: after a complete short schedule it was behind the student alone.
+# - A transfer set - the teacher's soft targets on images the student has no labels for - recovers
+#   more of the gap than KD on the labelled images alone (the fractions above, per seed; asserted
+#   above the profile's margin on every seed).
 # - What a teacher forward pass every batch costs, and what caching its logits saves, is the epoch
 #   time measurement above (in multiples of a plain epoch).
 #

@@ -83,8 +83,9 @@ print(f"median {lengths.median().item()} tokens; {100 * (lengths > SETTINGS.max_
 # Fine-tuning the teacher and training ten students takes too long for a lecture on a CPU (the build's
 # own time is printed below), so `python -m course_lib.distilbert_experiment` does it once and caches
 # it. **From the cache**: the fine-tuned teacher, the first seed's `copy + KD` student, every student's
-# accuracy, the ablation and the build's latency figures. **Live, below**: both saved models' predictions
-# on every test review, the layer copy, the triple loss, ten distillation steps, and latency again.
+# accuracy and predictions on the test reviews, the ablation and the build's latency figures. **Live,
+# below**: both saved models' predictions on every test review (checked against the cached ones), the
+# layer copy, the triple loss, ten distillation steps, and latency again.
 
 # %% code subslide
 results = de.load_results(SETTINGS)
@@ -100,9 +101,15 @@ def predictions(model, data, batch_size=64):
 
 
 labels = test_set.tensors["labels"]
-right = {"teacher": predictions(teacher, test_set) == labels, "student": predictions(student, test_set) == labels}
-live = {k: 100 * r.float().mean().item() for k, r in right.items()}
 first = SETTINGS.seeds[0]
+stored = {"teacher": results["teacher"]["predictions"],
+          "student": next(r["predictions"] for r in results["runs"] if r["name"] == "copy + KD" and r["seed"] == first)}
+right = {}
+for k, model in (("teacher", teacher), ("student", student)):
+    live_predictions = predictions(model, test_set)
+    assert live_predictions.tolist() == stored[k] and labels.tolist() == results["test_labels"]
+    right[k] = live_predictions == labels
+live = {k: 100 * r.float().mean().item() for k, r in right.items()}
 saved = {"teacher": results["teacher"]["accuracy"],
          "student": next(r["accuracy"] for r in results["runs"] if r["name"] == "copy + KD" and r["seed"] == first)}
 for k in live:
@@ -227,11 +234,10 @@ print(f"one test-set standard error at {teacher_acc:.0f}%: {se:.1f} points (the 
 # right and the second wrong, $c$ the reverse. If both were equally accurate, $b \sim
 # \mathrm{Binomial}(b + c, \tfrac12)$: **McNemar's exact test**, two-sided.
 #
-# The artifact keeps two models - the teacher and the first seed's `copy + KD` - so that pair gets
-# the test from its predictions. For the others it keeps accuracies, which fix $b - c$ but not
-# $b + c$; the p-value grows with $b + c$, so the accuracies bound it (`analysis.mcnemar_bounds`):
-# even the smallest $p \geq 0.05$ - within noise whatever the predictions; even the largest
-# $p < 0.05$ - a real difference; in between, only the predictions could tell.
+# The artifact keeps every model's predictions on the test reviews, so every pair of runs gets the
+# exact test. TF-IDF's predictions are not kept: its accuracy fixes $b - c$ but not $b + c$, and the
+# p-value grows with $b + c$, so the accuracies only bound it (`analysis.mcnemar_bounds`): even the
+# smallest $p \geq 0.05$ - within noise; even the largest $p < 0.05$ - a real difference; else undecided.
 
 # %% code subslide
 from course_lib.analysis import mcnemar_bounds, mcnemar_test
@@ -239,8 +245,26 @@ from course_lib.analysis import mcnemar_bounds, mcnemar_test
 n_test = results["data"]["test"]
 
 
+test_labels = torch.tensor(results["test_labels"])
+
+
+def correct(name, seed=None):
+    """Per-review correctness of a run (or of the teacher), from its cached predictions."""
+    row = results["teacher"] if name == "teacher" else by[name, seed]
+    return torch.tensor(row["predictions"]) == test_labels
+
+
 def paired(a, b):
-    """Accuracies (%) of two models on the same n_test reviews -> the difference and its verdict."""
+    """Two runs, (name, seed), on the same reviews -> the difference and McNemar's exact verdict."""
+    ra, rb = correct(*a), correct(*b)
+    t = mcnemar_test(ra, rb)
+    verdict = "within noise" if t["p"] >= 0.05 else "a real difference"
+    return (f"{100 * (ra.float().mean() - rb.float().mean()):+.1f} points, b = {t['b']}, c = {t['c']}, "
+            f"McNemar p = {t['p']:.2g} -> {verdict}")
+
+
+def bounded(a, b):
+    """Accuracies (%) only, on the same n_test reviews -> the difference and the bounds' verdict."""
     lo, hi = mcnemar_bounds(round(a * n_test / 100), round(b * n_test / 100), n_test)
     verdict = "within noise" if lo >= 0.05 else "a real difference" if hi < 0.05 else "undecided from accuracies"
     return f"{a - b:+.1f} points, McNemar p in [{lo:.2g}, {hi:.2g}] -> {verdict}"
@@ -251,13 +275,13 @@ print(f"teacher against copy + KD (seed {first}), from both models' predictions:
       f"p = {kept['p']:.2g} -> {'within noise' if kept['p'] >= 0.05 else 'a real difference'} "
       f"({live['teacher'] - live['student']:+.1f} points)")
 print(f"copy + KD, seed {seeds[0]} against seed {seeds[-1]} (the same recipe): "
-      f"{paired(by['copy + KD', seeds[0]]['accuracy'], by['copy + KD', seeds[-1]]['accuracy'])}")
+      f"{paired(('copy + KD', seeds[0]), ('copy + KD', seeds[-1]))}")
 
 # %% md slide
 # ## What each term contributes: the ablation
 #
 # `copy + KD` on the first seed, with each of the three terms dropped once (the two others unchanged).
-# Error bars: one test-set standard error; verdicts: McNemar bounds from the accuracies.
+# Error bars: one test-set standard error; verdicts: McNemar's exact test on the same reviews.
 
 # %% code subslide tags=hide-input
 ablation = ["copy + KD"] + [n for n in dict.fromkeys(r["name"] for r in rows) if n.startswith("copy + KD, no")]
@@ -269,8 +293,8 @@ ax.axvline(teacher_acc, c="k", ls="--", lw=1, label="teacher")
 ax.set(xlim=(min(acc) - 4, max(teacher_acc, max(acc)) + 2), xlabel=f"test accuracy %, seed {first}")
 ax.legend(loc="lower right")
 plt.show()
-for n, a in zip(ablation[1:], acc[1:]):
-    print(f"{n:<20} against all three terms: {paired(a, acc[0])}")
+for n in ablation[1:]:
+    print(f"{n:<20} against all three terms: {paired((n, first), ('copy + KD', first))}")
 
 # %% md slide
 # ## Size, speed and accuracy
@@ -317,11 +341,14 @@ for label, a, c in [("the triple loss over labels only (copied start)", "copy + 
     print(f"{label}:")
     for s in seeds:
         if (a, s) in by and (c, s) in by:
-            print(f"  seed {s}: {paired(by[a, s]['accuracy'], by[c, s]['accuracy'])}")
+            print(f"  seed {s}: {paired((a, s), (c, s))}")
 tf_idf = b["tf_idf"]["accuracy"]
-print(f"the teacher against TF-IDF + logistic regression ({tf_idf:.1f}%): {paired(teacher_acc, tf_idf)}")
+print(f"the teacher against TF-IDF + logistic regression ({tf_idf:.1f}%): {bounded(teacher_acc, tf_idf)}")
 print(f"copy + KD (seed {first}) against TF-IDF + logistic regression: "
-      f"{paired(by['copy + KD', first]['accuracy'], tf_idf)}")
+      f"{bounded(by['copy + KD', first]['accuracy'], tf_idf)}")
+collapsed = [f"{r['name']} (seed {r['seed']})" for r in rows if r["one_class"]]
+print("runs that predict one class on (almost) every review - not learnt, read their accuracy as the majority "
+      f"class's: {', '.join(collapsed) if collapsed else 'none'}")
 
 # %% code skip
 # The claims (accuracy only; latency is measured and recorded, never asserted - notebook 07's rule).
