@@ -34,7 +34,7 @@ copied students' schedule a re-initialised student stayed at the majority class 
 run (labels only, both seeds); a higher learning rate diverged, a lower one did not train, and one
 epoch left one seed far behind the other. Two epochs at ``random_lr`` train it on both seeds:
 twice the copied students' steps, in the control's favour. This protects the claim
-``08.copy_kd_beats_random_labels`` from a straw-man control.
+``08.copy_beats_random_labels_only`` from a straw-man control.
 
 **Where the figures are.** Every accuracy, timing and ratio of a build is in its ``results.json``;
 notebook 08 prints them (and tests its "within noise" statements with McNemar's exact test), and

@@ -181,6 +181,37 @@ def attention_map(features: torch.Tensor, p: float = 2, *, size=None) -> torch.T
     return F.normalize((q if size is None else resize(q, size)).flatten(-2), dim=-1)
 
 
+@torch.no_grad()
+def attention_agreement(student: nn.Module, teacher: nn.Module, x: torch.Tensor, pairs: dict[str, str], *,
+                        p: float = 2, batch_size: int = 500) -> torch.Tensor:
+    """Per image, the mean over the layer ``pairs`` (student path -> teacher path) of the cosine
+    similarity of the two attention maps (:func:`attention_map`, unit vectors): 1 where the student
+    looks where the teacher does. What attention transfer optimises, measured on any images ``x``.
+    Returns ``[len(x)]``; both models run in eval mode (restored after)."""
+    if not pairs:
+        raise ValueError("attention_agreement needs at least one (student path, teacher path) pair")
+    modes = student.training, teacher.training
+    student.eval(), teacher.eval()
+    out = []
+    try:
+        for start in range(0, len(x), batch_size):
+            xb = x[start:start + batch_size]
+            with FeatureCapture(student, list(pairs)) as s_cap, FeatureCapture(teacher, list(pairs.values())) as t_cap:
+                student(xb)
+                teacher(xb)
+                cos = []
+                for s_path, t_path in pairs.items():
+                    fs, ft = s_cap.features[s_path], t_cap.features[t_path]
+                    if fs.shape[-2:] != ft.shape[-2:]:
+                        raise ValueError(f"{s_path} {tuple(fs.shape[-2:])} and {t_path} {tuple(ft.shape[-2:])}: "
+                                         "attention maps must have the same spatial size")
+                    cos.append((attention_map(fs, p) * attention_map(ft, p)).sum(-1))
+                out.append(torch.stack(cos).mean(0))
+    finally:
+        student.train(modes[0]), teacher.train(modes[1])
+    return torch.cat(out)
+
+
 def _at_term(q_s: torch.Tensor, q_t: torch.Tensor, form: str) -> torch.Tensor:
     """One layer's term from unit maps ``[..., B, HW]``: mean_b of the (squared for "code") distance / HW."""
     diff = q_s - q_t

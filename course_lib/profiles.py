@@ -108,7 +108,6 @@ PROFILES: dict[str, Profile] = {
         allow_download=False,
         claims={
             "01.teacher_min_accuracy": 85.0,        # a trained teacher, not a stale cache
-            "01.entropy_brackets": True,            # H(T=1) < log(K)/2 < H(T=20) < log(K)
             "01.top_pairs": 4,                      # how many closest class pairs are checked ...
             "01.top_pairs_within_group": 1.0,       # ... and the fraction of them inside one group
             "01.nearest_in_group": True,            # the example class's nearest class shares its group
@@ -121,6 +120,7 @@ PROFILES: dict[str, Profile] = {
             "02.transfer_gap_recovered_min": 0.65,  # KD with the transfer set: gap recovered, every seed
             "03.kd_beats_alone": True,              # on every seed, at feature_epochs
             "03.feature_within_kd": 1.0,            # |mean(KD + feature loss) - mean(KD)| in points
+            "03.at_attention_gain_min": 0.05,       # KD + AT minus KD: attention agreement with the teacher, every seed
             "04.teacher_views_gap_min": 10.0,       # augmentation-trained minus plain teacher, on the views
             "04.soft_beats_alone": True,            # DeiT soft (average of heads) > ViT alone on every seed
             "04.hard_gain_min": 0.75,               # mean gain of DeiT hard over ViT alone, in points
@@ -137,14 +137,14 @@ PROFILES: dict[str, Profile] = {
             # the alone draft's, on both seeds of course_lib.speculative_experiment (greedy: the same on every
             # run of the same students)
             "06.distilled_draft_accepted_more": True,
-            # notebook 07 (deployment): size and accuracy only - latency is recorded, never asserted
-            "07.deployed_smaller_min": 15.0,         # fp32 teacher bytes / fastest student variant's bytes
-            "07.deployed_within_teacher_points": 5.0,  # teacher accuracy - that variant's accuracy
+            # notebook 07 (deployment): accuracy only - latency is recorded, never asserted, and the size ratio
+            # follows from parameter counts and bytes per weight (printed, not a claim)
+            "07.deployed_within_teacher_points": 5.0,  # teacher accuracy - the fastest student variant's
             "07.int8_within_points": 1.0,            # |int8 - its fp32 source| for every int8 variant
-            # notebook 08: the layer-copy distilled student keeps this % of the teacher's test accuracy and
-            # beats the random-init labels-only student, on every seed of course_lib.distilbert_experiment
+            # notebook 08, on every seed of course_lib.distilbert_experiment: the layer-copy distilled student
+            # keeps this % of the teacher's test accuracy; copied layers beat random ones (both on labels only)
             "08.retained_min": 95.0,
-            "08.copy_kd_beats_random_labels": True,
+            "08.copy_beats_random_labels_only": True,
         },
     ),
     "full": Profile(
@@ -163,7 +163,6 @@ PROFILES: dict[str, Profile] = {
         allow_download=True,
         claims={
             "01.teacher_min_accuracy": 20.0,        # 100 classes: chance is 1%
-            "01.entropy_brackets": None,
             "01.top_pairs": 10,
             "01.top_pairs_within_group": 0.3,       # CIFAR-100 superclasses; chance is 4/99
             "01.nearest_in_group": None,
@@ -176,6 +175,7 @@ PROFILES: dict[str, Profile] = {
             "02.transfer_gap_recovered_min": None,
             "03.kd_beats_alone": None,
             "03.feature_within_kd": None,
+            "03.at_attention_gain_min": None,
             "04.teacher_views_gap_min": None,
             "04.soft_beats_alone": None,
             "04.hard_gain_min": None,
@@ -186,11 +186,10 @@ PROFILES: dict[str, Profile] = {
             "05.generation_ensemble_over_apart_max": None,
             "06.kd_beats_alone_steps": None,
             "06.distilled_draft_accepted_more": None,
-            "07.deployed_smaller_min": None,
             "07.deployed_within_teacher_points": None,
             "07.int8_within_points": None,
             "08.retained_min": None,
-            "08.copy_kd_beats_random_labels": None,
+            "08.copy_beats_random_labels_only": None,
         },
     ),
 }

@@ -59,6 +59,9 @@ def test_plot_helpers_return_figures():
         plots.bars_with_errors(["a", "b"], [1.0, 2.0], [0.1, 0.2], "acc", ylim=(0, 3)),
     ]
     assert all(isinstance(f, matplotlib.figure.Figure) for f in figs)
+    for f in figs:                   # each drew something: lines, bars or an image on its first axes
+        ax = f.axes[0]
+        assert ax.lines or ax.patches or ax.images or ax.collections, f
     plt.close("all")
 
 

@@ -206,3 +206,30 @@ def test_a_module_run_as_main_has_the_key_of_its_import_name():
     as_main = types.ModuleType("__main__")
     as_main.__file__, as_main.__spec__ = llm_experiment.__file__, llm_experiment.__spec__
     assert A.source_fingerprint(as_main) == A.source_fingerprint(llm_experiment)
+
+
+@pytest.mark.parametrize("experiment, helper", [("llm_experiment", "llm_losses"), ("llm_experiment", "llm"),
+                                                ("llm_experiment", "distill_trainer"),
+                                                ("speculative_experiment", "speculative"),
+                                                ("speculative_experiment", "llm_losses"),
+                                                ("distilbert_experiment", "distilbert")])
+def test_editing_code_an_experiment_runs_changes_its_key(monkeypatch, experiment, helper):
+    """A line of code added to a module the experiment calls (a loss, the trainer, the decoder) must
+    give a new key, so no stale artifact is reused; the same edit as a comment must not."""
+    import importlib
+    import inspect
+
+    exp, mod = (importlib.import_module(f"course_lib.{name}") for name in (experiment, helper))
+    key = lambda: A.artifact_key(**exp.experiment_key_inputs())
+    before, real = key(), inspect.getsource
+
+    def edited(text):
+        def getsource(obj):
+            source = real(obj)
+            return source + text if obj is mod or getattr(obj, "__module__", None) == mod.__name__ else source
+        return getsource
+
+    monkeypatch.setattr(inspect, "getsource", edited("\n# only a comment\n"))
+    assert key() == before
+    monkeypatch.setattr(inspect, "getsource", edited("\n_EDITED = 1\n"))
+    assert key() != before

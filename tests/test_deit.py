@@ -5,7 +5,6 @@ import torch.nn.functional as F
 
 from course_lib.deit import ArticleDistilledViT, DeiT, deit_loss, deit_objective
 from course_lib.engine import Execution, RunSpec, TrainConfig, cache_logits, evaluate, fit, prediction
-from course_lib.losses import soft_target_kl
 from course_lib.models import ViT, count_parameters
 from course_lib.stacking import can_stack, stack_models
 from test_engine import toy_images
@@ -58,7 +57,13 @@ def test_deit_loss_by_value_and_limits():
     hard = deit_loss(zc, zd, y, zt, alpha=0.5, hard=True)
     assert torch.allclose(hard, 0.5 * ce + 0.5 * F.cross_entropy(zd, zt.argmax(-1), reduction="none"))
     soft = deit_loss(zc, zd, y, zt, alpha=0.3, temperature=3.0, hard=False)
-    assert torch.allclose(soft, 0.7 * ce + 0.3 * 9.0 * soft_target_kl(zd, zt, 3.0))
+    # KL(p_t || p_dist) = sum p_t (log p_t - log p_dist) at tau = 3, by hand in float64 (not soft_target_kl,
+    # which deit_loss calls: a direction swapped there must fail here)
+    log_pd, log_pt = ((z.double() / 3.0) - (z.double() / 3.0).exp().sum(-1, keepdim=True).log() for z in (zd, zt))
+    kl = (log_pt.exp() * (log_pt - log_pd)).sum(-1)
+    assert torch.allclose(soft.double(), 0.7 * ce.double() + 0.3 * 9.0 * kl, rtol=1e-5, atol=1e-6)
+    reverse = (log_pd.exp() * (log_pd - log_pt)).sum(-1)
+    assert not torch.allclose(soft.double(), 0.7 * ce.double() + 0.3 * 9.0 * reverse, rtol=1e-3)
     assert torch.allclose(deit_loss(zc, zd, y, zt, alpha=0.0), ce)                 # alpha 0: labels only
     assert torch.allclose(deit_loss(zc, zt, y, zt, alpha=1.0, temperature=2.0, hard=False), torch.zeros(5), atol=1e-6)
     # per-model tensors broadcast like kd_loss's ([N, 1] against [N, B])

@@ -251,10 +251,10 @@ def test_torchrun_two_processes_match_one_process_with_the_whole_batch(tmp_path)
               "--steps", "20", "--lr", "1e-2", "--alpha", "0.5", "--temperature", "2", "--seed", "0"]
     start = time.perf_counter()
     ddp = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                *common, "--batch-size", "8", "--output-dir", str(tmp_path / "ddp")], tmp_path / "ddp", timeout=120)
+                *common, "--batch-size", "8", "--output-dir", str(tmp_path / "ddp")], tmp_path / "ddp", timeout=900)
     seconds = time.perf_counter() - start
     one = _run([sys.executable, *common, "--batch-size", "16", "--output-dir", str(tmp_path / "one")],
-               tmp_path / "one", timeout=120)
+               tmp_path / "one", timeout=900)
     assert [r["rank"] for r in ddp] == [0, 1] and {r["world_size"] for r in ddp} == {2}
     assert ddp[0]["steps"] == 20 and ddp[0]["last_loss"] < 0.8 * ddp[0]["first_loss"]
     assert ddp[0]["student_sha256"] == ddp[1]["student_sha256"]

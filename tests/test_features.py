@@ -368,3 +368,24 @@ def test_rkd_zero_angle_weight_skips_the_angle_term(monkeypatch):
     assert torch.allclose(full, expected)
     monkeypatch.setattr(features, "rkd_angle_loss", lambda *a: (_ for _ in ()).throw(AssertionError("computed")))
     assert torch.allclose(features.rkd_loss(s, t, angle_weight=0.0), 25.0 * features.rkd_distance_loss(s, t))
+
+
+def test_attention_agreement_is_the_cosine_of_the_maps():
+    from course_lib.features import attention_agreement, attention_map
+    from course_lib.models import StudentCNN
+
+    torch.manual_seed(0)
+    a, b = StudentCNN(), StudentCNN()
+    x = torch.randn(7, 1, 28, 28)
+    same = attention_agreement(a, a, x, {"conv1": "conv1", "conv2": "conv2"}, batch_size=3)
+    assert same.shape == (7,) and torch.allclose(same, torch.ones(7), atol=1e-5)
+    other = attention_agreement(a, b, x, {"conv2": "conv2"})
+    from course_lib.hooks import FeatureCapture
+    with torch.no_grad(), FeatureCapture(a, ["conv2"]) as ca, FeatureCapture(b, ["conv2"]) as cb:
+        a.eval()(x), b.eval()(x)
+        ref = (attention_map(ca.features["conv2"]) * attention_map(cb.features["conv2"])).sum(-1)
+    assert torch.allclose(other, ref, atol=1e-6) and (other < 0.999).all()
+    with pytest.raises(ValueError, match="same spatial size"):
+        attention_agreement(a, b, x, {"conv1": "conv2"})
+    with pytest.raises(ValueError, match="at least one"):
+        attention_agreement(a, b, x, {})

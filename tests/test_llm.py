@@ -467,7 +467,9 @@ def test_the_distillation_experiment_runs_every_student_on_the_real_teacher(real
     for r in results["runs"]:
         assert len(r["losses"]) == r["steps"] and r["perplexity"] > 0 and 0 <= r["top1_agreement"] <= 100
     equal_time = runs["alone (equal wall time)", first]
-    assert equal_time["steps"] > settings.steps and equal_time["target_seconds"] > runs["alone", first]["train_seconds"]
+    kd = runs["forward KL", first]       # equal wall time: the distilled run's training plus its cache
+    assert equal_time["steps"] >= settings.steps
+    assert equal_time["target_seconds"] == pytest.approx(kd["train_seconds"] + kd["cache_seconds"], abs=0.15)
     assert 0 < runs["forward KL", first]["topk_mass"] <= 1
     assert len((tmp_path / llm_experiment.RESPONSES_FILE).read_text().splitlines()) == settings.train_blocks
     student = llm.pruned_student(teacher, layers=settings.student_layers)
@@ -505,9 +507,10 @@ def test_the_speculative_measurements_run_on_the_real_pair(real_teacher, tmp_pat
         assert set(d["by_k"]) == {"1", "2", "adaptive"}
         assert 1 <= d["by_k"]["2"]["tokens_per_call"] <= 3
     assert r["drafts"]["random layers"]["alpha"] <= r["drafts"]["forward KL"]["alpha"]
-    for name, row in r["live"].items():
-        assert row["tokens_per_second"] > 0 and row.get("matches_simulation", True), name
-    assert r["assisted_generation"]["speedup"] > 0 and r["prompt_lookup"]["speedup"] > 0
+    fp32_rate = r["target"]["fp32"]["tokens_per_second"]     # every speedup is its rate over the target's
+    for name, row in [*r["live"].items(), ("assisted", r["assisted_generation"]), ("lookup", r["prompt_lookup"])]:
+        assert row.get("matches_simulation", True), name
+        assert row["speedup"] == pytest.approx(row["tokens_per_second"] / fp32_rate, rel=0.01, abs=2e-3), name
     for pair in r["pairs"].values():
         assert set(pair) == {"cost_ratio", "alpha", "K=1", "K=2"} and 0 <= pair["K=1"]["identical_outputs"] <= 1
     assert r["target"]["fp32"]["verify_vs_steps_max_logit_diff"] < 1e-3 < r["target"]["int8"]["verify_vs_steps_max_logit_diff"]

@@ -171,7 +171,11 @@ def test_no_gradient_reaches_the_teacher_and_alpha_zero_skips_kl():
 # --------------------------------------------------------------------------- bit-for-bit identity
 
 def frozen_kd_loss(s, t, y, temperature, alpha, direction="forward", reduction="mean", label_smoothing=0.0):
-    """kd_loss's computation before masks and check_kd_inputs (commit c41d5c6), validation left out."""
+    """kd_loss's computation before masks and check_kd_inputs (commit c41d5c6), validation left out.
+
+    Written out in full, soft_target_kl of that commit included (the same float32 operations in the
+    same order), so that it does not share a line with the code under test: a KL direction swapped
+    inside course_lib.losses changes ``kd_loss`` and not this reference."""
     a = torch.as_tensor(alpha)
     if y is None:
         ce = torch.zeros(s.shape[:-1], dtype=s.dtype, device=s.device)
@@ -183,7 +187,13 @@ def frozen_kd_loss(s, t, y, temperature, alpha, direction="forward", reduction="
             e = label_smoothing.to(ce) if torch.is_tensor(label_smoothing) else float(label_smoothing)
             ce = (1 - e) * ce - e * logp.mean(-1)
     if bool((a > 0).any()):
-        kl = soft_target_kl(s, t.detach(), temperature, direction)
+        tc = temperature.to(s).unsqueeze(-1) if torch.is_tensor(temperature) and temperature.dim() > 0 \
+            else float(temperature)
+        log_ps, log_pt = F.log_softmax(s / tc, dim=-1), F.log_softmax(t.detach() / tc, dim=-1)
+        if direction == "forward":                                   # KL(p_t || p_s) = sum p_t (log p_t - log p_s)
+            kl = (log_pt.exp() * (log_pt - log_ps)).sum(-1)
+        else:                                                        # KL(p_s || p_t) = sum p_s (log p_s - log p_t)
+            kl = (log_ps.exp() * (log_ps - log_pt)).sum(-1)
     else:
         kl = torch.zeros_like(ce)
     tt = temperature if not torch.is_tensor(temperature) else temperature.to(kl)
@@ -192,6 +202,21 @@ def frozen_kd_loss(s, t, y, temperature, alpha, direction="forward", reduction="
     if reduction == "mean":
         loss, kl, ce = loss.mean(), kl.mean(), ce.mean()
     return loss, {"kl": kl, "ce": ce}
+
+
+def kl64(s, t, temperature, direction):
+    """Independent float64 reference: KL(p || q) = sum p (log p - log q) of tempered softmaxes written
+    out by hand, p the teacher's for "forward" (Hinton's), the student's for "reverse"."""
+    tc = torch.as_tensor(temperature, dtype=torch.float64)
+    tc = tc.unsqueeze(-1) if tc.dim() > 0 else tc
+
+    def log_softmax(z):
+        z = z.detach().double() / tc
+        z = z - z.max(-1, keepdim=True).values
+        return z - z.exp().sum(-1, keepdim=True).log()
+    log_ps, log_pt = log_softmax(s), log_softmax(t)
+    log_p, log_q = (log_pt, log_ps) if direction == "forward" else (log_ps, log_pt)
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
 def col(*values):
@@ -224,6 +249,9 @@ def test_bit_identical_to_the_previous_formula(case, reduction):
     new, new_parts = kd_loss(s_new, t, y, T, a, direction, reduction, True, eps)
     assert torch.equal(new, old)
     assert torch.equal(new_parts["kl"], old_parts["kl"]) and torch.equal(new_parts["ce"], old_parts["ce"])
+    if bool((torch.as_tensor(a) > 0).any()):      # and the KL is the named direction, by a float64 formula
+        kl = kl64(s, t, T, direction)
+        assert torch.allclose(new_parts["kl"].double(), kl if reduction == "none" else kl.mean(), rtol=1e-4, atol=1e-5)
     old.sum().backward()
     new.sum().backward()
     assert torch.equal(s_new.grad, s_old.grad)

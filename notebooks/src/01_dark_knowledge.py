@@ -131,11 +131,12 @@ fig.axes[0].legend()
 plt.show()
 entropy_at = {t: float(entropy_vs_temperature(test_logits, [t])) for t in TEMPERATURES}
 print({t: round(h, 3) for t, h in entropy_at.items()})
+print(f"at T=1 the mean entropy is {entropy_at[1] / math.log(len(classes)):.0%} of log {len(classes)}, "
+      f"at T=20 {entropy_at[20] / math.log(len(classes)):.0%}")
 
 # %% code skip
+# a check of the code, not a claim: softmax(z / T) flattens as T grows, for any logits that are not all equal
 assert all(a < b for a, b in zip(mean_entropy, mean_entropy[1:])), "entropy must grow with T"
-if profile.claim("01.entropy_brackets"):
-    assert entropy_at[1] < 0.5 * math.log(len(classes)) < entropy_at[20] < math.log(len(classes))
 
 # %% md slide
 # ## Which classes does the teacher think alike?

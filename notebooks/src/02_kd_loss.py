@@ -123,11 +123,13 @@ print(f"teacher's mean top probability on these images: {on_train:.3f} at T=1, {
 # - a second control, every seed: alone with **augmentation** (random shifts of up to 2 pixels, the
 #   uncovered border filled with the background, and horizontal flips, a new view every epoch) - is KD
 #   just a stronger regulariser? These students train in their own stack (their inputs differ).
-# - What the controls can and cannot show: each is **one untuned setting**, while KD's $T$ and
-#   $\alpha$ were chosen in calibration runs. So "KD beats them" means *at these settings*, not that
-#   no smoothing or augmentation could match it. And in the quick profile the teacher learnt from
-#   more labelled images than the students (both counts are printed above): KD passes that extra data
-#   on through the soft targets, a channel neither control has.
+
+# %% md subslide
+# **What the controls can and cannot show.** Each is **one untuned setting**, while KD's $T$ and
+# $\alpha$ were chosen in calibration runs. So "KD beats them" means *at these settings*, not that
+# no smoothing or augmentation could match it. And in the quick profile the teacher learnt from
+# more labelled images than the students (both counts are printed above): KD passes that extra data
+# on through the soft targets, a channel neither control has.
 # - ablation, seed 0: $T \in \{1, 2, 8\}$ at $\alpha=0.9$; the full profile adds $\alpha \in \{0.5, 1\}$
 #   at $T=4$ (the profile's `ablation_temperatures` and `ablation_alphas`; the quick one keeps its
 #   minutes for the controls).
@@ -367,6 +369,10 @@ def equal_steps(data):
     return max(1, round(config.epochs * len(student_train) / len(data)))
 
 
+top = softmax_with_temperature(cache_logits(teacher, pool.subset(v.transfer_size, seed=1)), 1.0).max(1).values
+print(f"teacher's mean top probability on the transfer images: {top.mean():.3f} at T=1")
+
+# %% code subslide
 transfer_runs = {}                                  # (size, epochs) -> runs, one per seed (or seed 0)
 for size, epochs, seeds in ([(v.transfer_size, v.transfer_epochs, SEEDS)]
                             + [(m, None, SEEDS[:1]) for m in v.transfer_sweep]):
@@ -379,8 +385,6 @@ for size, epochs, seeds in ([(v.transfer_size, v.transfer_epochs, SEEDS)]
         make_student, [RunSpec("kd + transfer", s, MAIN_T, MAIN_ALPHA) for s in seeds], data, cfg,
         teacher_logits=cache_logits(teacher, data), objective=transfer_set_kd(labelled), test=test,
         execution=execution, desc=f"KD + {len(data) - len(student_train):,} transfer images, {epochs} epochs")
-top = softmax_with_temperature(cache_logits(teacher, pool.subset(v.transfer_size, seed=1)), 1.0).max(1).values
-print(f"teacher's mean top probability on the transfer images: {top.mean():.3f} at T=1")
 
 # %% code subslide
 gap = lambda acc, a: (acc - a) / (teacher_acc - a)                # per seed, against that seed's student alone

@@ -227,8 +227,11 @@ ort_runs = {"fp32": session, "static QDQ, 7-bit weights": session_int8,
             "static QDQ, 8-bit weights": compress.ort_session(full_range, threads=1)}
 right = {k: compress.logits_of(s, test.x).argmax(-1) == test.y for k, s in ort_runs.items()}
 b64 = {k: compress.measure_latency(s, test.x[:64], threads=1) for k, s in ort_runs.items()}
+
+# %% code subslide
 for k in ort_runs:
-    print(f"{k:<26} {100 * right[k].float().mean():6.2f}%   batch 64: {b64[k]}")
+    print(f"{k:<26} {100 * right[k].float().mean():6.2f}%   batch 64: {b64[k].median_ms:.3f} ms "
+          f"(p10-p90 {b64[k].p10_ms:.3f}-{b64[k].p90_ms:.3f})")
 fp, conv = b64["fp32"], b64["dynamic, convolutions too"]
 conv_verdict = ("slower" if conv.p10_ms > fp.p90_ms else "faster" if conv.p90_ms < fp.p10_ms
                 else "no clear difference")
@@ -317,9 +320,6 @@ sources = {"teacher int8 static (torch)": "teacher fp32 (torch)",
 int8_change = {n: by_name[n]["accuracy"] - by_name[s]["accuracy"] for n, s in sources.items()}
 same_runtime_speedup = {n: {b: by_name[s][f"latency_b{b}_ms"] / by_name[n][f"latency_b{b}_ms"] for b in (1, 64)}
                         for n, s in sources.items()}
-margin = profile.claim("07.deployed_smaller_min")
-if margin is not None:
-    assert teacher_row["bytes"] / deployed["bytes"] >= margin, deployed
 margin = profile.claim("07.deployed_within_teacher_points")
 if margin is not None:
     assert teacher_row["accuracy"] - deployed["accuracy"] <= margin, deployed

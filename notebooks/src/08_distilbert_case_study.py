@@ -242,9 +242,6 @@ print(f"one test-set standard error at {teacher_acc:.0f}%: {se:.1f} points (the 
 # %% code subslide
 from course_lib.analysis import mcnemar_bounds, mcnemar_test
 
-n_test = results["data"]["test"]
-
-
 test_labels = torch.tensor(results["test_labels"])
 
 
@@ -258,18 +255,22 @@ def paired(a, b):
     """Two runs, (name, seed), on the same reviews -> the difference and McNemar's exact verdict."""
     ra, rb = correct(*a), correct(*b)
     t = mcnemar_test(ra, rb)
-    verdict = "within noise" if t["p"] >= 0.05 else "a real difference"
     return (f"{100 * (ra.float().mean() - rb.float().mean()):+.1f} points, b = {t['b']}, c = {t['c']}, "
-            f"McNemar p = {t['p']:.2g} -> {verdict}")
+            f"McNemar p = {t['p']:.2g} -> {'within noise' if t['p'] >= 0.05 else 'a real difference'}")
+
+
+# %% code skip
+n_test = results["data"]["test"]
 
 
 def bounded(a, b):
-    """Accuracies (%) only, on the same n_test reviews -> the difference and the bounds' verdict."""
+    """Accuracies (%) only (TF-IDF keeps no predictions) -> the difference and the bounds' verdict."""
     lo, hi = mcnemar_bounds(round(a * n_test / 100), round(b * n_test / 100), n_test)
     verdict = "within noise" if lo >= 0.05 else "a real difference" if hi < 0.05 else "undecided from accuracies"
     return f"{a - b:+.1f} points, McNemar p in [{lo:.2g}, {hi:.2g}] -> {verdict}"
 
 
+# %% code subslide
 kept = mcnemar_test(right["teacher"], right["student"])
 print(f"teacher against copy + KD (seed {first}), from both models' predictions: b = {kept['b']}, c = {kept['c']}, "
       f"p = {kept['p']:.2g} -> {'within noise' if kept['p'] >= 0.05 else 'a real difference'} "
@@ -355,8 +356,10 @@ print("runs that predict one class on (almost) every review - not learnt, read t
 for seed in SETTINGS.seeds:
     if profile.claim("08.retained_min") is not None:
         assert by["copy + KD", seed]["retained"] >= profile.claim("08.retained_min"), by["copy + KD", seed]
-    if profile.claim("08.copy_kd_beats_random_labels"):
-        assert by["copy + KD", seed]["accuracy"] > by["random, labels only", seed]["accuracy"], seed
+    if profile.claim("08.copy_beats_random_labels_only"):     # one change: the initialisation
+        assert by["copy, labels only", seed]["accuracy"] > by["random, labels only", seed]["accuracy"], seed
+# (the contrast about KD, copy + KD against copy labels only, is reported with McNemar's test above and not
+# asserted: it did not hold on every seed of the calibration build)
 
 # %% md slide
 # ## What DistilBERT changed from BERT, and why
