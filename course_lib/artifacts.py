@@ -19,6 +19,10 @@ corpora), :func:`source_fingerprint` (the code of functions and classes, docstri
 left out) and
 :func:`torch_version` (major.minor only).
 
+:func:`package_modules` derives the course_lib modules an experiment's code imports (transitively),
+so that the LLM, speculative and DistilBERT experiments key on all the code they run, not on a
+hand-written list that misses a loss.
+
 What to put into the key is the builder's decision, and a deliberate one: too little and a stale
 artifact is reused, too much (say, the whole training engine's source) and every unrelated edit
 retrains. ``course_lib.teachers`` documents its choice.
@@ -243,6 +247,51 @@ def source_fingerprint(*objects: Any) -> str:
         code = _code_of(inspect.getsource(obj))
         digest.update(f"{_qualified_name(obj)}\0{code}\0".encode())
     return digest.hexdigest()[:KEY_LENGTH]
+
+
+# Not followed by package_modules: where files go, the keys themselves and the profiles' settings (an
+# experiment's settings are in its key already); editing them must not rebuild every artifact.
+NOT_CODE_OF_A_RUN = ("artifacts", "paths", "profiles", "netguard")
+
+
+def package_modules(*modules: Any, package: str = "course_lib") -> list:
+    """``modules`` and every module of ``package`` they import, followed through those modules'
+    own imports (``from . import x``, ``from .x import y``, ``from package.x import y``, ``import
+    package.x``, at any depth of the code, in functions too), sorted by name: the code an experiment
+    runs, derived from the imports rather than listed by hand. Modules named in
+    ``NOT_CODE_OF_A_RUN`` are left out. A module run as ``python -m`` is taken under its import name."""
+    import importlib
+
+    def name_of(module) -> str:
+        spec = getattr(module, "__spec__", None)
+        return spec.name if spec is not None else module.__name__
+
+    todo = [importlib.import_module(name_of(m)) for m in modules]
+    seen: dict[str, Any] = {}
+    while todo:
+        module = todo.pop()
+        name = module.__name__
+        if name in seen:
+            continue
+        seen[name] = module
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            found = []
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 1:
+                    found = ([f"{package}.{a.name}" for a in node.names] if node.module is None
+                             else [f"{package}.{node.module}"])
+                elif node.level == 0 and node.module and node.module.split(".")[0] == package:
+                    found = [node.module] if node.module != package else [f"{package}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                found = [a.name for a in node.names if a.name.split(".")[0] == package and a.name != package]
+            for dotted in found:
+                if dotted.split(".")[1] in NOT_CODE_OF_A_RUN:
+                    continue
+                try:
+                    todo.append(importlib.import_module(dotted))
+                except ModuleNotFoundError:          # `from . import name` of a function, not a module
+                    continue
+    return [seen[n] for n in sorted(seen)]
 
 
 def torch_version() -> str:

@@ -55,7 +55,7 @@ from pathlib import Path
 import torch
 
 from . import distilbert as db
-from .artifacts import cached_artifact, source_fingerprint, torch_version
+from .artifacts import package_modules, cached_artifact, source_fingerprint, torch_version
 from .timing import best_of
 
 EXPERIMENT_NAME = "distilbert_case_study"
@@ -253,7 +253,7 @@ def run_experiment(folder: Path, settings: DistilBertSettings = QUICK, progress:
 def experiment_key_inputs(settings: DistilBertSettings = QUICK) -> dict:
     return {"recipe_version": RECIPE_VERSION, "settings": dataclasses.asdict(settings), "torch": torch_version(),
             "encoder": db.ENCODER_PACKAGE,
-            "code": source_fingerprint(sys.modules[__name__], db)}     # both modules' code, docstrings aside
+            "code": source_fingerprint(*package_modules(sys.modules[__name__]))}
 
 
 def experiment(settings: DistilBertSettings = QUICK, *, rebuild: bool = False, progress: bool = True) -> Path:

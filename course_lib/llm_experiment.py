@@ -50,7 +50,7 @@ from pathlib import Path
 import torch
 
 from . import llm
-from .artifacts import cached_artifact, source_fingerprint, torch_version
+from .artifacts import package_modules, cached_artifact, source_fingerprint, torch_version
 from .llm_losses import topk_mass, topk_teacher_logits
 
 EXPERIMENT_NAME = "llm_distillation"
@@ -283,14 +283,11 @@ def run_experiment(folder: Path, settings: LLMSettings = QUICK, progress: bool =
 
 
 def experiment_key_inputs(settings: LLMSettings = QUICK) -> dict:
-    from . import llm_losses
-    from .distill_trainer import DistillationTrainer
-
     return {"recipe_version": RECIPE_VERSION, "settings": dataclasses.asdict(settings),
             "teacher": llm.teacher_key_inputs(), "torch": torch_version(),
-            # whole modules: the experiment, the trainer, the losses it calls and the LLM helpers (docstrings
-            # and comments do not count, see artifacts.source_fingerprint)
-            "code": source_fingerprint(sys.modules[__name__], DistillationTrainer, llm_losses, llm)}
+            # every course_lib module the experiment's code imports, followed through their imports
+            # (artifacts.package_modules; docstrings and comments do not count)
+            "code": source_fingerprint(*package_modules(sys.modules[__name__]))}
 
 
 def experiment(settings: LLMSettings = QUICK, *, rebuild: bool = False, progress: bool = True) -> Path:

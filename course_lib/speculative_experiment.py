@@ -64,7 +64,7 @@ from pathlib import Path
 import torch
 
 from . import llm, llm_experiment, speculative as spec
-from .artifacts import artifact_key, cached_artifact, source_fingerprint, torch_version
+from .artifacts import package_modules, artifact_key, cached_artifact, source_fingerprint, torch_version
 
 EXPERIMENT_NAME = "speculative_decoding"
 RESULTS_FILE = "results.json"
@@ -386,7 +386,7 @@ def run_experiment(folder: Path, settings: SpeculativeSettings = QUICK, progress
 def experiment_key_inputs(settings: SpeculativeSettings = QUICK) -> dict:
     return {"recipe_version": RECIPE_VERSION, "settings": dataclasses.asdict(settings),
             "students": artifact_key(**llm_experiment.experiment_key_inputs()), "torch": torch_version(),
-            "code": source_fingerprint(sys.modules[__name__], spec)}     # both modules' code, docstrings aside
+            "code": source_fingerprint(*package_modules(sys.modules[__name__]))}
 
 
 def experiment(settings: SpeculativeSettings = QUICK, *, rebuild: bool = False, progress: bool = True) -> Path:

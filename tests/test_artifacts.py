@@ -181,19 +181,46 @@ def test_source_fingerprint_sees_code_not_docstrings_or_comments():
 
 
 def test_experiment_keys_see_every_module_their_runs_call():
-    """The LLM experiment's key covers the losses its trainer calls (a changed loss must not reuse a
-    stale artifact); the speculative and DistilBERT keys cover their whole helper modules."""
-    from course_lib import distilbert_experiment, llm_experiment, llm_losses, speculative_experiment
+    """Each experiment's key fingerprints the course_lib modules its code imports, followed through
+    their own imports (derived, not listed by hand): the LLM losses and the KD loss under them, the
+    trainer, the decoder, the quantizer, the encoder helpers."""
+    from course_lib import distilbert_experiment, llm_experiment, speculative_experiment
 
-    code = llm_experiment.experiment_key_inputs()["code"]
-    from course_lib import distill_trainer, llm
-    assert code == A.source_fingerprint(llm_experiment, distill_trainer.DistillationTrainer, llm_losses, llm)
-    assert A.source_fingerprint(llm_experiment, distill_trainer.DistillationTrainer, llm) != code
-    from course_lib import distilbert, speculative
-    assert speculative_experiment.experiment_key_inputs()["code"] == A.source_fingerprint(speculative_experiment,
-                                                                                           speculative)
-    assert distilbert_experiment.experiment_key_inputs()["code"] == A.source_fingerprint(distilbert_experiment,
-                                                                                          distilbert)
+    def names(module):
+        return {m.__name__.removeprefix("course_lib.") for m in A.package_modules(module)}
+
+    assert {"llm_experiment", "llm", "llm_losses", "losses", "distill_trainer"} <= names(llm_experiment)
+    assert {"speculative_experiment", "speculative", "llm_experiment", "compress"} <= names(speculative_experiment)
+    assert {"distilbert_experiment", "distilbert", "losses", "timing"} <= names(distilbert_experiment)
+    for experiment in (llm_experiment, speculative_experiment, distilbert_experiment):
+        assert not names(experiment) & set(A.NOT_CODE_OF_A_RUN)
+        assert experiment.experiment_key_inputs()["code"] == A.source_fingerprint(*A.package_modules(experiment))
+
+
+def test_package_modules_follows_every_import_form(tmp_path, monkeypatch):
+    """from . import x, from .x import y, from course_lib.x import y, import course_lib.x, inside
+    functions too, transitively; infrastructure modules left out."""
+    import sys
+    import types
+
+    pkg = tmp_path / "kdpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from . import b\n\ndef f():\n    from .c import g\n    return g\n")
+    (pkg / "b.py").write_text("import kdpkg.d\nfrom kdpkg.paths import x\n")
+    (pkg / "c.py").write_text("def g():\n    return 1\n")
+    (pkg / "d.py").write_text("from .e import h\n")
+    (pkg / "e.py").write_text("h = 2\n")
+    (pkg / "paths.py").write_text("x = 3\n")
+    (pkg / "lonely.py").write_text("y = 4\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+    a = importlib.import_module("kdpkg.a")
+    found = [m.__name__ for m in A.package_modules(a, package="kdpkg")]
+    assert found == ["kdpkg.a", "kdpkg.b", "kdpkg.c", "kdpkg.d", "kdpkg.e"]
+    for name in [n for n in sys.modules if n == "kdpkg" or n.startswith("kdpkg.")]:
+        monkeypatch.delitem(sys.modules, name)
+    assert isinstance(a, types.ModuleType)
 
 
 def test_a_module_run_as_main_has_the_key_of_its_import_name():
@@ -206,13 +233,16 @@ def test_a_module_run_as_main_has_the_key_of_its_import_name():
     as_main = types.ModuleType("__main__")
     as_main.__file__, as_main.__spec__ = llm_experiment.__file__, llm_experiment.__spec__
     assert A.source_fingerprint(as_main) == A.source_fingerprint(llm_experiment)
+    assert A.package_modules(as_main) == A.package_modules(llm_experiment)
 
 
 @pytest.mark.parametrize("experiment, helper", [("llm_experiment", "llm_losses"), ("llm_experiment", "llm"),
                                                 ("llm_experiment", "distill_trainer"),
                                                 ("speculative_experiment", "speculative"),
                                                 ("speculative_experiment", "llm_losses"),
-                                                ("distilbert_experiment", "distilbert")])
+                                                ("speculative_experiment", "compress"),
+                                                ("distilbert_experiment", "distilbert"),
+                                                ("distilbert_experiment", "losses")])
 def test_editing_code_an_experiment_runs_changes_its_key(monkeypatch, experiment, helper):
     """A line of code added to a module the experiment calls (a loss, the trainer, the decoder) must
     give a new key, so no stale artifact is reused; the same edit as a comment must not."""
