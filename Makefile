@@ -51,6 +51,7 @@ course: setup
 	$(PY) scripts/run_course.py
 	$(PY) scripts/benchmark.py --repeats 8
 	$(PY) -m course_lib.results report
+	$(PY) -m course_lib.results drift
 
 # maintainers: copy build/results.json's table into README.md (a user's `make course` never touches
 # tracked files, so a clone stays clean)

@@ -355,6 +355,70 @@ def update_readme(readme_path: str | os.PathLike, results: Mapping[str, Any]) ->
     return True
 
 
+# Figures that measure this machine's speed at this moment (seconds, latencies, speedups, epoch-time
+# ratios): against the published table they say nothing about reproducibility, so drift() skips them.
+TIMING_WORDS = ("seconds", "speedup", "faster", "_ms", "latency", "cached_over_alone", "time_vs")
+
+
+def published_figures(readme_path: str | os.PathLike) -> dict[str, dict[str, float]]:
+    """The headline figures of the README's published results table: notebook -> {name: value}."""
+    text = Path(readme_path).read_text(encoding="utf-8")
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme_path} lacks the markers {README_BEGIN} ... {README_END}")
+    table: dict[str, dict[str, float]] = {}
+    for line in text[start + len(README_BEGIN):end].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or cells[0] in ("notebook", "") or set(cells[0]) <= {"-", ":"}:
+            continue
+        figures = {}
+        for item in cells[2].split(";"):
+            name, sep, value = item.partition(" = ")
+            try:
+                figures[name.strip()] = float(value)
+            except ValueError:
+                continue
+        table[cells[0]] = figures
+    return table
+
+
+def tolerance(value: float, *, points: float = 1.0, relative: float = 0.01, fraction: float = 0.05) -> float:
+    """How far a figure may move between builds before it counts as moved: ``fraction`` for values up
+    to 1.5 in size (fractions of a gap, entropies, ratios near 1), else ``points`` or ``relative`` of
+    the value, whichever is larger (accuracies in percent, perplexities, size ratios)."""
+    return fraction if abs(value) <= 1.5 else max(points, relative * abs(value))
+
+
+def drift(results: Mapping[str, Any], published: Mapping[str, Mapping[str, float]]) -> list[tuple]:
+    """``(notebook, figure, published, now, tolerance)`` for every published headline figure (timing
+    figures aside) that this run moved by more than :func:`tolerance`, or no longer reports."""
+    moved = []
+    for notebook, figures in published.items():
+        now = dict(headline_figures(results, notebook)) if notebook in results else {}
+        for name, before in figures.items():
+            if any(word in name for word in TIMING_WORDS):
+                continue
+            value = now.get(name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                if notebook in results:
+                    moved.append((notebook, name, before, None, tolerance(before)))
+                continue
+            if abs(value - before) > tolerance(before):
+                moved.append((notebook, name, before, float(value), tolerance(before)))
+    return moved
+
+
+def render_drift(moved: list[tuple]) -> str:
+    if not moved:
+        return "drift: no published figure moved beyond its tolerance\n"
+    lines = ["drift: figures that moved beyond their tolerance against the published README table", ""]
+    lines += _table(["notebook", "figure", "published", "this run", "tolerance"],
+                    [[nb, name, format_value(before), "missing" if now is None else format_value(now),
+                      format_value(tol)] for nb, name, before, now, tol in moved],
+                    ["---", "---", "---:", "---:", "---:"])
+    return "\n".join(lines) + "\n"
+
+
 def write_report(
     results_file: str | os.PathLike | None = None,
     report_file: str | os.PathLike | None = None,
@@ -388,12 +452,18 @@ def main(argv: list[str] | None = None) -> int:
     rep = sub.add_parser("report", help="write build/report.md from the results file")
     rep.add_argument("--results", help="results file (default: $COURSE_RESULTS or build/results.json)")
     rep.add_argument("--out", help="report file (default: build/report.md)")
+    dr = sub.add_parser("drift", help="print the published figures this run moved beyond their tolerance")
+    dr.add_argument("--results", help="results file (default: $COURSE_RESULTS or build/results.json)")
+    dr.add_argument("--readme", help="README with the published table (default: the repository's)")
     pub = sub.add_parser("publish", help="maintainers: copy the results table into README.md")
     pub.add_argument("--results", help="results file (default: $COURSE_RESULTS or build/results.json)")
     pub.add_argument("--readme", help="README to update (default: README.md at the repository root)")
     args = parser.parse_args(argv)
     if args.command == "report":
         print(f"wrote {write_report(args.results, args.out)}")
+    elif args.command == "drift":
+        readme = Path(args.readme) if args.readme else (paths.repo_root() or Path.cwd()) / "README.md"
+        print(render_drift(drift(load_results(args.results), published_figures(readme))), end="")
     else:
         print(f"updated {publish_readme(args.results, args.readme)}")
     return 0

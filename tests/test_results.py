@@ -247,3 +247,29 @@ def test_roundtrip_property(tmp_path_factory, figures):
 def test_format_value_four_significant_digits(x):
     shown = R.format_value(x)
     assert math.isclose(float(shown), x, rel_tol=5e-4, abs_tol=1e-300)
+
+
+def test_drift_names_the_published_figures_a_run_moved(tmp_path):
+    from course_lib import results as R
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:begin -->\n| notebook | quick-profile seconds | headline figures |\n"
+                      "|---|---:|---|\n| 02_kd_loss | 135.3 | alone_mean = 82.54; gap_recovered = 0.431; "
+                      "cached_over_alone = 1.078 |\n| 05_x | 80 | mean.KD = 85.28; mean.old = 83.1 |\n"
+                      "<!-- results:end -->\n", encoding="utf-8")
+    published = R.published_figures(readme)
+    assert published == {"02_kd_loss": {"alone_mean": 82.54, "gap_recovered": 0.431, "cached_over_alone": 1.078},
+                         "05_x": {"mean.KD": 85.28, "mean.old": 83.1}}
+    run = {"02_kd_loss": {"alone_mean": 83.9, "gap_recovered": 0.47, "cached_over_alone": 2.5,
+                          "headline": ["alone_mean", "gap_recovered", "cached_over_alone"]},
+           "05_x": {"mean": {"KD": 85.0}, "headline": ["mean.KD"]}}
+    moved = R.drift(run, published)
+    # +1.36 points moves (tolerance 1), +0.039 of a fraction does not (0.05), a timing figure is never
+    # compared, a published figure the run no longer reports is named
+    assert [(nb, name) for nb, name, *_ in moved] == [("02_kd_loss", "alone_mean"), ("05_x", "mean.old")]
+    assert moved[1][3] is None and "missing" in R.render_drift(moved)
+    assert R.tolerance(436.5) == pytest.approx(4.365) and R.tolerance(82.5) == 1.0 and R.tolerance(0.43) == 0.05
+    assert "no published figure moved" in R.render_drift([])
+    with pytest.raises(ValueError, match="markers"):
+        (tmp_path / "bare.md").write_text("no table\n")
+        R.published_figures(tmp_path / "bare.md")
