@@ -103,6 +103,7 @@ PROFILES: dict[str, Profile] = {
             # the alpha ablation (0.5 and 1) only in the full profile: it would cost notebook 02's time
             # budget here (alpha 0 and 0.9 are the main comparison's, so the quick plot has those two)
             ablation_alphas=(),
+            ablation_temperatures=(1.0, 8.0),   # T = 2 only in the full profile: 02's 180 s budget
             rkd_angle_weight=0.0,   # RKD-D only: the angle term's O(batch^3) cost would break 03's time budget
         ),
         allow_download=False,

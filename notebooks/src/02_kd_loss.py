@@ -130,7 +130,8 @@ print(f"teacher's mean top probability on these images: {on_train:.3f} at T=1, {
 # no smoothing or augmentation could match it. And in the quick profile the teacher learnt from
 # more labelled images than the students (both counts are printed above): KD passes that extra data
 # on through the soft targets, a channel neither control has.
-# - ablation, seed 0: $T \in \{1, 2, 8\}$ at $\alpha=0.9$; the full profile adds $\alpha \in \{0.5, 1\}$
+# - ablation, seed 0: the profile's `ablation_temperatures` at $\alpha=0.9$; the full profile adds
+#   $\alpha \in \{0.5, 1\}$
 #   at $T=4$ (the profile's `ablation_temperatures` and `ablation_alphas`; the quick one keeps its
 #   minutes for the controls).
 
