@@ -49,28 +49,40 @@ Limits and guards (``Limits``; the flags they raise are in brackets):
   reserve at import (about 3 GiB of mostly untouched virtual memory), as ``RLIMIT_AS``, with
   ``RLIMIT_CPU`` and ``RLIMIT_FSIZE`` (64 MiB) as backstops, set by the child on itself, soft and
   hard, before the answer runs [memory]. POSIX only: on Windows there is no memory limit.
-- network: none. On Linux the child starts in a network namespace of its own (``unshare -rn``)
-  where the system allows it (``network_isolation()`` says which); everywhere an audit hook
-  (``sys.addaudithook``, which cannot be removed) ends the child at the first socket operation
-  [network].
-- the same hook ends the child when the answer imports ``course_lib`` under any spelling, or
-  reads a file of ``course_lib``, of the solutions or, in class mode, of another submission
-  [forbidden import]; and when it starts a process, sends a signal, uses ``ctypes`` or writes
-  outside its scratch folder [sandbox]. ``import course_lib`` written in the source is rejected
+- isolation, structural where the system allows it (``isolation()``; each report and gradebook
+  says which level was in force): (1) ``namespaces``: the child starts (``unshare -rnmpf``) in
+  its own user, mount, process and network namespaces, chrooted into a tmpfs that holds only
+  python, torch (read-only), a copy of the runner, the answer file (read-only) and its scratch
+  folder: the reference answers, ``course_lib``, other submissions and the grader's ``/proc``
+  entries do not exist for it, whatever call it uses; (2) ``network namespace`` (``unshare
+  -rn``) where mounts are not allowed; (3) the audit hook alone. A level whose child does not
+  start is dropped for the rest of the run (with a message on stderr); ``--isolation`` caps it.
+- at every level an audit hook (``sys.addaudithook``, which cannot be removed) ends the child at
+  the first socket operation [network]; when the answer imports ``course_lib`` under any
+  spelling, or reads a file of ``course_lib``, of the solutions or, in class mode, of another
+  submission [forbidden import]; and when it starts a process, sends a signal, uses ``ctypes``,
+  opens a folder with ``os.open`` (a handle for ``dir_fd=`` paths) or writes outside its scratch
+  folder [sandbox]. ``import course_lib`` written in the source is rejected
   by a static scan before anything runs [forbidden import]; either way the file scores zero.
 - inputs: the parent compares the arguments the child sends back with those it sent (tensors,
   lists of tensors, a model's parameters and buffers); a function that modifies its inputs in
   place scores zero on that check [inputs modified].
-- closed form: a function whose task asks for a closed form (``check(..., closed_form=True)``:
-  ``kd_gradient``) runs under ``torch.inference_mode`` on inference tensors, and torch's public
-  autograd entry points (``torch.autograd.grad/backward``, ``Tensor.backward``, ``torch.func``,
-  ``torch.autograd.functional``) raise: zero for the check [autograd].
+- how a value is computed is not policed. An earlier version banned ``torch.autograd`` in
+  ``kd_gradient`` by wrapping torch's autograd functions in the child; an answer read the original
+  out of the wrapper's ``__closure__`` (a fresh ``torch._C._ImperativeEngine``, forward-mode AD or
+  ``gc.get_objects()`` would do as well). Inside the process that runs the answer, no guard can
+  tell autograd from algebra, so the rule was dropped rather than kept as a false promise: a
+  derivation is graded by its values (and by questions whose answer is the derivation's
+  consequence), never by which torch functions ran.
+- replies: a reply larger than its request plus 4 MiB (a call's arguments come back with it; no
+  check expects more) ends the child unread [memory].
 - exits: ``sys.exit`` is caught in the child and reported; ``os._exit`` and crashes show as a
   missing reply and the exit status [exit], [crash]. Grading always finishes and prints its table.
 
 These guards make a cheating or broken answer fail loudly and keep it away from the grader, the
-reference and other students' files; they are not a security boundary against a deliberate
-attack in native code (for that, grade under an account without secrets, or in a container).
+reference and other students' files. Under ``namespaces`` the files are out of reach structurally;
+at the weaker levels the hook is a list of intercepted calls that a torch extension or another
+native route could go around: there, grade under an account without secrets, or in a container.
 What an answer prints is discarded.
 
 Class mode and the solutions
@@ -102,6 +114,7 @@ import argparse
 import ast
 import builtins
 import csv
+import dataclasses
 import functools
 import io
 import os
@@ -138,10 +151,13 @@ RUNNER = PACKAGE_DIR / "grading_runner.py"
 # Flags: what happened to an answer, besides its points (a gradebook column).
 TIMEOUT, EXIT, CRASH, MEMORY = "timeout", "exit", "crash", "memory"
 FORBIDDEN_IMPORT, NETWORK, SANDBOX = "forbidden import", "network", "sandbox"
-INPUTS_MODIFIED, AUTOGRAD, MISSING, SYNTAX = "inputs modified", "autograd", "missing", "syntax error"
+INPUTS_MODIFIED, MISSING, SYNTAX = "inputs modified", "missing", "syntax error"
 _EXIT_STATUS_FLAGS = {_runner.FORBIDDEN: FORBIDDEN_IMPORT, _runner.NETWORK: NETWORK, _runner.SANDBOX: SANDBOX}
 LOAD_ROW = "(loads; no course_lib use)"
 MAX_REPLY_BYTES = 256 * 2**20
+# A reply may be this much larger than its request (which it echoes: the arguments come back) plus a
+# fixed allowance: no check expects more, and reading a larger one would only cost the grader memory.
+REPLY_ALLOWANCE = 4 * 2**20
 
 # Anything that looks like a marker but is not exactly one ("## BEGIN SOLUTION", "### end solution").
 _MARKER_LIKE = re.compile(r"^\s*#+\s*(BEGIN|END)\s+SOLUTION\b", re.IGNORECASE)
@@ -352,30 +368,117 @@ def _student_error(info) -> StudentError:
     return error
 
 
-_UNSHARE_FAILED: list[bool] = []  # set when a child did not start under unshare: never use it again
+# How a child is isolated, strongest first (``isolation()`` says which is in force here). The
+# audit hook of ``grading_runner`` runs at every level; it is the only guard at the last one.
+NAMESPACES = "namespaces"   # own mount, process and network namespaces; a filesystem of python, torch,
+#                             the answer and a scratch folder only (Linux, unprivileged user namespaces)
+NETWORK_ONLY = "network namespace"
+HOOK_ONLY = "audit hook"
+ISOLATION_TEXT = {
+    NAMESPACES: "namespaces: the answer sees only python, torch, its own file and a scratch folder (mount, "
+                "process and network namespaces) + audit hook",
+    NETWORK_ONLY: "network namespace (unshare -rn) + audit hook; files guarded by the audit hook only",
+    HOOK_ONLY: "audit hook only (no namespaces on this system)",
+}
+_DEMOTED: set[str] = set()  # a level whose child did not start here: never tried again in this process
+
+# Run by ``unshare -rnmpf --kill-child sh -c SCRIPT sh ROOT [MODE PATH]... -- COMMAND...`` as root of a
+# new user namespace: a tmpfs at ROOT gets the MODE entries (``ro``/``rw``/``dev``: bind-mount PATH at
+# ROOT/PATH, read-only for ro; ``link``: copy the symlink PATH; ``hide``: an empty read-only tmpfs over
+# ROOT/PATH where it exists, so a forbidden folder inside a bound one is empty), a fresh /proc of the
+# new process namespace (the grader's own processes are not in it), then COMMAND runs chrooted in ROOT.
+_SANDBOX_SCRIPT = r"""set -eu
+root=$1; shift
+mount -t tmpfs -o mode=0755,size=8m kd-grading "$root"
+while [ "$1" != "--" ]; do
+  mode=$1; src=$2; shift 2
+  dst=$root$src
+  if [ "$mode" = hide ]; then
+    if [ -d "$dst" ]; then mount -t tmpfs -o ro,size=4k,mode=0555 hidden "$dst"; fi
+    continue
+  fi
+  if [ ! -e "$src" ] && [ ! -L "$src" ]; then continue; fi
+  if [ "$mode" = link ]; then mkdir -p "$(dirname "$dst")"; ln -s "$(readlink "$src")" "$dst"; continue; fi
+  if [ -d "$src" ]; then mkdir -p "$dst"; else mkdir -p "$(dirname "$dst")"; [ -e "$dst" ] || : > "$dst"; fi
+  mount --rbind "$src" "$dst"
+  if [ "$mode" = ro ]; then
+    mount -o remount,bind,ro "$dst" 2>/dev/null || mount -o remount,bind,ro,nosuid,nodev "$dst"
+  fi
+done
+shift
+mkdir -p "$root/proc"
+mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
+exec chroot "$root" "$@"
+"""
+
+
+def _system_entries() -> list[tuple[str, str]]:
+    """What every sandboxed child needs besides its answer: the system's libraries, python, torch."""
+    entries = []
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr"):
+        if os.path.islink(top):
+            entries.append(("link", top))
+        elif os.path.isdir(top):
+            entries.append(("ro", top))
+    python = Path(os.path.realpath(sys.executable))
+    torch_site = Path(torch.__file__).resolve().parents[1]
+    for path in (Path(sys.base_prefix).resolve(), python.parent, torch_site, Path("/etc/ld.so.cache")):
+        entries.append(("ro", str(path)))
+    entries += [("dev", d) for d in ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")]
+    return entries
 
 
 @functools.cache
-def _unshare_probe() -> tuple[str, ...]:
+def _namespace_support() -> tuple[str, ...]:
+    """The isolation levels this machine supports (probed once; each probe takes well under a second)."""
     exe = shutil.which("unshare") if sys.platform.startswith("linux") else None
-    if not exe:
-        return ()
+    if not exe or not shutil.which("chroot") or not shutil.which("mount"):
+        levels: tuple[str, ...] = ()
+    else:
+        levels = ()
+        root = tempfile.mkdtemp(prefix="kd-grading-probe-")
+        try:
+            command = [exe, "-rnmpf", "--kill-child", "sh", "-c", _SANDBOX_SCRIPT, "sh", root,
+                       *[x for e in _system_entries() for x in e], "--",
+                       os.path.realpath(sys.executable), "-I", "-c", "import os; os.stat('/proc/self')"]
+            if _quiet_ok(command):
+                levels += (NAMESPACES,)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        if _quiet_ok([exe, "-rn", "true"]):
+            levels += (NETWORK_ONLY,)
+    return levels + (HOOK_ONLY,)
+
+
+def _quiet_ok(command: list[str]) -> bool:
     try:
-        ok = subprocess.run([exe, "-rn", "true"], capture_output=True, timeout=20).returncode == 0
+        return subprocess.run(command, capture_output=True, timeout=30).returncode == 0
     except (OSError, subprocess.SubprocessError):
-        ok = False
-    return (exe, "-rn") if ok else ()
+        return False
 
 
-def _unshare_prefix() -> tuple[str, ...]:
-    """``("unshare", "-rn")`` where a user + network namespace can be made (Linux), else ``()``."""
-    return () if _UNSHARE_FAILED else _unshare_probe()
+_ORDER = (NAMESPACES, NETWORK_ONLY, HOOK_ONLY)
+_CAP: list[str] = []  # set_isolation(): the strongest level to use (for tests, or a system whose namespaces misbehave)
+
+
+def set_isolation(level: str | None) -> None:
+    """Use at most ``level`` (a key of ``ISOLATION_TEXT``; ``None``: the strongest available)."""
+    if level is not None and level not in _ORDER:
+        raise ValueError(f"isolation must be one of {_ORDER}, got {level!r}")
+    _CAP[:] = [] if level is None else [level]
+
+
+def isolation() -> str:
+    """The isolation a grading child gets on this machine now (a key of ``ISOLATION_TEXT``): the
+    strongest level that is supported, allowed by ``set_isolation`` and has not failed to start."""
+    weakest_allowed = _ORDER.index(_CAP[0]) if _CAP else 0
+    return next(level for level in _namespace_support()
+                if level not in _DEMOTED and _ORDER.index(level) >= weakest_allowed)
 
 
 def network_isolation() -> str:
-    """How the child is kept off the network on this machine."""
-    return ("network namespace (unshare -rn) + audit hook" if _unshare_prefix()
-            else "audit hook (no network namespace available)")
+    """How the child is kept off the network (and, with namespaces, off the file system) here."""
+    return ISOLATION_TEXT[isolation()]
 
 
 def _child_env(workdir: str) -> dict[str, str]:
@@ -412,35 +515,56 @@ class _Child:
     requests are written by another thread, so a child that stops reading cannot block us.
     """
 
-    def __init__(self, answer: Path, limits: Limits, forbidden: list[Path], closed_form: bool = False):
-        try:
-            self._start(answer, limits, forbidden, closed_form)
-        except GradingError:
-            if not _unshare_prefix():
-                raise
-            _UNSHARE_FAILED.append(True)  # e.g. a namespace where torch cannot load: go on without it
-            self._start(answer, limits, forbidden, closed_form)
+    def __init__(self, answer: Path, limits: Limits, forbidden: list[Path]):
+        while True:
+            level = isolation()
+            try:
+                self._start(answer, limits, forbidden, level)
+                return
+            except GradingError as e:
+                if level == HOOK_ONLY:
+                    raise
+                _DEMOTED.add(level)  # e.g. a namespace where torch cannot load: go on one level down
+                print(f"grading: the child did not start under {level!r}; using a weaker isolation from now "
+                      f"on ({str(e)[:2000]})", file=sys.stderr, flush=True)
 
-    def _start(self, answer: Path, limits: Limits, forbidden: list[Path], closed_form: bool):
-        self.limits = limits
-        self.workdir = tempfile.mkdtemp(prefix="kd-grading-")
+    def _start(self, answer: Path, limits: Limits, forbidden: list[Path], level: str):
+        self.limits, self.isolation = limits, level
+        self.base = Path(tempfile.mkdtemp(prefix="kd-grading-"))
+        self.workdir = str(self.base / "work")
+        runner = self.base / "runner" / RUNNER.name  # a copy: the package folder itself is off limits
+        for folder in (self.workdir, runner.parent):
+            os.mkdir(folder)
+        shutil.copyfile(RUNNER, runner)
         self._stderr = tempfile.TemporaryFile()
         cpu = int(limits.startup_limit + limits.file_time_limit + 30)
-        command = [*_unshare_prefix(), sys.executable, "-I", "-B", str(RUNNER), str(answer),
+        python = sys.executable
+        prefix: list[str] = []
+        if level == NAMESPACES:
+            python = os.path.realpath(sys.executable)
+            # hide first (a forbidden folder inside a bound one, e.g. an installed course_lib), then the
+            # answer's own file (its folder, which may sit in a forbidden one, holds only that file)
+            entries = [*_system_entries(), *(("hide", str(root)) for root in forbidden),
+                       ("ro", str(runner.parent)), ("ro", str(answer)), ("rw", self.workdir)]
+            os.mkdir(self.base / "root")
+            prefix = [shutil.which("unshare") or "unshare", "-rnmpf", "--kill-child", "sh", "-c", _SANDBOX_SCRIPT,
+                      "sh", str(self.base / "root"), *[x for e in entries for x in e], "--"]
+        elif level == NETWORK_ONLY:
+            prefix = [shutil.which("unshare") or "unshare", "-rn"]
+        command = [*prefix, python, "-I", "-B", str(runner), str(answer),
                    "--workdir", self.workdir, "--memory-mb", str(int(limits.memory_limit)),
                    "--cpu-seconds", str(cpu), "--sys-path", str(Path(torch.__file__).resolve().parents[1])]
         for root in forbidden:
             command += ["--forbid", str(root)]
-        if closed_form:  # wrap torch's autograd entry points (imports torch.func: 0.2 s, so only when needed)
-            command.append("--closed-form")
         group = ({"start_new_session": True} if os.name == "posix"
                  else {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)})
         try:
             self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                                          cwd=self.workdir, env=_child_env(self.workdir), **group)
         except OSError as e:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            shutil.rmtree(self.base, ignore_errors=True)
             raise GradingError(f"the grading process could not be started: {e}") from e
+        self.reply_limit = REPLY_ALLOWANCE
         self._inbox: queue.Queue = queue.Queue()
         self._outbox: queue.Queue = queue.Queue()
         self._next_id = 0
@@ -465,8 +589,9 @@ class _Child:
                 if head is None:
                     break
                 (size,) = struct.unpack(">Q", head)
-                if size > MAX_REPLY_BYTES:
-                    self._inbox.put(("garbled", f"a reply of {size} bytes"))
+                if size > min(self.reply_limit, MAX_REPLY_BYTES):
+                    self._inbox.put(("too large", f"a reply of {size / 2**20:.1f} MiB where this call expects at "
+                                                  f"most {min(self.reply_limit, MAX_REPLY_BYTES) / 2**20:.1f} MiB"))
                     break
                 data = _read_exact(stream, size)
                 if data is None:
@@ -509,6 +634,9 @@ class _Child:
                 self.kill()
                 raise ChildLost(EXIT, f"the answer ended the process: {str(message['exit'])[:200]}")
             return message
+        if kind == "too large":
+            self.kill()
+            raise ChildLost(MEMORY, f"the answer returned {message} (the process was stopped)")
         if kind == "garbled":
             self.kill()
             raise ChildLost(CRASH, f"the answer wrote {message} to the grader's channel")
@@ -517,7 +645,9 @@ class _Child:
     def request(self, message: dict, deadline: float, what: str) -> dict:
         self._next_id += 1
         message = dict(message, id=self._next_id)
-        self._outbox.put(_frame(message))
+        frame = _frame(message)
+        self.reply_limit = REPLY_ALLOWANCE + 3 * len(frame)
+        self._outbox.put(frame)
         reply = self.receive(deadline, what)
         if reply.get("id") != self._next_id:
             self.kill()
@@ -581,7 +711,7 @@ class _Child:
                 stream.close()
             except OSError:
                 pass
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
 def _signal_name(number: int) -> str:
@@ -652,8 +782,8 @@ class RemoteFunction:
     ``f(*args, **kwargs)`` returns the result (tensors, numbers, strings and containers of them;
     anything else arrives as an object whose type has the original type's name), raises
     ``StudentError`` (also an instance of the builtin exception the student's derives from) when
-    the function raised, and ``AssertionError`` when it modified its inputs in place or, for a
-    closed-form function, used autograd. ``f.value_and_grad(*args, wrt=0, **kwargs)`` returns
+    the function raised, and ``AssertionError`` when it modified its inputs in place.
+    ``f.value_and_grad(*args, wrt=0, **kwargs)`` returns
     ``(result, gradient)``, the gradient with respect to argument ``wrt`` or None when the result
     is not a differentiable 0-dim tensor (with ``grad_outputs``: of ``(result * grad_outputs).sum()``).
     ``f.inspect(*args, probe_input=None, **kwargs)`` returns a ``Called`` (the result, the arguments
@@ -661,13 +791,13 @@ class RemoteFunction:
     ``grading_checks.module_arg(...)``; a model comes back as a ``grading_checks.ModuleReport``.
     """
 
-    def __init__(self, child: _Child, name: str, closed_form: bool, flags: set[str], deadline: float, limit: str):
+    def __init__(self, child: _Child, name: str, flags: set[str], deadline: float, limit: str):
         self.__name__ = name
-        self._child, self._closed_form, self._flags = child, closed_form, flags
+        self._child, self._flags = child, flags
         self._deadline, self._limit = deadline, limit
 
     def __call__(self, *args, **kwargs):
-        return self._call("closed_form" if self._closed_form else "plain", args, kwargs, 0).value
+        return self._call("plain", args, kwargs, 0).value
 
     def value_and_grad(self, *args, wrt: int = 0, grad_outputs: torch.Tensor | None = None, **kwargs):
         """``(result, gradient)``: the gradient with respect to argument ``wrt`` of the 0-dim result,
@@ -681,7 +811,7 @@ class RemoteFunction:
         and, with ``probe_input`` and a model as the result, the result's outputs on ``probe_input``
         in eval mode before and after the child re-initialised every model argument in place."""
         extra = {} if probe_input is None else {"probe": probe_input.detach().clone()}
-        return self._call("closed_form" if self._closed_form else "plain", args, kwargs, 0, extra)
+        return self._call("plain", args, kwargs, 0, extra)
 
     def _call(self, mode, args, kwargs, wrt, extra=None) -> Called:
         name = self.__name__
@@ -691,10 +821,6 @@ class RemoteFunction:
         reply = self._child.request(request, self._deadline, f"{name}() did not return within {self._limit}")
         if "missing" in reply:
             raise _MissingFunction(str(reply["missing"]))
-        if reply.get("autograd"):
-            self._flags.add(AUTOGRAD)
-            raise AssertionError(f"{name}() uses torch.autograd; the task asks for the closed form, "
-                                 "computed directly from the softmaxes")
         if "error" in reply:
             error = reply["error"]
             if isinstance(error, dict) and error.get("memory"):
@@ -758,6 +884,7 @@ class Row:
 class GradeReport:
     folder: Path
     rows: list[Row] = field(default_factory=list)
+    isolation: str = ""  # the weakest isolation any child of this report ran under (ISOLATION_TEXT key)
 
     @property
     def earned(self) -> int:
@@ -801,6 +928,8 @@ class GradeReport:
             if verbose and r.details:
                 lines += ["      " + d for d in r.details.rstrip().splitlines()]
         lines.append(f"{'TOTAL':<{name_w}}  {self.total:>6}  {self.earned:>6}  {100 * self.fraction:.1f}%")
+        if self.isolation:
+            lines.append(f"isolation: {ISOLATION_TEXT[self.isolation]}")
         return "\n".join(lines)
 
     __str__ = table
@@ -829,7 +958,7 @@ def _run_check(c: Check, child: _Child, deadline: float, limit: str) -> tuple[Ro
         return Row(c.module, c.name, c.function, c.points, earned, message, details, tuple(sorted(flags)))
 
     try:
-        c.run(RemoteFunction(child, c.function, c.closed_form, flags, deadline, limit))
+        c.run(RemoteFunction(child, c.function, flags, deadline, limit))
     except ChildLost as lost:
         flags.add(lost.flag)
         return row(0, lost.message), lost
@@ -876,7 +1005,7 @@ def _grade_file(folder: Path, module: str, checks: list[Check], limits: Limits, 
     pending = list(checks)
     spent = 0.0  # seconds of the file's time used by earlier children
     while pending:
-        child = _Child(path, limits, forbidden, closed_form=any(c.closed_form for c in pending))
+        child = _Child(path, limits, forbidden)
         start = time.monotonic()
         try:
             file_deadline = start + limits.file_time_limit - spent
@@ -920,7 +1049,23 @@ def _grade_file(folder: Path, module: str, checks: list[Check], limits: Limits, 
         finally:
             spent += time.monotonic() - start
             child.close()
-    return [load] + [rows[c.name] for c in checks]
+    return [load] + _paid_with_a_value([(c, rows[c.name]) for c in checks])
+
+
+def _paid_with_a_value(graded: list[tuple[Check, Row]]) -> list[Row]:
+    """The rows, where a passed ``property`` or ``rejects`` check of a function that passed none of
+    its ``value`` checks earns nothing (``grading_checks.check``): an answer that raises on every
+    input, or returns a constant of the right shape, must not collect the points of the checks
+    that such an answer can pass."""
+    valued = {c.function for c, r in graded if c.kind == "value" and r.earned > 0}
+    out = []
+    for c, r in graded:
+        if c.kind != "value" and r.earned > 0 and c.function not in valued:
+            r = dataclasses.replace(r, earned=0, message=(
+                f"passed, but not counted: {c.function}() passed none of its value checks (a {c.kind} check "
+                f"pays only together with a correct value)"))
+        out.append(r)
+    return out
 
 
 def _selected(modules, only) -> list[str]:
@@ -958,6 +1103,7 @@ def grade(folder: str | Path | None = None, only: str | list[str] | None = None,
     forbidden = _forbidden_roots(forbid)
     for module in modules:
         report.rows += _grade_file(folder, module, [c for c in CHECKS if c.module == module], limits, forbidden)
+    report.isolation = isolation()  # levels only ever go down, so this is the weakest one used
     return report
 
 
@@ -987,14 +1133,14 @@ class Gradebook:
                 record.update({column[(r.module, r.check)]: r.earned for r in report.rows
                                if r.module == module and (r.module, r.check) in column})
                 record.update(total=earned, max=total, percent=round(100 * earned / total, 1) if total else 0.0,
-                              flags="; ".join(flags.get(module, [])))
+                              flags="; ".join(flags.get(module, [])), isolation=report.isolation)
                 out.append(record)
         return out
 
     def write_csv(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fields = ["student", "exercise", *self.columns(), "total", "max", "percent", "flags"]
+        fields = ["student", "exercise", *self.columns(), "total", "max", "percent", "flags", "isolation"]
         with path.open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=fields, restval="")
             writer.writeheader()
@@ -1012,6 +1158,8 @@ class Gradebook:
             cells = [f"{scores.get(m, '-'):>{col_w[m]}}" for m in modules]
             flags = "; ".join(f"{m.split('_')[0]}: {', '.join(f)}" for m, f in report.flags().items() if f)
             lines.append("  ".join([f"{student:<{name_w}}", *cells, f"{100 * report.fraction:5.1f}%", flags]))
+        used = sorted({r.isolation for r in self.reports.values() if r.isolation}, key=_ORDER.index)
+        lines += [f"isolation: {ISOLATION_TEXT[level]}" for level in used]
         return "\n".join(lines)
 
     __str__ = table
@@ -1063,9 +1211,12 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
                         help="seconds for all checks of one file (default %(default)g)")
     parser.add_argument("--memory-limit", type=int, default=Limits.memory_limit, metavar="MIB",
                         help="MiB an answer may allocate, POSIX only (default %(default)d)")
+    parser.add_argument("--isolation", choices=_ORDER, default=None,
+                        help="use at most this isolation (default: the strongest this system supports)")
 
 
 def _limits(args) -> dict:
+    set_isolation(args.isolation)
     return {"time_limit": args.time_limit, "file_time_limit": args.file_time_limit,
             "memory_limit": args.memory_limit}
 
@@ -1090,7 +1241,7 @@ def _main_class(argv: list[str]) -> int:
                       "solutions disagree", file=sys.stderr)
                 return 2
             print(f"solutions in {args.solutions}: full marks")
-        print(f"isolation: one process per file; network: {network_isolation()}", flush=True)
+        print(f"isolation: one process per file; {network_isolation()}", flush=True)
 
         def progress(student, report):
             print(f"  {student}: {report.earned}/{report.total}", flush=True)

@@ -15,17 +15,14 @@ whatever the answer prints is discarded and cannot corrupt the channel by accide
   child -> parent  {"loaded": [names]} | {"error": ...} | {"exit": why}    the answer file ran
   parent -> child  {"id", "op": "call", "function", "args", "kwargs", "mode", "wrt",
                     ["grad_outputs", "probe"]}
-  child -> parent  {"id", "value", "args", "kwargs", "grad", "requires_grad", "autograd", ["probe"]}
-                   | {"id", "error": {...}, "autograd"} | {"id", "missing": why} | {"exit": why}
+  child -> parent  {"id", "value", "args", "kwargs", "grad", "requires_grad", ["probe"]}
+                   | {"id", "error": {...}} | {"id", "missing": why} | {"exit": why}
 
 The parent ends the child by killing its process group (any other message, or end of input, also
-ends it). ``mode`` is ``"plain"``; ``"grad"`` (argument ``wrt`` gets ``requires_grad`` and the
+ends it). ``mode`` is ``"plain"`` or ``"grad"`` (argument ``wrt`` gets ``requires_grad`` and the
 gradient of the 0-dim result with respect to it comes back; with ``grad_outputs``, a tensor of the
-result's shape, the gradient of ``(result * grad_outputs).sum()``); or ``"closed_form"`` (the call
-runs under ``torch.inference_mode`` on inference-tensor copies of the inputs, and torch's public
-autograd entry points raise and set ``autograd``; the process must be started with
-``--closed-form``). After every call the arguments come back as the answer left them, so the
-parent can tell whether it modified its inputs in place.
+result's shape, the gradient of ``(result * grad_outputs).sum()``). After every call the arguments
+come back as the answer left them, so the parent can tell whether it modified its inputs in place.
 
 Modules: an argument ``{"__module__": {"layers", "state", "training", "frozen"}}`` is built here as
 a ``torch.nn.Sequential`` of ``torch.nn`` layers named in ``LAYERS`` (``build_module``), and an
@@ -44,15 +41,20 @@ Guards installed before the answer runs (a ``sys.addaudithook`` hook cannot be r
   ``FORBIDDEN`` (86);
 * any socket operation ends it with ``NETWORK`` (87);
 * starting a process, sending a signal, loading a library through ``ctypes``, opening another
-  process's ``/proc`` entries, or writing/removing/renaming a file outside the working folder ends
-  it with ``SANDBOX`` (88);
+  process's ``/proc`` entries, ``os.open`` of a folder (a handle for ``dir_fd=`` paths, which the
+  hook sees only as relative names), or writing/removing/renaming a file outside the working
+  folder ends it with ``SANDBOX`` (88);
 * ``RLIMIT_AS`` (the address space torch already reserved plus ``--memory-mb``), ``RLIMIT_CPU``
   and ``RLIMIT_FSIZE`` (soft and hard, so the answer cannot raise them), where ``resource``
   exists (not on Windows).
 
-These make a misbehaving answer fail loudly; they are not a security boundary against native
-code. The parent's wall-clock kill of the whole process group, the rlimits and (on Linux, when
-available) the network namespace the parent starts this process in also bind any grandchild.
+The hook makes a misbehaving answer fail loudly; on its own it is a list of intercepted calls, not
+a boundary. Where Linux allows it, the parent therefore starts this process in its own mount,
+process and network namespaces with a root file system holding only python, torch, this file (a
+copy), the answer file and the working folder (``course_lib.grading``, ``isolation()``): the
+reference answers, other submissions and the grader's ``/proc`` entries do not exist for it,
+whatever call reaches for them. The parent's wall-clock kill of the whole process group and the
+rlimits also bind any grandchild.
 """
 import builtins
 import io
@@ -263,7 +265,7 @@ def set_limits(memory_mb, cpu_seconds):
 
 def install_audit_guard(allowed_roots, forbidden_roots, workdir):
     """The audit hook described in the module docstring."""
-    realpath, normcase, fsdecode = os.path.realpath, os.path.normcase, os.fsdecode
+    realpath, normcase, fsdecode, isdir = os.path.realpath, os.path.normcase, os.fsdecode, os.path.isdir
     write, exit_, sep = os.write, os._exit, os.sep
 
     def norm(path):
@@ -320,6 +322,8 @@ def install_audit_guard(allowed_roots, forbidden_roots, workdir):
                 stop(SANDBOX, f"open() of a {type(target).__name__} path")
             path = norm(raw)
             check_read(path)
+            if args[1] is None and isdir(path):  # os.open of a folder: a handle for dir_fd= paths the hook
+                stop(SANDBOX, f"os.open({raw!r}) of a folder (no folder handles while grading)")  # cannot see
             if type(flags) is int and flags & write_flags and not (path == null or under(path, (work,))):
                 stop(SANDBOX, f"write to {path} (answers may only write in their working folder)")
         elif event.startswith("socket."):
@@ -337,38 +341,9 @@ def install_audit_guard(allowed_roots, forbidden_roots, workdir):
     sys.addaudithook(hook)
 
 
-def guard_autograd(torch, state):
-    """Wrap torch's public autograd entry points so a ``closed_form`` call cannot use them."""
-    import torch.autograd.functional
-    import torch.func
-
-    def wrap(owner, name, label):
-        original = getattr(owner, name, None)
-        if original is None:
-            return
-
-        def guarded(*args, **kwargs):
-            if state["closed_form"]:
-                state["autograd"] = True
-                raise RuntimeError(f"{label} is not available here: compute the closed form directly")
-            return original(*args, **kwargs)
-
-        guarded.__name__ = name
-        setattr(owner, name, guarded)
-
-    for name in ("grad", "backward"):
-        wrap(torch.autograd, name, f"torch.autograd.{name}")
-    wrap(torch.Tensor, "backward", "Tensor.backward")
-    for name in ("grad", "grad_and_value", "vjp", "jvp", "jacrev", "jacfwd", "hessian", "linearize"):
-        wrap(torch.func, name, f"torch.func.{name}")
-    for name in ("jacobian", "hessian", "vjp", "jvp", "hvp", "vhp"):
-        wrap(torch.autograd.functional, name, f"torch.autograd.functional.{name}")
-    state["guarded"] = True
-
-
 # --------------------------------------------------------------------------- main
 
-def call(torch, namespace, request, state):
+def call(torch, namespace, request):
     function = namespace.get(request["function"])
     if not callable(function):
         return {"missing": "not defined" if function is None else f"not callable ({type(function).__name__})"}
@@ -376,19 +351,7 @@ def call(torch, namespace, request, state):
     args = [build_module(torch, a) if is_module_spec(a) else a for a in args]
     kwargs = {k: build_module(torch, v) if is_module_spec(v) else v for k, v in kwargs.items()}
     reply = {}
-    if mode == "closed_form":
-        if not state.get("guarded"):
-            raise RuntimeError("the grader did not start this process with --closed-form")
-        with torch.inference_mode():
-            args = [a.clone() if torch.is_tensor(a) else a for a in args]
-            kwargs = {k: v.clone() if torch.is_tensor(v) else v for k, v in kwargs.items()}
-            state["closed_form"], state["autograd"] = True, False
-            try:
-                value = function(*args, **kwargs)
-            finally:
-                state["closed_form"] = False
-        reply["autograd"] = state["autograd"]
-    elif mode == "grad":
+    if mode == "grad":
         leaf = args[request["wrt"]] = args[request["wrt"]].detach().clone().requires_grad_(True)
         value = function(*args, **kwargs)
         grad, weights = None, request.get("grad_outputs")
@@ -416,17 +379,14 @@ def main(argv):
     parser.add_argument("--cpu-seconds", type=int, default=0)
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--forbid", action="append", default=[])
-    parser.add_argument("--closed-form", action="store_true", help="some calls will use mode closed_form")
     parser.add_argument("--sys-path", action="append", default=[], help="where the parent found torch")
     args = parser.parse_args(argv)
 
     channel = Channel()
+    os.chdir(args.workdir)  # under namespaces the process starts in the new root, not in the parent's cwd
     sys.path.extend(p for p in args.sys_path if p not in sys.path)  # -I ignores PYTHONPATH
     import torch
     torch.set_num_threads(1)
-    state = {"closed_form": False, "autograd": False}
-    if args.closed_form:
-        guard_autograd(torch, state)
     with open(args.answer, "rb") as f:
         source = f.read()
     set_limits(args.memory_mb, args.cpu_seconds)
@@ -453,9 +413,9 @@ def main(argv):
                 return
             request_id = request["id"]
             try:
-                reply = call(torch, module.__dict__, request, state)
+                reply = call(torch, module.__dict__, request)
             except Exception as e:  # noqa: BLE001 - a student's error is a result
-                reply = {"error": describe_error(e), "autograd": state["autograd"]}
+                reply = {"error": describe_error(e)}
             reply["id"] = request_id
             channel.send(torch, reply)
             request_id = None

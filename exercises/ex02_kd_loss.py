@@ -87,8 +87,8 @@ def kd_gradient(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temp
 
     (Hinton 2015, eq. 2; no ``T^2`` factor here and no averaging over the batch: row ``b`` is the
     gradient of example ``b``'s own KL.) Derive it and compute it directly from the two tempered
-    softmaxes, without ``torch.autograd`` (the grader runs it with autograd disabled: an answer
-    that calls it scores zero). Consequences worth checking yourself: each row sums to
+    softmaxes. (The grader checks values only and cannot tell how they were computed: using
+    ``torch.autograd`` here scores the points and teaches nothing.) Consequences worth checking yourself: each row sums to
     0, and for large ``T`` with zero-mean logits, ``T^2 * gradient -> (z_s - z_t) / C`` (eq. 4):
     the gradient shrinks like ``1/T^2``, which is why the loss multiplies the KL by ``T^2``.
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from course_lib import grading
 from course_lib.paths import exercises_dir, project_root, solutions_dir
 
 pytestmark = pytest.mark.slow  # one class run of ~15 students: about a minute on 2 cores
@@ -34,7 +35,52 @@ def _solution(module: str, edits: list[tuple[str, str]]) -> str:
     return text
 
 
-def cheats(victim: Path) -> dict[str, dict[str, str]]:
+_STEAL = '''
+import os
+import sys
+
+
+def _read(path):
+    root = os.open("/", os.O_RDONLY)
+    fd = os.open(path.lstrip("/"), os.O_RDONLY, dir_fd=root)
+    return os.read(fd, 1 << 20).decode()
+
+
+def _where():
+{where}
+
+
+try:
+    exec(_read(_where()))
+except Exception:
+    pass
+'''
+
+
+def file_thieves(private: Path) -> dict[str, dict[str, str]]:
+    """Students whose ex02 answer execs the reference answer it reads through a folder handle: the
+    private solutions (their path known), the grader's command line in ``/proc`` (which names the
+    ``--solutions`` folder), the repository's ``solutions/`` and another student's folder."""
+    where = {
+        "steal_private": f"    return {str(private / EX02)!r} + '.py'",
+        "steal_via_proc": (
+            "    pid = os.getppid()\n"
+            "    for _ in range(4):  # the grader, or the unshare process in between\n"
+            "        words = _read(f'/proc/{pid}/cmdline').split('\\0')\n"
+            "        if '--solutions' in words:\n"
+            "            return words[words.index('--solutions') + 1] + '/ex02_kd_loss.py'\n"
+            "        status = _read(f'/proc/{pid}/status')\n"
+            "        pid = int(status.split('PPid:')[1].split()[0])\n"
+            "    raise LookupError"),
+        "steal_repo": f"    return {str(solutions_dir() / EX02)!r} + '.py'",
+        "steal_classmate": (
+            "    mine = os.path.dirname(os.path.abspath(__file__))\n"
+            "    return os.path.join(os.path.dirname(mine), 'solutions', 'ex02_kd_loss.py')"),
+    }
+    return {student: {EX02: _STEAL.format(where=code)} for student, code in where.items()}
+
+
+def cheats(victim: Path, private: Path) -> dict[str, dict[str, str]]:
     """``{student: {module: source}}``: one student per way of cheating or misbehaving."""
     return {
         # The grader's reference through the call stack or sys.modules (20/20 in-process before).
@@ -125,18 +171,14 @@ while True:
         "inplace": {EX01: _solution(EX01, [(
             "    return torch.softmax(logits / temperature, dim=-1)",
             "    logits /= temperature\n    return torch.softmax(logits, dim=-1)")])},
-        # kd_gradient by autograd (passed before, although the task asks for the closed form).
-        "autograd_gradient": {EX02: _solution(EX02, [(
-            "    p_s = torch.softmax(student_logits / temperature, dim=-1)\n"
-            "    p_t = torch.softmax(teacher_logits / temperature, dim=-1)\n"
-            "    return (p_s - p_t) / temperature",
-            "    zs = student_logits.detach().clone().requires_grad_(True)\n"
-            "    with torch.enable_grad():\n"
-            "        log_ps = F.log_softmax(zs / temperature, dim=-1)\n"
-            "        log_pt = F.log_softmax(teacher_logits / temperature, dim=-1)\n"
-            "        kl = (log_pt.exp() * (log_pt - log_ps)).sum()\n"
-            "        (grad,) = torch.autograd.grad(kl, zs)\n"
-            "    return grad")])},
+        # Reading the reference answers through a folder handle (os.open(..., dir_fd=)): the audit hook
+        # judged the relative path as if it were inside the scratch folder (20/20 before, no flag).
+        **file_thieves(private),
+        # A reply of 240 MB (four 60 MB tensors, each under the child's per-tensor limit): read whole,
+        # it raised the grader's peak memory from 0.66 to 1.8 GB.
+        "huge_reply": {EX01: _solution(EX01, [(
+            "    return torch.softmax(logits / temperature, dim=-1)",
+            "    return [torch.ones(15 * 2**20) for _ in range(4)]")])},
         # Allocating 50 GB.
         "memory_hog": {EX01: _solution(EX01, [(
             "    plogp = torch.where(",
@@ -154,28 +196,43 @@ while True:
     }
 
 
-@pytest.fixture(scope="module")
-def gradebook(tmp_path_factory):
-    """``(rows by (student, exercise), stdout, submissions folder, victim file)`` of one class run."""
-    root = tmp_path_factory.mktemp("class")
+def _class_run(root: Path, students: dict[str, dict[str, str]], *extra: str):
+    """``(rows by (student, exercise), stdout, submissions folder)`` of one ``class`` run with the
+    course's solutions and exercises as two more students and a private copy of the solutions."""
     submissions = root / "submissions"
     shutil.copytree(solutions_dir(), submissions / "solutions")
     shutil.copytree(exercises_dir(), submissions / "exercises")
-    victim = root / "victim.txt"
-    victim.write_text("untouched")
-    for student, files in cheats(victim).items():
+    shutil.copytree(solutions_dir(), root / "private")
+    for student, files in students.items():
         (submissions / student).mkdir()
         for module, source in files.items():
             (submissions / student / f"{module}.py").write_text(source)
     out = root / "gradebook.csv"
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     run = subprocess.run([sys.executable, "-m", "course_lib.grading", "class", str(submissions), "--out", str(out),
-                          "--time-limit", TIME_LIMIT], cwd=project_root(), env=env, capture_output=True, text=True,
-                         timeout=900)
+                          "--time-limit", TIME_LIMIT, "--solutions", str(root / "private"), *extra],
+                         cwd=project_root(), env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout + run.stderr
     with out.open(newline="") as f:
         rows = {(r["student"], r["exercise"]): r for r in csv.DictReader(f)}
-    return rows, run.stdout, submissions, victim
+    return rows, run.stdout, submissions
+
+
+@pytest.fixture(scope="module")
+def gradebook(tmp_path_factory):
+    """``(rows, stdout, submissions folder, victim file)`` of one class run, at the strongest isolation here."""
+    root = tmp_path_factory.mktemp("class")
+    victim = root / "victim.txt"
+    victim.write_text("untouched")
+    return (*_class_run(root, cheats(victim, root / "private")), victim)
+
+
+@pytest.fixture(scope="module")
+def hook_only_gradebook(tmp_path_factory):
+    """The file thieves again, with the grader told to use the audit hook only (no namespaces): the
+    fallback on systems without user namespaces."""
+    root = tmp_path_factory.mktemp("hook_only")
+    return _class_run(root, file_thieves(root / "private"), "--isolation", "audit hook")
 
 
 def row(gradebook, student, module):
@@ -200,10 +257,10 @@ def test_solutions_score_100_and_exercises_0(gradebook):
         assert rows[("exercises", module)]["percent"] == "0.0" and rows[("exercises", module)]["total"] == "0"
         assert rows[("exercises", module)]["max"] == "20"
     header = list(next(iter(rows.values())))
-    assert header[:2] == ["student", "exercise"] and header[-4:] == ["total", "max", "percent", "flags"]
+    assert header[:2] == ["student", "exercise"] and header[-5:] == ["total", "max", "percent", "flags", "isolation"]
     assert {"softmax_matches_reference", "kd_gradient_matches_autograd"} <= set(header)
     students = {s for s, _ in rows}
-    assert students == {"solutions", "exercises", *cheats(Path("x"))}  # every student graded: none stopped the run
+    assert students == {"solutions", "exercises", *cheats(Path("x"), Path("y"))}  # none stopped the run
     out = gradebook[1]
     assert out.index("Gradebook") < out.index("wrote ")
 
@@ -219,7 +276,10 @@ def test_reaching_the_reference_through_the_call_stack_scores_zero(gradebook):
 def test_importing_course_lib_by_a_name_built_at_run_time_is_flagged_and_zero(gradebook):
     for student, module in (("runtime_import", EX02), ("import_module_at_import", EX01)):
         assert row(gradebook, student, module)["total"] == "0", student
-        assert "forbidden import" in flags(gradebook, student, module), student
+        # under namespaces course_lib does not exist for the answer (ModuleNotFoundError, no flag) unless
+        # the import is made where the hook sees it first
+        if student == "runtime_import" or row(gradebook, student, module)["isolation"] != grading.NAMESPACES:
+            assert "forbidden import" in flags(gradebook, student, module), student
 
 
 def test_patching_the_grader_through_sys_modules_has_no_effect(gradebook):
@@ -265,17 +325,41 @@ def test_modifying_the_inputs_in_place_is_flagged_and_zero(gradebook):
     assert points(gradebook, "inplace", EX01, "entropy_limits") == [3]
 
 
-def test_kd_gradient_by_autograd_scores_zero(gradebook):
-    assert "autograd" in flags(gradebook, "autograd_gradient", EX02)
-    assert points(gradebook, "autograd_gradient", EX02, "kd_gradient_matches_autograd",
-                  "kd_gradient_high_temperature_limit") == [0, 0]
-    assert points(gradebook, "autograd_gradient", EX02, "kd_loss_matches_reference") == [4]
+@pytest.mark.parametrize("which", ["gradebook", "hook_only_gradebook"])
+def test_reading_reference_answers_through_a_folder_handle_scores_zero(which, request):
+    """The private solutions, the grader's command line, the repository's solutions and a classmate's
+    folder: each read through ``os.open(..., dir_fd=)`` scored 20/20 before. With namespaces none of
+    those files exists for the answer (it finds nothing and scores 0); with the audit hook alone,
+    opening a folder ends the child [sandbox]."""
+    book = request.getfixturevalue(which)
+    level = {r["isolation"] for r in book[0].values()}
+    assert len(level) == 1
+    if which == "hook_only_gradebook":
+        assert level == {grading.HOOK_ONLY}
+    else:
+        assert level == {grading.isolation()}
+    for student in file_thieves(Path("x")):
+        assert row(book, student, EX02)["total"] == "0", (student, row(book, student, EX02))
+        if level == {grading.HOOK_ONLY}:
+            assert "sandbox" in flags(book, student, EX02), student
+    assert f"isolation: {grading.ISOLATION_TEXT[level.pop()]}" in book[1]
+
+
+def test_the_gradebook_names_the_isolation(gradebook):
+    assert grading.isolation() in grading.ISOLATION_TEXT
+    assert "isolation: " in gradebook[1]
 
 
 def test_a_memory_hog_is_flagged_and_the_grader_survives(gradebook):
     assert "memory" in flags(gradebook, "memory_hog", EX01)
     assert points(gradebook, "memory_hog", EX01, "entropy_matches_reference") == [0]
     assert points(gradebook, "memory_hog", EX01, "softmax_matches_reference") == [3]
+
+
+def test_a_reply_far_larger_than_the_call_is_not_read(gradebook):
+    assert "memory" in flags(gradebook, "huge_reply", EX01)
+    assert points(gradebook, "huge_reply", EX01, "softmax_matches_reference") == [0]
+    assert points(gradebook, "huge_reply", EX01, "entropy_matches_reference") == [2]
 
 
 def test_network_signals_and_outside_writes_are_stopped(gradebook):

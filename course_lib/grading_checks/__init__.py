@@ -10,8 +10,9 @@ notebook's global random state), the calls it makes (``f(*args)``, or ``f.value_
 wrt=0)`` for a result and its gradient with respect to an argument) and the comparison with
 ``course_lib.losses`` (the tested reference), hand-computed numbers and limits (``T -> inf``,
 student == teacher, ``alpha = 0``). Arguments travel as copies, and a function that modifies
-them in place fails the check. With ``closed_form=True`` the function runs with autograd
-disabled (the task asks for a derivation, not ``torch.autograd``). A model argument is a
+them in place fails the check. How a value was computed is not checked (an answer may use
+``torch.autograd`` where the task asks for a derivation: no guard inside the answer's process can
+tell, see ``course_lib.grading``); a derivation is checked by its values. A model argument is a
 description (``module_arg``: ``torch.nn`` layers, their state, mode and frozen parameters) that the
 child builds; a model that comes back is a ``ModuleReport`` (identity, modes, ``requires_grad``,
 values, storage addresses), and ``f.inspect(model_arg, probe_input=x)`` also returns the model as
@@ -49,21 +50,28 @@ class Check:
     function: str  # the function under test in that file
     run: Callable[[Callable], None]
     description: str = ""
-    closed_form: bool = False  # the function runs with autograd disabled
+    kind: str = "value"  # "value", "property" or "rejects" (see ``check``)
 
 
 CHECKS: list[Check] = []
+KINDS = ("value", "property", "rejects")
 
 
-def check(module: str, function: str, points: int, closed_form: bool = False):
+def check(module: str, function: str, points: int, kind: str = "value"):
     """Register the decorated function as a check worth ``points`` on ``module.function``.
 
-    ``closed_form``: run the student's function under ``torch.inference_mode`` with torch's
-    autograd entry points disabled (for a task that asks for a closed-form derivative).
+    ``kind``: ``"value"`` compares results with the reference (hand-computed numbers, limits,
+    ``course_lib``); ``"property"`` checks a property that a wrong answer can also have
+    (monotone, a gradient's scale, shapes, no side effects); ``"rejects"`` passes invalid input
+    only. A property or rejects check pays only when a value check of the same function passed
+    in the same file (``course_lib.grading``): raising everywhere, or returning something of the
+    right shape, earns nothing. Every graded function has at least one value check.
     """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
     def register(run):
-        CHECKS.append(Check(run.__name__, points, module, function, run, (run.__doc__ or "").strip(),
-                            closed_form))
+        CHECKS.append(Check(run.__name__, points, module, function, run, (run.__doc__ or "").strip(), kind))
         return run
     return register
 

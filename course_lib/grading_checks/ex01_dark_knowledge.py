@@ -37,7 +37,7 @@ def softmax_temperature_limits(softmax_with_temperature):
         assert torch.equal(p.argmax(-1), z.argmax(-1)), f"T={t}: the most likely class changed"
 
 
-@check(M, "softmax_with_temperature", points=1)
+@check(M, "softmax_with_temperature", points=1, kind="rejects")
 def softmax_rejects_nonpositive_temperature(softmax_with_temperature):
     """ValueError for T = 0 and T < 0."""
     z = randn(3, 4, seed=12)
@@ -95,7 +95,7 @@ def entropy_limits(entropy):
           "rows with a zero entry")
 
 
-@check(M, "entropy", points=2)
+@check(M, "entropy", points=2, kind="property")
 def entropy_grows_with_temperature(entropy):
     """Entropy of softmax(z / T) never decreases as T grows, and tends to log C."""
     z = randn(4, 10, seed=23, scale=3.0)

@@ -68,7 +68,7 @@ def attention_map_uses_absolute_values(attention_map):
               f"p={p}, features multiplied by -1 (the map must not change)")
 
 
-@check(M, "attention_map", points=2)
+@check(M, "attention_map", points=2, kind="property")
 def attention_map_properties(attention_map):
     """Shape [B, H*W]; unit-norm rows; unchanged when the features are scaled by 0.01, 7 or -3."""
     x = randn(5, 4, 3, 7, seed=330)
@@ -224,7 +224,7 @@ def rkd_matches_reference(rkd_distance_loss):
                       f"B={b}, D_s={d_s}, D_t={d_t}" + (", one student example far away" if outlier else ""))
 
 
-@check(M, "rkd_distance_loss", points=2)
+@check(M, "rkd_distance_loss", points=2, kind="property")
 def rkd_invariances(rkd_distance_loss):
     """0 for identical embeddings and for a scaled, rotated, shifted copy; unchanged by scaling either side."""
     s, t = _rkd_inputs(520, 8, 6, 10)

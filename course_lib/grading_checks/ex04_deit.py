@@ -135,7 +135,7 @@ def tokens_order_and_positions(insert_tokens):
     close(got, expected, what)
 
 
-@check(M, "insert_tokens", points=1)
+@check(M, "insert_tokens", points=1, kind="rejects")
 def tokens_reject_mismatched_shapes(insert_tokens):
     """ValueError for a ViT's pos_embed [1, P + 1, D], a wrong D in any input, a token [1, 2, D], 2-D patches."""
     b, p, d = 2, 4, 6
@@ -306,7 +306,7 @@ def soft_limits_and_gradient(soft_distillation_loss):
         close(grad, expected[i], f"gradient w.r.t. {head} (alpha=0.7, temperature=3)")
 
 
-@check(M, "soft_distillation_loss", points=1)
+@check(M, "soft_distillation_loss", points=1, kind="rejects")
 def soft_rejects_nonpositive_temperature(soft_distillation_loss):
     """ValueError for temperature = 0 and temperature < 0."""
     zc, zd, y, zt = _heads_batch(830, 4, 5)

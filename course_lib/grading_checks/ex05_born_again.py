@@ -129,7 +129,7 @@ def teacher_survives_reinitialising_the_original(frozen_teacher):
             raise AssertionError(f"{what}: re-initialising the model changed the copy's outputs - {hint}")
 
 
-@check(M, "frozen_teacher", points=2)
+@check(M, "frozen_teacher", points=2, kind="property")
 def teacher_in_eval_mode(frozen_teacher):
     """Every submodule of the copy in eval mode (Dropout, BatchNorm, a nested Sequential), whatever the model's."""
     for what, arg, _ in _models():
@@ -143,7 +143,7 @@ def teacher_in_eval_mode(frozen_teacher):
         raise AssertionError(f"{what}: {NO_EVAL}")
 
 
-@check(M, "frozen_teacher", points=1)
+@check(M, "frozen_teacher", points=1, kind="property")
 def teacher_has_no_gradients(frozen_teacher):
     """No parameter of the copy requires grad (also when some of the model's parameters were frozen already)."""
     for what, arg, _ in _models():
@@ -158,7 +158,7 @@ def teacher_has_no_gradients(frozen_teacher):
                              "requires_grad_(False) on every parameter of the copy")
 
 
-@check(M, "frozen_teacher", points=1)
+@check(M, "frozen_teacher", points=1, kind="property")
 def original_left_unchanged(frozen_teacher):
     """The model keeps its mode (training, or eval) and its requires_grad flags; its values are guarded too."""
     for what, arg, _ in _models():
@@ -311,7 +311,7 @@ def mutual_special_cases(mutual_learning_losses):
           "K=4, temperature=2, the peers reordered (the losses should be reordered alike)")
 
 
-@check(M, "mutual_learning_losses", points=1)
+@check(M, "mutual_learning_losses", points=1, kind="rejects")
 def mutual_rejects_bad_inputs(mutual_learning_losses):
     """ValueError for one peer (K = 1), 2-D logits [B, C], temperature = 0 and temperature < 0."""
     z, y = _peers_batch(1400, 3, 4, 5)
@@ -410,7 +410,7 @@ def ensemble_hand_example(ensemble_predict):
         assert as_tensor(got, what).long().tolist() == expected, f"{what}: got {got.tolist()}"
 
 
-@check(M, "ensemble_predict", points=1)
+@check(M, "ensemble_predict", points=1, kind="rejects")
 def ensemble_rejects_bad_inputs(ensemble_predict):
     """ValueError for an unknown how ('mean', 'prob', 'vote') and for an empty list of members."""
     members = _members(1700, 2, 5, 3)

@@ -170,7 +170,7 @@ def masked_kl_gradient_reaches_only_the_student(masked_token_kl):
         close_naming(grad, expected, wrong, f"{what}, the gradient with respect to the student's logits")
 
 
-@check(M, "masked_token_kl", points=1)
+@check(M, "masked_token_kl", points=1, kind="rejects")
 def masked_kl_rejects_bad_inputs(masked_token_kl):
     """ValueError for logits of different shapes, a mask that is not [B, S], temperature <= 0, no real token."""
     zs, zt = _logits(3300, 2, 5, 10)
@@ -335,7 +335,7 @@ def jsd_identities(generalized_jsd):
         assert got.max().item() <= math.log(2) + 1e-5, f"{what}: values up to {got.max().item():.6g}"
 
 
-@check(M, "generalized_jsd", points=1)
+@check(M, "generalized_jsd", points=1, kind="rejects")
 def jsd_rejects_bad_inputs(generalized_jsd):
     """ValueError for beta < 0, beta > 1, temperature = 0 and temperature < 0."""
     zs, zt = _logits(3700, 2, 3, 5)

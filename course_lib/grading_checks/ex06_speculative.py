@@ -329,7 +329,7 @@ def _simulate(p, q, rounds, rules: dict) -> torch.Tensor:
     return _output(p, q, rounds, [_play(p, q, torch.tensor([x]), torch.tensor([u]), **rules) for x, u in rounds])
 
 
-@check(M, "accept_drafts", points=3)
+@check(M, "accept_drafts", points=3, kind="property")
 def accept_output_follows_the_target(accept_drafts):
     """Speculative sampling is exact: over one-draft rounds (every x weighted by q(x), 16 stratified uniforms each),
     the output token (x if accepted, else drawn from the returned distribution) follows p within TV 1/16."""
@@ -360,7 +360,7 @@ def accept_output_follows_the_target(accept_drafts):
                              "rejection, draw from the normalised residual max(0, p - q)")
 
 
-@check(M, "accept_drafts", points=1)
+@check(M, "accept_drafts", points=1, kind="rejects")
 def accept_rejects_bad_inputs(accept_drafts):
     """ValueError when p is not [K+1, V] for q [K, V] (no bonus row, another vocabulary, 1-D) or drafts or uniforms
     are not [K]."""
@@ -457,7 +457,7 @@ def tokens_limits(expected_tokens_per_call):
         value_naming(got, speculative.expected_tokens_per_call(alpha, k), mistakes, what)
 
 
-@check(M, "expected_tokens_per_call", points=1)
+@check(M, "expected_tokens_per_call", points=1, kind="rejects")
 def tokens_reject_bad_inputs(expected_tokens_per_call):
     """ValueError for alpha < 0, alpha > 1, k = 0 and k < 0."""
     for what, args in [("alpha=-0.1", (-0.1, 4)), ("alpha=1.5", (1.5, 4)), ("k=0", (0.5, 0)), ("k=-3", (0.5, -3))]:
@@ -513,7 +513,7 @@ def speedup_limits(expected_speedup):
         _speedup_close(expected_speedup, alpha, k, c, v, what)
 
 
-@check(M, "expected_speedup", points=1)
+@check(M, "expected_speedup", points=1, kind="rejects")
 def speedup_rejects_bad_inputs(expected_speedup):
     """ValueError for alpha outside [0, 1], k < 1, cost_ratio < 0 and verify_cost <= 0."""
     for what, args in [("alpha=-0.2", (-0.2, 4, 0.1)), ("alpha=1.1", (1.1, 4, 0.1)), ("k=0", (0.5, 0, 0.1)),

@@ -192,7 +192,7 @@ def qparams_constant_and_tiny_tensors(quantization_params):
     _qparams_cases(quantization_params, _degenerate_cases())
 
 
-@check(M, "quantization_params", points=1)
+@check(M, "quantization_params", points=1, kind="rejects")
 def qparams_reject_bad_inputs(quantization_params):
     """ValueError for qmin == qmax, qmin > qmax and an empty tensor."""
     x = _random(10, seed=2300)
@@ -310,7 +310,7 @@ def fake_quantize_saturates(fake_quantize):
         _fake_quantize_close(got, x, s, zp, qmin, qmax, what)
 
 
-@check(M, "fake_quantize", points=1)
+@check(M, "fake_quantize", points=1, kind="property")
 def fake_quantize_error_within_half_a_step(fake_quantize):
     """Inside the representable range, |x - fake_quantize(x)| <= scale / 2 (round to the nearest level)."""
     for seed, (qmin, qmax), (s, zp) in [(2500, (0, 255), (0.02, 77)), (2501, (-128, 127), (0.5, 10)),
@@ -332,7 +332,7 @@ def fake_quantize_error_within_half_a_step(fake_quantize):
                                  f"{s / 2:g}){hint}")
 
 
-@check(M, "fake_quantize", points=1)
+@check(M, "fake_quantize", points=1, kind="property")
 def fake_quantize_keeps_zero_and_levels(fake_quantize):
     """0 comes back exactly 0, every level (k - zero_point) * scale unchanged; applying it twice changes nothing."""
     for qmin, qmax, s, zp in [(0, 255, 0.03, 100), (-128, 127, 0.2, -20), (0, 127, 0.7, 5)]:
@@ -425,7 +425,7 @@ def bytes_include_buffers(serialized_bytes):
         _bytes_close(serialized_bytes(arg), arg, what)
 
 
-@check(M, "serialized_bytes", points=1)
+@check(M, "serialized_bytes", points=1, kind="property")
 def bytes_are_a_python_int(serialized_bytes):
     """The result is a Python int (not a tensor, a float or a numpy integer)."""
     what = "an MLP with BatchNorm"
@@ -564,7 +564,7 @@ def parity_is_relative(parity):
         _parity_close(parity(logits, logits.clone()), logits, logits.clone(), what)
 
 
-@check(M, "parity", points=1)
+@check(M, "parity", points=1, kind="rejects")
 def parity_rejects_bad_inputs(parity):
     """ValueError for different shapes (classes or rows), 1-D and 3-D logits."""
     a = randn(4, 3, seed=3200)

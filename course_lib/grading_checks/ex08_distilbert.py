@@ -209,7 +209,7 @@ def sources_limit_cases(student_layer_sources):
     _sources_close(_call(student_layer_sources, (keys, (0, 2, 4)), what), keys, (0, 2, 4), what)
 
 
-@check(M, "student_layer_sources", points=1)
+@check(M, "student_layer_sources", points=1, kind="rejects")
 def sources_reject_bad_layers(student_layer_sources):
     """ValueError for kept layers unsorted, repeated, out of range (6 of 6, -1) or none."""
     keys = bert_keys(6)
@@ -410,7 +410,7 @@ def cosine_gradient_reaches_only_the_student(hidden_cosine_loss):
     close_naming(grad, expected, wrong, f"{what}, the gradient with respect to the student's hidden states")
 
 
-@check(M, "hidden_cosine_loss", points=1)
+@check(M, "hidden_cosine_loss", points=1, kind="rejects")
 def cosine_rejects_bad_inputs(hidden_cosine_loss):
     """ValueError for hidden states of different shapes or not 3-D, a mask that is not [B, S]."""
     hs, ht = _hidden(8400, 2, 5, 8)
@@ -584,7 +584,7 @@ def triple_gradient_reaches_only_the_student(triple_loss):
         close(grads[index], expected, f"{what}, the gradient with respect to {name}")
 
 
-@check(M, "triple_loss", points=1)
+@check(M, "triple_loss", points=1, kind="rejects")
 def triple_rejects_bad_inputs(triple_loss):
     """ValueError for temperature <= 0, a negative weight, all weights 0, not three weights, logits of different shapes
     or not [B, C], hidden states of different shapes."""
