@@ -8,10 +8,17 @@ from fractions import Fraction
 import torch
 
 from .losses import entropy, softmax_with_temperature
+from .validation import check_logits, check_positive_int, check_probabilities, check_targets, check_temperature
 
 
 def entropy_vs_temperature(logits: torch.Tensor, temperatures) -> torch.Tensor:
     """Mean entropy (nats) of ``softmax(logits / T)`` for each ``T``: a 1-D tensor."""
+    check_logits("logits", logits)
+    temperatures = list(temperatures)
+    if not temperatures:
+        raise ValueError("temperatures is empty: give at least one temperature > 0")
+    for t in temperatures:
+        check_temperature(t, "temperatures", allow_tensor=False)
     return torch.stack([entropy(softmax_with_temperature(logits, float(t))).mean() for t in temperatures])
 
 
@@ -21,9 +28,13 @@ def class_similarity(probs: torch.Tensor, labels: torch.Tensor, num_classes: int
     Rows sum to 1; the off-diagonal mass is the teacher's "dark knowledge". A class with no
     example gets a row of zeros.
     """
-    if probs.shape[0] != labels.shape[0] or probs.shape[-1] != num_classes:
-        raise ValueError(f"probs {tuple(probs.shape)} and labels {tuple(labels.shape)} do not match "
-                         f"{num_classes} classes")
+    check_positive_int("num_classes", num_classes)
+    check_probabilities("probs", probs, dims=2, layout="[n, classes]")
+    if not torch.is_tensor(labels) or labels.shape != probs.shape[:1] or probs.shape[-1] != num_classes:
+        raise ValueError(f"probs {tuple(probs.shape)} and labels "
+                         f"{tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__} do not match "
+                         f"{num_classes} classes: probs must be [n, {num_classes}] and labels [n]")
+    check_targets("labels", labels, classes=num_classes)
     sums = torch.zeros(num_classes, num_classes, dtype=probs.dtype).index_add_(0, labels, probs)
     counts = torch.bincount(labels, minlength=num_classes).clamp_min(1).to(probs.dtype)
     return sums / counts[:, None]
@@ -31,6 +42,11 @@ def class_similarity(probs: torch.Tensor, labels: torch.Tensor, num_classes: int
 
 def most_similar_pairs(similarity: torch.Tensor, classes, k: int = 5) -> list[tuple[str, str, float]]:
     """The ``k`` class pairs with the largest symmetric off-diagonal similarity ``(S + S^T) / 2``."""
+    check_logits("similarity", similarity, dims=2, layout="[classes, classes]")
+    if similarity.shape[0] != similarity.shape[1] or len(classes) != similarity.shape[0]:
+        raise ValueError(f"similarity must be a square [classes, classes] matrix with one name in classes per row, "
+                         f"got shape {tuple(similarity.shape)} and {len(classes)} names")
+    check_positive_int("k", k, meaning="how many pairs to return")
     sym = (similarity + similarity.T) / 2
     n = sym.shape[0]
     pairs = [(classes[i], classes[j], float(sym[i, j])) for i in range(n) for j in range(i + 1, n)]
@@ -69,7 +85,12 @@ def mcnemar_exact(b: int, c: int) -> float:
 def mcnemar_test(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict:
     """McNemar's exact test from per-example correctness (two boolean tensors over the same examples,
     in the same order): ``{"b", "c", "p", "n"}``, ``b`` = a right and b wrong, ``c`` = the reverse."""
-    a, bb = torch.as_tensor(correct_a).bool().flatten(), torch.as_tensor(correct_b).bool().flatten()
+    a, bb = torch.as_tensor(correct_a), torch.as_tensor(correct_b)
+    for name, v in (("correct_a", a), ("correct_b", bb)):
+        if v.dtype != torch.bool and (v.is_complex() or not bool(((v == 0) | (v == 1)).all())):
+            raise ValueError(f"{name} must be per-example correctness (bool, or only 0 and 1), got {v.dtype} "
+                             f"values outside {{0, 1}}: compare predictions with labels first (pred == y)")
+    a, bb = a.bool().flatten(), bb.bool().flatten()
     if a.shape != bb.shape or not len(a):
         raise ValueError(f"need two equally long, non-empty vectors of per-example correctness, got "
                          f"{tuple(a.shape)} and {tuple(bb.shape)}")

@@ -138,7 +138,8 @@ def cached_artifact(name: str, key_inputs: Mapping[str, Any], build: Callable[[P
     """The folder of artifact ``name`` for ``key_inputs``, built by ``build(folder)`` if missing.
 
     ``build`` receives an empty temporary folder and writes the artifact's files into it; when it
-    returns, ``artifact.json`` (``{"name", "key", "inputs", "built", "build_seconds"}``) is added
+    returns, ``artifact.json`` (``{"name", "key", "inputs", "built", "build_seconds",
+    "environment"}``: :func:`build_environment`, the machine and libraries that built it) is added
     and the folder is renamed to ``<cache>/<name>-<key>``. If ``build`` raises, nothing is left
     behind. ``rebuild=True`` builds again and replaces an existing folder.
     """
@@ -155,7 +156,7 @@ def cached_artifact(name: str, key_inputs: Mapping[str, Any], build: Callable[[P
             build(tmp)
             meta = {"name": name, "key": key, "inputs": inputs,
                     "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "build_seconds": round(time.perf_counter() - start, 1)}
+                    "build_seconds": round(time.perf_counter() - start, 1), "environment": build_environment()}
             (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a shared cache should be readable
             if target.exists():  # a rebuild, or a half-built folder from an older version
@@ -292,6 +293,32 @@ def package_modules(*modules: Any, package: str = "course_lib") -> list:
                 except ModuleNotFoundError:          # `from . import name` of a function, not a module
                     continue
     return [seen[n] for n in sorted(seen)]
+
+
+def build_environment() -> dict[str, Any]:
+    """What built an artifact, beyond its key: the CPU, the threads torch used, the libraries'
+    versions. CPU training is deterministic for one machine, thread count and set of versions; any
+    of these changes the order of floating-point reductions, and training can amplify that into
+    differences the size of the seed-to-seed spread (notebook 08 prints it)."""
+    import platform
+    from importlib import metadata
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    versions = {}
+    for package in ("torch", "transformers", "numpy", "onnxruntime"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"cpu": cpu, "machine": platform.machine(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "versions": versions}
 
 
 def torch_version() -> str:

@@ -64,6 +64,7 @@ from .data import TensorData
 from .engine import accuracy as _top1
 from .engine import predict_logits
 from .models import count_parameters
+from .validation import check_tensor
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -432,6 +433,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike
 def onnx_parity(model: nn.Module, session, x: torch.Tensor) -> dict[str, float]:
     """Compare a torch model and an ORT session on ``x``: ``max_rel_error`` (max |difference| divided
     by max |torch logit|) and ``top1_agreement`` (percent of inputs with the same predicted class)."""
+    check_tensor("x", x, floating=False, min_dims=1, layout="[n, ...] (a batch of inputs)")
     ref = logits_of(model, x)
     got = logits_of(session, x)
     scale = ref.abs().max().clamp_min(1e-12)

@@ -32,6 +32,7 @@ from torch import nn
 
 from .losses import soft_target_kl
 from .models import ViT
+from .validation import check_fraction, check_logits, check_targets, check_temperature
 
 
 class DeiT(ViT):
@@ -80,19 +81,33 @@ class ArticleDistilledViT(ViT):
 
 
 def deit_loss(class_logits: torch.Tensor, dist_logits: torch.Tensor, targets: torch.Tensor,
-              teacher_logits: torch.Tensor, *, alpha=0.5, temperature=1.0, hard=True) -> torch.Tensor:
+              teacher_logits: torch.Tensor, *, alpha=0.5, temperature=1.0, hard=True,
+              validate: bool = True) -> torch.Tensor:
     """Per-example DeiT loss ``(1 - alpha) CE(class head, labels) + alpha * distillation(dist head)``.
 
     ``hard=True``: distillation = CE(dist head, argmax of the teacher); else ``tau^2`` times
     KL(teacher || dist head) at temperature ``tau``. Logits ``[..., C]``, targets ``[...]``;
     ``alpha``/``temperature`` floats or tensors broadcasting against ``[...]`` (e.g. ``[N, 1]``);
     ``hard`` a bool or a bool tensor broadcasting the same way (one choice per stacked run).
+    ``validate=False`` skips the checks that read values (NaN, target range, alpha, temperature),
+    which wait for a GPU: ``DeiTObjective`` checks its settings once and passes it.
     """
+    for name, z in (("class_logits", class_logits), ("dist_logits", dist_logits), ("teacher_logits", teacher_logits)):
+        check_logits(name, z, finite=False)
     if class_logits.shape != dist_logits.shape or class_logits.shape != teacher_logits.shape:
         raise ValueError(f"class, distillation and teacher logits must share a shape: {tuple(class_logits.shape)}, "
                          f"{tuple(dist_logits.shape)}, {tuple(teacher_logits.shape)}")
     if targets.shape != class_logits.shape[:-1]:
         raise ValueError(f"targets {tuple(targets.shape)} do not match logits {tuple(class_logits.shape)}")
+    if not (isinstance(hard, bool) or (torch.is_tensor(hard) and hard.dtype == torch.bool)):
+        raise TypeError(f"hard must be a bool or a bool tensor (one choice per stacked run), got {hard!r}")
+    if validate:
+        for name, z in (("class_logits", class_logits), ("dist_logits", dist_logits),
+                        ("teacher_logits", teacher_logits)):
+            check_logits(name, z)
+        check_targets("targets", targets, classes=class_logits.shape[-1])
+        check_fraction("alpha", alpha, meaning="the weight of the distillation head's term")
+        check_temperature(temperature)
     ce = F.cross_entropy(class_logits.flatten(0, -2), targets.flatten(), reduction="none").view(targets.shape)
     teacher = teacher_logits.detach()
 
@@ -102,7 +117,7 @@ def deit_loss(class_logits: torch.Tensor, dist_logits: torch.Tensor, targets: to
 
     def soft_term():
         t = temperature.to(dist_logits) if torch.is_tensor(temperature) else float(temperature)
-        return t * t * soft_target_kl(dist_logits, teacher, t)
+        return t * t * soft_target_kl(dist_logits, teacher, t, validate=False)
 
     if torch.is_tensor(hard):
         distill = torch.where(hard.to(ce.device), hard_term(), soft_term())
@@ -131,7 +146,8 @@ class DeiTObjective(nn.Module):
         if step.teacher_logits is None:
             raise ValueError("DeiT distillation needs teacher targets: pass teacher_logits (or teacher) to fit")
         loss = deit_loss(class_logits, dist_logits, step.y, step.teacher_logits, alpha=self.alpha,
-                         temperature=self.temperature, hard=self.hard if self.hard is not None else self.hard_mask)
+                         temperature=self.temperature, hard=self.hard if self.hard is not None else self.hard_mask,
+                         validate=False)
         ce = F.cross_entropy(class_logits.flatten(0, 1), step.y.flatten(), reduction="none").view(step.y.shape)
         return loss.mean(1), {"ce_class_head": ce.detach().mean(1)}
 

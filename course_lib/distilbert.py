@@ -62,7 +62,6 @@ import copy
 import gzip
 import lzma
 import bz2
-import math
 import re
 import struct
 import warnings
@@ -82,6 +81,7 @@ import transformers
 
 from . import paths
 from .losses import check_kd_inputs, soft_target_kl
+from .validation import check_mask, check_temperature, check_tensor, check_weight
 
 __all__ = [
     "ENCODER_PACKAGE",
@@ -469,7 +469,8 @@ def _as_list(hidden) -> list[torch.Tensor]:
     return list(hidden)
 
 
-def hidden_cosine_loss(student_hidden, teacher_hidden, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def hidden_cosine_loss(student_hidden, teacher_hidden, attention_mask: torch.Tensor | None = None, *,
+                       validate: bool = True) -> torch.Tensor:
     """The mean of ``1 - cos(h_s, h_t)`` over the real tokens (``attention_mask == 1``; all tokens
     without a mask) of every paired layer. With one pair, the last hidden states, it is DistilBERT's
     cosine loss (the reference ``CosineEmbeddingLoss`` with target 1 over the unmasked tokens); with
@@ -479,6 +480,8 @@ def hidden_cosine_loss(student_hidden, teacher_hidden, attention_mask: torch.Ten
     ``student_hidden`` and ``teacher_hidden``: one ``[B, S, H]`` tensor each, or equally long
     sequences of them (the pairs), or ``[B, K, S, H]`` stacks. The teacher is detached. Padding
     tokens add nothing and get no gradient. In [0, 2]; 0 iff every pair points the same way.
+    A mask without a real token gives 0 (the sum over no token, divided by max(count, 1)).
+    ``validate=False`` skips the checks that read values (empty, NaN, a 0/1 mask).
     """
     students, teachers = _as_list(student_hidden), _as_list(teacher_hidden)
     if not students or len(students) != len(teachers):
@@ -490,13 +493,18 @@ def hidden_cosine_loss(student_hidden, teacher_hidden, attention_mask: torch.Ten
             shapes = [tuple(x.shape) if torch.is_tensor(x) else type(x).__name__ for x in (s, t)]
             raise ValueError(f"hidden-state pair {k}: expected two [B, S, H] tensors of one shape, got {shapes} "
                              f"(a student narrower than its teacher needs a projection first)")
+        if validate:
+            check_tensor(f"student_hidden[{k}]", s)
+            check_tensor(f"teacher_hidden[{k}]", t)
         distance = 1 - F.cosine_similarity(s.float(), t.detach().float(), dim=-1)          # [B, S]
         if attention_mask is None:
             term = distance.mean()
         else:
-            if attention_mask.shape != distance.shape:
-                raise ValueError(f"attention_mask must be [B, S] = {tuple(distance.shape)}, "
-                                 f"got {tuple(attention_mask.shape)}")
+            if not torch.is_tensor(attention_mask) or attention_mask.shape != distance.shape:
+                got = tuple(attention_mask.shape) if torch.is_tensor(attention_mask) else type(attention_mask).__name__
+                raise ValueError(f"attention_mask must be [B, S] = {tuple(distance.shape)}, got {got}")
+            if validate:
+                check_mask("attention_mask", attention_mask, distance.shape)
             keep = attention_mask.bool()
             term = torch.where(keep, distance, distance.new_zeros(())).sum() / keep.sum().clamp_min(1)
         total = term if total is None else total + term
@@ -509,8 +517,7 @@ def _check_weights(weights) -> tuple[float, float, float]:
     except (TypeError, ValueError):
         raise ValueError(f"weights must be three numbers (kd, ce, cos), got {weights!r}") from None
     for name, w in (("kd", kd), ("ce", ce), ("cos", cos)):
-        if isinstance(w, bool) or not isinstance(w, Real) or not math.isfinite(w) or w < 0:
-            raise ValueError(f"weight {name} must be a finite number >= 0, got {w!r}")
+        check_weight(f"weight {name}", w, allow_tensor=False)
     if kd == ce == cos == 0:
         raise ValueError("all three weights are 0: nothing to train on")
     return float(kd), float(ce), float(cos)
@@ -537,9 +544,7 @@ def triple_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | Non
     for a GPU.
     """
     w_kd, w_ce, w_cos = _check_weights(weights)
-    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not math.isfinite(temperature) \
-            or temperature <= 0:
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    check_temperature(temperature, allow_tensor=False)
     if not torch.is_tensor(student_logits) or student_logits.dim() != 2:
         shape = tuple(student_logits.shape) if torch.is_tensor(student_logits) else type(student_logits).__name__
         raise ValueError(f"student_logits must be [B, C], got {shape}")
@@ -552,11 +557,11 @@ def triple_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | Non
     if validate:
         reference = teacher_logits if teacher_logits is not None else student_logits.detach()
         check_kd_inputs(student_logits, reference, labels if w_ce else None, temperature,
-                        alpha=0.5 if w_ce else 1.0, ignore_index=None)
+                        alpha=0.5 if w_ce else 1.0, ignore_index=None, targets_name="labels")
     zero = student_logits.new_zeros(())
-    kl = soft_target_kl(student_logits, teacher_logits.detach(), temperature).mean() if w_kd else zero
+    kl = soft_target_kl(student_logits, teacher_logits.detach(), temperature, validate=False).mean() if w_kd else zero
     ce = F.cross_entropy(student_logits, labels) if w_ce else zero
-    cos = hidden_cosine_loss(student_hidden, teacher_hidden, attention_mask) if w_cos else zero
+    cos = hidden_cosine_loss(student_hidden, teacher_hidden, attention_mask, validate=validate) if w_cos else zero
     total = w_kd * temperature ** 2 * kl + w_ce * ce + w_cos * cos
     return total, {"kl": kl, "ce": ce, "cos": cos}
 

@@ -45,6 +45,7 @@ from .data import TensorData
 from .losses import kd_loss
 from .profiles import get_device
 from .stacking import can_stack, stack_models
+from .validation import check_choice, check_fraction, check_logits, check_temperature
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -60,6 +61,12 @@ class RunSpec:
     direction: str = "forward"
     label_smoothing: float = 0.0   # applied to the hard-label cross-entropy term
     data_seed: int | None = None
+
+    def __post_init__(self):
+        check_temperature(self.temperature, allow_tensor=False)
+        check_fraction("alpha", self.alpha, allow_tensor=False, meaning="the weight of the distillation term")
+        check_fraction("label_smoothing", self.label_smoothing, allow_tensor=False)
+        check_choice("direction", self.direction, ("forward", "reverse"))
 
     @property
     def uses_teacher(self) -> bool:
@@ -315,9 +322,14 @@ def cache_logits(teacher: nn.Module, data: TensorData | torch.Tensor, batch_size
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy in percent."""
-    if logits.shape[0] != labels.shape[0]:
-        raise ValueError(f"{logits.shape[0]} predictions for {labels.shape[0]} labels")
+    """Top-1 accuracy in percent: ``logits`` ``[n, classes]``, ``labels`` ``[n]`` class indices."""
+    check_logits("logits", logits, dims=2, layout="[n, classes]", finite=False)
+    if not torch.is_tensor(labels) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class indices, got "
+                        f"{labels.dtype if torch.is_tensor(labels) else type(labels).__name__}")
+    if labels.shape != logits.shape[:1]:
+        raise ValueError(f"{logits.shape[0]} predictions for {labels.shape[0] if labels.dim() else 0} labels: labels "
+                         f"must be [n] = ({logits.shape[0]},), got {tuple(labels.shape)}")
     return 100.0 * (logits.argmax(-1) == labels).float().mean().item()
 
 

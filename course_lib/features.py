@@ -26,6 +26,7 @@ from torch import nn
 
 from .hooks import FeatureCapture, cache_features, resize  # noqa: F401 (cache_features: re-exported)
 from .stacking import GroupedConv2d, split_models
+from .validation import check_choice, check_tensor, check_weight
 
 TEACHER_CNN_PAIRS = {"conv1": "features.3", "conv2": "features.7"}
 NORMALIZATIONS = (None, "l2", "standardize")
@@ -33,11 +34,11 @@ AT_FORMS = ("paper", "code")
 
 
 def _check_choice(value, choices: tuple, name: str) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    check_choice(name, value, choices)
 
 
-def _check_same_batch(s: torch.Tensor, t: torch.Tensor, dims: int, what: str) -> None:
+def _check_same_batch(s: torch.Tensor, t: torch.Tensor, dims: int, what: str, validate: bool = True) -> None:
+    """Types and shapes always; non-empty and finite (reads values) with ``validate``."""
     for name, x in (("student", s), ("teacher", t)):
         if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() < dims:
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
@@ -45,11 +46,15 @@ def _check_same_batch(s: torch.Tensor, t: torch.Tensor, dims: int, what: str) ->
     if s.shape[:-dims + 1] != t.shape[:-dims + 1]:
         raise ValueError(f"{what}: student {tuple(s.shape)} and teacher {tuple(t.shape)} differ in their "
                          f"leading (models, batch) dims")
+    if validate:
+        check_tensor(f"{what}: student", s)
+        check_tensor(f"{what}: teacher", t)
 
 
 # ---- FitNets: hints through a regressor on the student side (Romero et al. 2015) ----------------
 
-def hint_loss(student: torch.Tensor, teacher: torch.Tensor, *, normalize: str | None = "l2") -> torch.Tensor:
+def hint_loss(student: torch.Tensor, teacher: torch.Tensor, *, normalize: str | None = "l2",
+              validate: bool = True) -> torch.Tensor:
     """FitNets' hint term between regressed student features r and teacher features u.
 
     ``student [..., B, C, Hs, Ws]`` (already mapped to the teacher's C channels, and resized here to
@@ -57,10 +62,11 @@ def hint_loss(student: torch.Tensor, teacher: torch.Tensor, *, normalize: str | 
     ``None``: mean((r - u)^2), FitNets' 1/2 ||u - r||^2 scaled by 2/D; ``"l2"`` (the default, not
     FitNets' loss): ||r/||r|| - u/||u|| ||^2 = 2 (1 - cos(r, u)), blind to the features' scale;
     ``"standardize"``: mean((z(r) - z(u))^2) with z = (x - mean) / std (no BatchNorm)
-    = 2 (1 - Pearson correlation). Mean over B.
+    = 2 (1 - Pearson correlation). Mean over B. ``validate=False`` skips the checks that read values
+    (empty, NaN), for training loops.
     """
     _check_choice(normalize, NORMALIZATIONS, "normalize")
-    _check_same_batch(student, teacher, 4, "hint_loss")
+    _check_same_batch(student, teacher, 4, "hint_loss", validate)
     if student.shape[-3] != teacher.shape[-3]:
         raise ValueError(f"hint_loss: student has {student.shape[-3]} channels, teacher {teacher.shape[-3]}; "
                          "map the student to the teacher's channels first (HintLoss's regressor)")
@@ -120,7 +126,7 @@ class HintLoss(_FeatureTerm):
             self.regressors.append(GroupedConv2d(convs))
 
     def forward(self, step):
-        terms = [hint_loss(split_models(regressor(s), self.n), t, normalize=self.normalize)
+        terms = [hint_loss(split_models(regressor(s), self.n), t, normalize=self.normalize, validate=False)
                  for regressor, (s, t) in zip(self.regressors, self.pairs(step))]
         return self.weight * torch.stack(terms).sum(0)
 
@@ -132,6 +138,7 @@ def _check_tables(tables) -> None:
         if not torch.is_tensor(t) or t.dim() != 4 or not t.is_floating_point():
             got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
             raise ValueError(f"teacher table for {path!r}: expected a float [n_train, C, H, W] tensor, got {got}")
+        check_tensor(f"teacher table for {path!r}", t)
     rows = {t.shape[0] for t in tables.values()}
     if len(rows) > 1:
         raise ValueError(f"teacher tables with different row counts {sorted(rows)}: one row per training image")
@@ -146,6 +153,10 @@ def hint_objective(teacher_features: dict, *, weight: float = 1.0, kernel_size: 
     """
     _check_tables(teacher_features)
     _check_choice(normalize, NORMALIZATIONS, "normalize")
+    check_weight("weight", weight, allow_tensor=False)
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be an odd int >= 1 (the regressor keeps the spatial size), "
+                         f"got {kernel_size!r}")
     return partial(HintLoss, teacher_features=teacher_features, weight=weight, kernel_size=kernel_size,
                    normalize=normalize)
 
@@ -169,14 +180,17 @@ class ArticleFeatureLoss(nn.Module):
 
 # ---- Attention transfer (Zagoruyko & Komodakis 2017) ---------------------------------------------
 
-def attention_map(features: torch.Tensor, p: float = 2, *, size=None) -> torch.Tensor:
+def attention_map(features: torch.Tensor, p: float = 2, *, size=None, validate: bool = True) -> torch.Tensor:
     """Activation-based attention, ``[..., C, H, W]`` -> ``[..., H*W]``: vec(sum_c |A_c|^p), L2-normalised.
 
     The authors' code takes mean_c A_c^2: with p = 2 it differs by the factor 1/C, which the
-    normalisation removes. ``size``: resize the map to (h, w) before normalising.
+    normalisation removes. ``size``: resize the map to (h, w) before normalising. ``validate=False``
+    skips the checks that read values (empty, NaN), for training loops.
     """
-    if p <= 0:
-        raise ValueError(f"p must be > 0, got {p}")
+    check_weight("p", p, low_open=True, allow_tensor=False, meaning="the exponent of |A_c|^p")
+    check_tensor("features", features, min_dims=3, layout="[..., C, H, W]", allow_empty=True, finite=False)
+    if validate:
+        check_tensor("features", features)
     q = features.abs().pow(p).sum(-3)
     return F.normalize((q if size is None else resize(q, size)).flatten(-2), dim=-1)
 
@@ -205,7 +219,7 @@ def attention_agreement(student: nn.Module, teacher: nn.Module, x: torch.Tensor,
                     if fs.shape[-2:] != ft.shape[-2:]:
                         raise ValueError(f"{s_path} {tuple(fs.shape[-2:])} and {t_path} {tuple(ft.shape[-2:])}: "
                                          "attention maps must have the same spatial size")
-                    cos.append((attention_map(fs, p) * attention_map(ft, p)).sum(-1))
+                    cos.append((attention_map(fs, p, validate=False) * attention_map(ft, p, validate=False)).sum(-1))
                 out.append(torch.stack(cos).mean(0))
     finally:
         student.train(modes[0]), teacher.train(modes[1])
@@ -220,7 +234,7 @@ def _at_term(q_s: torch.Tensor, q_t: torch.Tensor, form: str) -> torch.Tensor:
 
 
 def attention_transfer_loss(student_feats: list, teacher_feats: list, *, p: float = 2, form: str = "code",
-                            beta: float = 1000.0) -> torch.Tensor:
+                            beta: float = 1000.0, validate: bool = True) -> torch.Tensor:
     """Attention transfer summed over layer pairs j; q = ``attention_map`` (student resized to teacher).
 
     ``form="paper"`` (eq. 2; beta "divided by the number of elements in the attention map and batch
@@ -230,9 +244,10 @@ def attention_transfer_loss(student_feats: list, teacher_feats: list, *, p: floa
     beta = 1e3 as in the authors' runs (``--beta 1e+3``). Their cifar.py multiplies the sum of the
     ``at_loss`` terms by beta, not beta/2 (the paper's eq. 2 writes beta/2): at the same beta,
     ``form="code"`` weighs half as much as the authors' code. Features ``[..., B, C, H, W]`` per
-    layer; channels may differ.
+    layer; channels may differ. ``validate=False`` skips the checks that read values (empty, NaN).
     """
     _check_choice(form, AT_FORMS, "form")
+    check_weight("beta", beta, allow_tensor=False, meaning="the weight of the attention term")
     if not isinstance(student_feats, (list, tuple)) or not isinstance(teacher_feats, (list, tuple)):
         raise TypeError("attention_transfer_loss takes lists of feature maps, one per layer")
     if not student_feats or len(student_feats) != len(teacher_feats):
@@ -240,8 +255,9 @@ def attention_transfer_loss(student_feats: list, teacher_feats: list, *, p: floa
                          f"{len(teacher_feats)} teacher layers")
     terms = []
     for s, t in zip(student_feats, teacher_feats):
-        _check_same_batch(s, t, 4, "attention_transfer_loss")
-        terms.append(_at_term(attention_map(s, p, size=t.shape[-2:]), attention_map(t, p), form))
+        _check_same_batch(s, t, 4, "attention_transfer_loss", validate)
+        terms.append(_at_term(attention_map(s, p, size=t.shape[-2:], validate=False),
+                              attention_map(t, p, validate=False), form))
     return beta / 2 * torch.stack(terms).sum(0)     # stacked: on the features' device and dtype
 
 
@@ -253,7 +269,8 @@ class AttentionTransfer(_FeatureTerm):
         self.p, self.form, self.beta = p, form, beta
 
     def forward(self, step):
-        terms = [_at_term(attention_map(split_models(s, self.n), self.p, size=q_t.shape[-2:]), q_t.flatten(-2),
+        terms = [_at_term(attention_map(split_models(s, self.n), self.p, size=q_t.shape[-2:], validate=False),
+                          q_t.flatten(-2),
                           self.form) for s, q_t in self.pairs(step)]
         return self.beta / 2 * torch.stack(terms).sum(0)
 
@@ -265,18 +282,20 @@ def attention_objective(teacher_features: dict, *, p: float = 2, form: str = "co
     """
     _check_tables(teacher_features)
     _check_choice(form, AT_FORMS, "form")
-    maps = {path: torch.cat([attention_map(c.float(), p) for c in t.split(4096)]).unflatten(-1, t.shape[-2:])
-            for path, t in teacher_features.items()}
+    check_weight("p", p, low_open=True, allow_tensor=False, meaning="the exponent of |A_c|^p")
+    check_weight("beta", beta, allow_tensor=False, meaning="the weight of the attention term")
+    maps = {path: torch.cat([attention_map(c.float(), p, validate=False) for c in t.split(4096)])
+            .unflatten(-1, t.shape[-2:]) for path, t in teacher_features.items()}
     return partial(AttentionTransfer, teacher_maps=maps, p=p, form=form, beta=beta)
 
 
 # ---- Relational KD (Park et al. 2019): distances and angles between the samples of a batch -----
 
-def _check_embeddings(s: torch.Tensor, t: torch.Tensor, what: str) -> None:
-    _check_same_batch(s, t, 2, what)
+def _check_embeddings(s: torch.Tensor, t: torch.Tensor, what: str, validate: bool = True) -> None:
+    _check_same_batch(s, t, 2, what, validate)
     if s.dim() > 3 or s.shape[-2] < 2:
-        raise ValueError(f"{what}: expected [B, D] or [N, B, D] embeddings with B >= 2 (flatten feature maps "
-                         f"first), got {tuple(s.shape)}")
+        raise ValueError(f"{what}: student and teacher must be [B, D] or [N, B, D] embeddings with B >= 2 "
+                         f"(flatten feature maps first), got student {tuple(s.shape)}")
 
 
 def _distances(e: torch.Tensor) -> torch.Tensor:
@@ -297,12 +316,13 @@ def _angles(e: torch.Tensor) -> torch.Tensor:
     return torch.where(norms > 0, dot / norms.clamp_min(1e-12), torch.zeros_like(dot))
 
 
-def rkd_distance_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+def rkd_distance_loss(student: torch.Tensor, teacher: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
     """RKD-D: Huber(psi(s_i, s_j), psi(t_i, t_j)) averaged over all B^2 pairs (as the authors' code).
 
     psi = ||e_i - e_j||_2 / mu, mu = the batch's mean non-zero distance; Huber = smooth L1 (delta 1).
+    ``validate=False`` skips the checks that read values (NaN), for training loops.
     """
-    _check_embeddings(student, teacher, "rkd_distance_loss")
+    _check_embeddings(student, teacher, "rkd_distance_loss", validate)
 
     def psi(e):
         d = _distances(e)
@@ -311,19 +331,21 @@ def rkd_distance_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Ten
     return F.smooth_l1_loss(psi(student), psi(teacher).detach(), reduction="none").mean((-1, -2))
 
 
-def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
     """RKD-A: Huber(cos angle(s_i, s_j, s_k), cos angle(t_i, t_j, t_k)) over all B^3 triplets (B^3 memory)."""
-    _check_embeddings(student, teacher, "rkd_angle_loss")
+    _check_embeddings(student, teacher, "rkd_angle_loss", validate)
     return F.smooth_l1_loss(_angles(student), _angles(teacher).detach(), reduction="none").mean((-1, -2, -3))
 
 
 def rkd_loss(student: torch.Tensor, teacher: torch.Tensor, *, distance_weight: float = 25.0,
-             angle_weight: float = 50.0) -> torch.Tensor:
+             angle_weight: float = 50.0, validate: bool = True) -> torch.Tensor:
     """Relational KD: ``distance_weight * RKD-D + angle_weight * RKD-A`` (RepDistiller's defaults, 25 and 50).
 
     A zero weight skips its term (the angle term costs O(B^3) per model and step)."""
-    loss = distance_weight * rkd_distance_loss(student, teacher)
-    return loss + angle_weight * rkd_angle_loss(student, teacher) if angle_weight else loss
+    check_weight("distance_weight", distance_weight, allow_tensor=False)
+    check_weight("angle_weight", angle_weight, allow_tensor=False)
+    loss = distance_weight * rkd_distance_loss(student, teacher, validate=validate)
+    return loss + angle_weight * rkd_angle_loss(student, teacher, validate=validate) if angle_weight else loss
 
 
 class RelationalKD(nn.Module):
@@ -337,7 +359,7 @@ class RelationalKD(nn.Module):
 
     def forward(self, step):
         s = step.logits if self.capture is None else split_models(self.capture.features[self.path], self.n).flatten(2)
-        return rkd_loss(s, self.table[step.idx].to(s.dtype), **self.weights)
+        return rkd_loss(s, self.table[step.idx].to(s.dtype), **self.weights, validate=False)
 
     def close(self) -> None:
         if self.capture is not None:
@@ -353,5 +375,8 @@ def rkd_objective(teacher_embeddings: torch.Tensor, *, student_path: str | None 
     """
     if not torch.is_tensor(teacher_embeddings) or teacher_embeddings.dim() < 2:
         raise ValueError("teacher_embeddings must be a [n_train, D] (or [n_train, C, H, W]) tensor")
+    check_tensor("teacher_embeddings", teacher_embeddings)
+    check_weight("distance_weight", distance_weight, allow_tensor=False)
+    check_weight("angle_weight", angle_weight, allow_tensor=False)
     return partial(RelationalKD, teacher_embeddings=teacher_embeddings.flatten(1).float(), student_path=student_path,
                    distance_weight=distance_weight, angle_weight=angle_weight)

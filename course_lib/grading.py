@@ -158,6 +158,7 @@ MAX_REPLY_BYTES = 256 * 2**20
 # A reply may be this much larger than its request (which it echoes: the arguments come back) plus a
 # fixed allowance: no check expects more, and reading a larger one would only cost the grader memory.
 REPLY_ALLOWANCE = 4 * 2**20
+UNPAID = "passed, but not counted"  # how a row starts whose check passed but is not paid (_paid_with_a_value)
 
 # Anything that looks like a marker but is not exactly one ("## BEGIN SOLUTION", "### end solution").
 _MARKER_LIKE = re.compile(r"^\s*#+\s*(BEGIN|END)\s+SOLUTION\b", re.IGNORECASE)
@@ -1062,7 +1063,7 @@ def _paid_with_a_value(graded: list[tuple[Check, Row]]) -> list[Row]:
     for c, r in graded:
         if c.kind != "value" and r.earned > 0 and c.function not in valued:
             r = dataclasses.replace(r, earned=0, message=(
-                f"passed, but not counted: {c.function}() passed none of its value checks (a {c.kind} check "
+                f"{UNPAID}: {c.function}() passed none of its value checks (a {c.kind} check "
                 f"pays only together with a correct value)"))
         out.append(r)
     return out

@@ -63,6 +63,8 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.losses import REDUCTIONS, _as_column, _counted, _needed, _reduce, check_kd_inputs, soft_target_kl
+from course_lib.validation import (check_choice, check_distinct, check_logits, check_mask, check_positive_int,
+                                   check_same_shape, check_temperature, check_tensor)
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 
@@ -79,14 +81,19 @@ def shift_for_causal_lm(logits: torch.Tensor, labels: torch.Tensor, attention_ma
     left padding it also drops the prediction of the first real token from a padding position.
     Shift the teacher's logits the same way: ``teacher_logits[:, :-1]``.
     """
-    if logits.dim() != 3 or labels.dim() != 2 or logits.shape[:2] != labels.shape:
+    check_tensor("logits", logits, dims=3, floating=False, layout="[B, S, V]", allow_empty=True, finite=False)
+    check_tensor("labels", labels, floating=False, allow_empty=True, finite=False)
+    if labels.dim() != 2 or logits.shape[:2] != labels.shape:
         raise ValueError(f"expected logits [B, S, V] and labels [B, S], got {tuple(logits.shape)} "
                          f"and {tuple(labels.shape)}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be integer token ids (e.g. input_ids), got {labels.dtype}")
+    if labels.shape[1] < 2:
+        raise ValueError(f"labels must hold at least 2 positions to shift (position i predicts token i + 1), got "
+                         f"shape {tuple(labels.shape)}")
     shifted = labels[:, 1:]
     if attention_mask is not None:
-        if attention_mask.shape != labels.shape:
-            raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} differs from labels "
-                             f"{tuple(labels.shape)}")
+        check_mask("attention_mask", attention_mask, labels.shape, what="[B, S], as labels")
         real = attention_mask.bool()
         shifted = shifted.masked_fill(~(real[:, :-1] & real[:, 1:]), ignore_index)
     return logits[:, :-1], shifted
@@ -126,24 +133,31 @@ def align_vocab(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 # --------------------------------------------------------------------------- divergences, per token
 
 def _check_divergence(divergence: str, beta) -> None:
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+    check_choice("divergence", divergence, DIVERGENCES)
     if torch.is_tensor(beta) or isinstance(beta, bool) or not isinstance(beta, Real) or not 0 <= beta <= 1:
         raise ValueError(f"beta must be a number in [0, 1] (0: forward KL, 1: reverse KL), got {beta!r}")
 
 
 def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, divergence: str = "forward_kl",
-                     *, beta: float = 0.5, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
+                     *, beta: float = 0.5, temperature: float | torch.Tensor = 1.0,
+                     validate: bool = True) -> torch.Tensor:
     """Per-position divergence between ``p_t = softmax(z_t / T)`` and ``p_s = softmax(z_s / T)``,
     shape ``logits.shape[:-1]``, without the ``T^2`` factor (see the module docstring for the
     definitions; ``"jsd"`` with ``beta`` 0 or 1 is the forward or reverse KL, as in TRL).
-    Gradients flow to both arguments; ``token_kd_loss`` detaches the teacher."""
+    Gradients flow to both arguments; ``token_kd_loss`` detaches the teacher. ``validate=False``
+    skips the checks that read values (NaN, temperature), for loops whose inputs are checked."""
     _check_divergence(divergence, beta)
+    if validate:
+        check_logits("student_logits", student_logits)
+        check_logits("teacher_logits", teacher_logits)
+        check_same_shape(("student_logits", student_logits), ("teacher_logits", teacher_logits),
+                         what="align them first (shift_for_causal_lm, align_vocab)")
+        check_temperature(temperature)
     if divergence == "jsd" and beta in (0, 1):
         divergence = "forward_kl" if beta == 0 else "reverse_kl"
     if divergence != "jsd":
         return soft_target_kl(student_logits, teacher_logits, temperature,
-                              "forward" if divergence == "forward_kl" else "reverse")
+                              "forward" if divergence == "forward_kl" else "reverse", validate=False)
     t = _as_column(temperature, student_logits)
     log_ps, log_pt = F.log_softmax(student_logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1)
     log_m = torch.logaddexp(log_pt + math.log(beta), log_ps + math.log1p(-beta))
@@ -218,10 +232,10 @@ def token_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, la
     use_kl = None
     if validate:
         use_kl, _ = check_kd_inputs(student_logits, teacher_logits, labels, temperature, alpha, reduction=reduction,
-                                    mask=attention_mask, ignore_index=ignore_index)
+                                    mask=attention_mask, ignore_index=ignore_index, targets_name="labels")
     teacher = teacher_logits.detach()
     return _token_loss(student_logits, lambda: token_divergence(student_logits, teacher, divergence, beta=beta,
-                                                                temperature=temperature),
+                                                                temperature=temperature, validate=False),
                        labels, temperature=temperature, alpha=alpha, attention_mask=attention_mask,
                        ignore_index=ignore_index, reduction=reduction, return_parts=return_parts,
                        validate=validate, use_kl=use_kl)
@@ -230,8 +244,7 @@ def token_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, la
 # --------------------------------------------------------------------------- top-k teacher caches
 
 def _check_k(k, vocab: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vocab:
-        raise ValueError(f"k must be an int in [1, {vocab}] (the vocabulary size), got {k!r}")
+    check_positive_int("k", k, maximum=vocab, meaning=f"at most the vocabulary size, {vocab}")
 
 
 def topk_teacher_logits(teacher_logits: torch.Tensor, k: int, *,
@@ -243,6 +256,7 @@ def topk_teacher_logits(teacher_logits: torch.Tensor, k: int, *,
     float16 and ``indices`` in int32 to halve the cache; ``topk_kd_loss`` accepts both. ``vocab_size``
     trims a padded teacher first, so no index points beyond the tokenizer.
     """
+    check_logits("teacher_logits", teacher_logits)
     z = teacher_logits.detach() if vocab_size is None else _trim(teacher_logits.detach(), vocab_size, "teacher_logits")
     _check_k(k, z.shape[-1])
     return F.log_softmax(z.to(torch.promote_types(z.dtype, torch.float32)), dim=-1).topk(k, dim=-1)
@@ -253,6 +267,8 @@ def topk_mass(teacher_logits: torch.Tensor, k: int, *, temperature: float = 1.0,
     """Per position, the share of ``softmax(z_t / T)`` the teacher's ``k`` most likely tokens hold,
     shape ``logits.shape[:-1]``: 1 at ``k = V``, non-decreasing in ``k``. ``1 - topk_mass`` is the
     teacher's tail that a top-k cache drops (its mean over positions is "top-k keeps x% of the mass")."""
+    check_logits("teacher_logits", teacher_logits)
+    check_temperature(temperature)
     z = teacher_logits if vocab_size is None else _trim(teacher_logits, vocab_size, "teacher_logits")
     _check_k(k, z.shape[-1])
     z = z / _as_column(temperature, z)
@@ -261,7 +277,7 @@ def topk_mass(teacher_logits: torch.Tensor, k: int, *, temperature: float = 1.0,
 
 def topk_divergence(student_logits: torch.Tensor, topk_values: torch.Tensor, topk_indices: torch.Tensor,
                     *, divergence: str = "forward_kl", beta: float = 0.5,
-                    temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
+                    temperature: float | torch.Tensor = 1.0, validate: bool = True) -> torch.Tensor:
     """Per position, the divergence between the cached top-k teacher and the student, shape
     ``logits.shape[:-1]``. ``K`` = the cached indices, ``q_t = softmax(topk_values / T)`` the
     teacher renormalised over ``K``.
@@ -273,16 +289,42 @@ def topk_divergence(student_logits: torch.Tensor, topk_values: torch.Tensor, top
       (``q_s = softmax(z_s[K] / T)``) and ``q_t``. Both need the teacher's probability wherever the
       student puts mass, which the cache only has on ``K``: the divergence is over ``K``, and the
       student's mass outside ``K`` is not seen (mix in cross-entropy, ``alpha < 1``, to keep it honest).
-      At ``k = V`` every form equals ``token_divergence`` of the full distributions."""
+      At ``k = V`` every form equals ``token_divergence`` of the full distributions.
+    ``validate=False`` skips the checks (shapes, NaN, index range, repeated indices, temperature)."""
+    _check_divergence(divergence, beta)
+    if validate:
+        _check_topk_cache(student_logits, topk_values, topk_indices)
+        check_temperature(temperature)
     if divergence != "forward_kl":
-        _check_divergence(divergence, beta)
         gathered = student_logits.gather(-1, topk_indices.long())
         return token_divergence(gathered, topk_values.to(student_logits.dtype), divergence, beta=beta,
-                                temperature=temperature)
+                                temperature=temperature, validate=False)
     t = _as_column(temperature, student_logits)
     log_q = F.log_softmax(topk_values.to(student_logits.dtype) / t, dim=-1)
     log_ps = F.log_softmax(student_logits / t, dim=-1).gather(-1, topk_indices.long())
     return (log_q.exp() * (log_q - log_ps)).sum(-1)
+
+
+def _check_topk_cache(student_logits: torch.Tensor, topk_values: torch.Tensor, topk_indices: torch.Tensor) -> None:
+    """The value checks of a top-k cache against the student's logits (they read values)."""
+    check_logits("student_logits", student_logits)
+    check_logits("topk_values", topk_values)
+    if not torch.is_tensor(topk_indices) or topk_indices.dtype.is_floating_point or topk_indices.dtype.is_complex \
+            or topk_indices.dtype == torch.bool:
+        raise TypeError(f"topk_indices must be integer token ids, got "
+                        f"{topk_indices.dtype if torch.is_tensor(topk_indices) else type(topk_indices).__name__}")
+    if topk_values.shape != topk_indices.shape:
+        raise ValueError(f"topk_values {tuple(topk_values.shape)} and topk_indices {tuple(topk_indices.shape)} "
+                         f"differ in shape")
+    if topk_indices.shape[:-1] != student_logits.shape[:-1]:
+        raise ValueError(f"topk_indices {tuple(topk_indices.shape)} and student_logits {tuple(student_logits.shape)} "
+                         f"differ in their positions (all dimensions but the last)")
+    vocab = student_logits.shape[-1]
+    if topk_indices.numel() and (int(topk_indices.min()) < 0 or int(topk_indices.max()) >= vocab):
+        raise ValueError(f"topk_indices must lie in [0, {vocab}) (the student's vocabulary), found "
+                         f"{int(topk_indices.min())}..{int(topk_indices.max())}; was the cache built from a "
+                         f"larger (padded) vocabulary? Pass vocab_size to topk_teacher_logits")
+    check_distinct("topk_indices", topk_indices)
 
 
 def topk_kd_loss(student_logits: torch.Tensor, topk_values: torch.Tensor, topk_indices: torch.Tensor,
@@ -320,19 +362,13 @@ def topk_kd_loss(student_logits: torch.Tensor, topk_values: torch.Tensor, topk_i
         student_logits = _trim(student_logits, vocab_size, "student_logits")
     use_kl = None
     if validate:
-        vocab = student_logits.shape[-1]
-        if topk_indices.numel() and (int(topk_indices.min()) < 0 or int(topk_indices.max()) >= vocab):
-            raise ValueError(f"topk_indices must lie in [0, {vocab}) (the student's vocabulary), found "
-                             f"{int(topk_indices.min())}..{int(topk_indices.max())}; was the cache built from a "
-                             f"larger (padded) vocabulary? Pass vocab_size to topk_teacher_logits")
-        if not torch.isfinite(topk_values).all():
-            raise ValueError("topk_values contains NaN or infinite values")
+        _check_topk_cache(student_logits, topk_values, topk_indices)
         # the teacher's full logits are not here: the student stands in for check_kd_inputs' teacher
         use_kl, _ = check_kd_inputs(student_logits, student_logits, labels, temperature, alpha, reduction=reduction,
-                                    mask=attention_mask, ignore_index=ignore_index)
+                                    mask=attention_mask, ignore_index=ignore_index, targets_name="labels")
     values, indices = topk_values.detach(), topk_indices
     return _token_loss(student_logits, lambda: topk_divergence(student_logits, values, indices, divergence=divergence,
-                                                               beta=beta, temperature=temperature),
+                                                               beta=beta, temperature=temperature, validate=False),
                        labels, temperature=temperature, alpha=alpha, attention_mask=attention_mask,
                        ignore_index=ignore_index, reduction=reduction, return_parts=return_parts,
                        validate=validate, use_kl=use_kl)

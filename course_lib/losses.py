@@ -29,34 +29,27 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .validation import (check_choice, check_fraction, check_logits, check_mask, check_probabilities, check_same_shape,
+                         check_targets, check_temperature, check_weight)
+
 DIRECTIONS = ("forward", "reverse")
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def _check_temperature(temperature) -> None:
-    t = torch.as_tensor(temperature)
-    if not torch.isfinite(t).all() or (t <= 0).any():
-        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
-
-
-def _check_logits(*named: tuple[str, torch.Tensor]) -> None:
-    for name, z in named:
-        if not torch.is_tensor(z) or not z.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor")
-        if z.dim() < 1:
-            raise ValueError(f"{name} must have a class dimension, got shape {tuple(z.shape)}")
-        if not torch.isfinite(z).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
-
-
 def softmax_with_temperature(logits: torch.Tensor, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
     """``softmax(logits / T)`` over the last dimension (``T`` broadcast over the leading ones)."""
-    _check_temperature(temperature)
+    check_logits("logits", logits)
+    check_temperature(temperature)
     return F.softmax(logits / _as_column(temperature, logits), dim=-1)
 
 
 def entropy(probs: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
-    """Shannon entropy in nats, ``-sum p log p`` over the last dimension (``0 log 0 = 0``)."""
+    """Shannon entropy in nats, ``-sum p log p`` over the last dimension (``0 log 0 = 0``).
+
+    ``probs``: probability distributions (``>= 0``, each summing to 1), e.g. ``softmax(logits)``;
+    anything else is an error (logits or unnormalised scores would give a meaningless number)."""
+    check_probabilities("probs", probs)
+    check_weight("eps", eps, high=1.0, allow_tensor=False, meaning="the floor the probabilities are clamped to")
     logp = torch.log(probs.clamp_min(eps)) if eps else torch.log(probs)
     return -(torch.where(probs > 0, probs * logp, torch.zeros_like(probs))).sum(-1)
 
@@ -69,14 +62,22 @@ def _as_column(temperature, logits: torch.Tensor) -> torch.Tensor | float:
 
 
 def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                   temperature: float | torch.Tensor = 1.0, direction: str = "forward") -> torch.Tensor:
+                   temperature: float | torch.Tensor = 1.0, direction: str = "forward", *,
+                   validate: bool = True) -> torch.Tensor:
     """Per-example KL between tempered distributions, shape ``logits.shape[:-1]``.
 
     ``direction="forward"``: KL(teacher || student) = sum p_t (log p_t - log p_s)  (Hinton's loss).
     ``direction="reverse"``: KL(student || teacher) = sum p_s (log p_s - log p_t).
+    ``validate=False`` skips the checks that read values (NaN, temperature), which wait for a GPU:
+    for training loops whose inputs are already checked.
     """
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    check_choice("direction", direction, DIRECTIONS)
+    if validate:
+        check_logits("student_logits", student_logits)
+        check_logits("teacher_logits", teacher_logits)
+        check_same_shape(("student_logits", student_logits), ("teacher_logits", teacher_logits),
+                         what="one distribution of the teacher per distribution of the student")
+        check_temperature(temperature)
     t = _as_column(temperature, student_logits)
     log_ps = F.log_softmax(student_logits / t, dim=-1)
     log_pt = F.log_softmax(teacher_logits / t, dim=-1)
@@ -89,7 +90,8 @@ def check_kd_inputs(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
                     temperature: float | torch.Tensor = 4.0, alpha: float | torch.Tensor = 0.9,
                     direction: str = "forward", reduction: str = "mean", label_smoothing: float | torch.Tensor = 0.0,
                     *, mask: torch.Tensor | None = None, ignore_index: int | None = -100,
-                    use_kl: bool | None = None, use_smoothing: bool | None = None) -> tuple[bool, bool]:
+                    use_kl: bool | None = None, use_smoothing: bool | None = None,
+                    targets_name: str = "targets") -> tuple[bool, bool]:
     """Raise a clear error if ``kd_loss`` would get bad inputs; return ``(use_kl, use_smoothing)``.
 
     Takes ``kd_loss``'s arguments. It reads tensor values (NaN checks, target ranges, whether ``alpha``
@@ -100,50 +102,35 @@ def check_kd_inputs(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     ``use_kl`` is False iff ``alpha == 0`` everywhere (the KL would be multiplied by 0, so it is not
     computed); ``use_smoothing`` is False iff there are no targets or ``label_smoothing == 0``
     everywhere. Both depend only on ``alpha`` and ``label_smoothing``; passing ``False`` for a term
-    whose weight is not zero everywhere is an error.
+    whose weight is not zero everywhere is an error. ``targets_name``: what errors call the targets
+    (``"labels"`` for the callers whose argument has that name).
     """
-    _check_logits(("student_logits", student_logits), ("teacher_logits", teacher_logits))
+    check_logits("student_logits", student_logits, allow_empty=True)
+    check_logits("teacher_logits", teacher_logits, allow_empty=True)
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student and teacher logits differ in shape: {tuple(student_logits.shape)} "
                          f"vs {tuple(teacher_logits.shape)} (same batch and number of classes needed)")
     positions, n_classes = student_logits.shape[:-1], student_logits.shape[-1]
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    _check_temperature(temperature)
+    check_choice("direction", direction, DIRECTIONS)
+    check_choice("reduction", reduction, REDUCTIONS)
+    check_temperature(temperature)
     a, eps = torch.as_tensor(alpha), torch.as_tensor(label_smoothing)
-    if not torch.isfinite(a).all() or (a < 0).any() or (a > 1).any():
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    if not torch.isfinite(eps).all() or (eps < 0).any() or (eps > 1).any():
-        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
+    check_fraction("alpha", alpha, meaning="the weight of the distillation term")
+    check_fraction("label_smoothing", label_smoothing)
     counted = None
     if mask is not None:
-        if not torch.is_tensor(mask) or mask.shape != positions:
-            raise ValueError(f"mask must be a tensor of shape {tuple(positions)} (the logits without the class "
-                             f"dimension), got {tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__}")
-        if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
-            raise ValueError("mask must be boolean or hold only 0 and 1")
+        check_mask("mask", mask, positions, what="the logits without the class dimension")
         counted = mask.bool()
     if targets is None:
         if not bool((a == 1).all()):
-            raise ValueError("targets are required unless alpha == 1")
+            raise ValueError(f"{targets_name} are required unless alpha == 1")
     else:
-        if not torch.is_tensor(targets) or targets.dtype.is_floating_point or targets.dtype.is_complex \
-                or targets.dtype == torch.bool:
-            raise TypeError(f"targets must be integer class indices (e.g. torch.long), got "
-                            f"{targets.dtype if torch.is_tensor(targets) else type(targets).__name__}; "
-                            f"soft targets (probabilities or logits) go in teacher_logits")
-        if targets.shape != positions:
-            raise ValueError(f"targets shape {tuple(targets.shape)} does not match logits "
-                             f"{tuple(student_logits.shape)} without the class dimension")
-        real = targets != ignore_index if ignore_index is not None else torch.ones_like(targets, dtype=torch.bool)
-        counted = real if counted is None else counted & real
-        bad = targets[counted & ((targets < 0) | (targets >= n_classes))]
-        if bad.numel():
-            ignored = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
-            raise ValueError(f"targets must be class indices in [0, {n_classes}){ignored} for {n_classes} classes; "
-                             f"found {bad[0].item()} ({bad.numel()} out-of-range value(s))")
+        check_targets(targets_name, targets, classes=n_classes, shape=positions, ignore_index=ignore_index,
+                      counted=counted)
+    if student_logits.numel() == 0:
+        raise ValueError(f"student_logits is empty (shape {tuple(student_logits.shape)}): no position to average "
+                         f"over, the mean would be 0/0 = NaN. Skip empty batches, or pass validate=False to get "
+                         f"a loss of 0 with zero gradient")
     needs_kl, needs_smoothing = bool((a != 0).any()), targets is not None and bool((eps != 0).any())
     if use_kl is False and needs_kl:
         raise ValueError(f"use_kl=False but alpha is not zero everywhere ({alpha})")
@@ -196,7 +183,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
             e = label_smoothing.to(ce) if torch.is_tensor(label_smoothing) else float(label_smoothing)
             ce = (1 - e) * ce - e * logp.mean(-1)
     if _needed(alpha, use_kl):
-        kl = soft_target_kl(student_logits, teacher_logits.detach(), temperature, direction)
+        kl = soft_target_kl(student_logits, teacher_logits.detach(), temperature, direction, validate=False)
     else:
         kl = torch.zeros_like(ce)
     t = temperature if not torch.is_tensor(temperature) else temperature.to(kl)

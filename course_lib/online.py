@@ -38,6 +38,7 @@ from torch import nn
 from .data import TensorData
 from .engine import Execution, Run, RunSpec, TrainConfig, accuracy, cache_logits, fit, freeze, predict_logits
 from .losses import soft_target_kl
+from .validation import check_choice, check_fraction, check_logits, check_positive_int, check_temperature, check_weight
 
 
 @dataclass
@@ -65,8 +66,9 @@ def born_again(make_model: Callable[[], nn.Module], seeds: Sequence[int], train:
     (a new initialisation each generation, as in BAN) and data order ``s``. ``first`` reuses runs
     already trained on the labels (one per seed, in order) as generation 1.
     """
-    if generations < 1:
-        raise ValueError(f"generations must be >= 1, got {generations}")
+    check_positive_int("generations", generations)
+    check_temperature(temperature, allow_tensor=False)
+    check_fraction("alpha", alpha, allow_tensor=False, meaning="the weight of the distillation term")
     seeds = tuple(seeds)
     result = BornAgain(seeds)
     if first is not None:
@@ -100,8 +102,8 @@ class MutualLearning(nn.Module):
     def __init__(self, ctx, *, temperature: float = 1.0, weight: float = 1.0,
                  peers_of: Callable[[RunSpec], object] | None = None):
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"the mutual-learning temperature must be positive, got {temperature}")
+        check_temperature(temperature, allow_tensor=False)
+        check_weight("weight", weight, allow_tensor=False, meaning="the weight of the peers' KL term")
         keys = [(peers_of or (lambda s: s.order_seed))(s) for s in ctx.specs]
         same = torch.tensor([[a == b for b in keys] for a in keys], dtype=torch.float32)
         same.fill_diagonal_(0)
@@ -118,13 +120,16 @@ class MutualLearning(nn.Module):
         targets = logits.detach()
         t = self.temperature
         # kl[i, j] = KL(p_j || p_i), per model pair, averaged over the batch
-        kl = torch.stack([soft_target_kl(logits, targets[j].expand_as(logits), t).mean(1) for j in range(n)], dim=1)
+        kl = torch.stack([soft_target_kl(logits, targets[j].expand_as(logits), t, validate=False).mean(1)
+                          for j in range(n)], dim=1)
         distill = (self.peer_weights * kl).sum(1) * t * t
         return ce + self.weight * distill, {"ce": ce.detach(), "kl": distill.detach()}
 
 
 def mutual_learning(*, temperature: float = 1.0, weight: float = 1.0, peers_of=None):
     """``objective`` factory for ``fit``: deep mutual learning among peers (see ``MutualLearning``)."""
+    check_temperature(temperature, allow_tensor=False)
+    check_weight("weight", weight, allow_tensor=False, meaning="the weight of the peers' KL term")
     factory = partial(MutualLearning, temperature=temperature, weight=weight, peers_of=peers_of)
     factory.couples_runs = True           # fit reads it from the factory: all peers in one group
     return factory
@@ -134,10 +139,14 @@ def combine_logits(logits: Sequence[torch.Tensor], how: str = "probs") -> torch.
     """Combine members' logits ``[n, classes]`` (already computed) into the ensemble's scores: mean
     probability (``"probs"``; returned as its log, so argmax and softmax work as on logits) or mean
     logits (``"logits"``)."""
-    if how not in ("probs", "logits"):
-        raise ValueError(f"how must be 'probs' or 'logits', got {how!r}")
+    check_choice("how", how, ("probs", "logits"))
     if not len(logits):
-        raise ValueError("an ensemble needs at least one model")
+        raise ValueError("an ensemble needs at least one model: pass a list of logits tensors, one per member")
+    for i, z in enumerate(logits):
+        check_logits(f"logits[{i}]", z)
+        if z.shape != logits[0].shape:
+            raise ValueError(f"logits[{i}] has shape {tuple(z.shape)}, logits[0] {tuple(logits[0].shape)}: every "
+                             f"member must score the same examples over the same classes")
     outs = torch.stack(list(logits))                                    # [M, n, C]
     if how == "logits":
         return outs.mean(0)
@@ -147,8 +156,7 @@ def combine_logits(logits: Sequence[torch.Tensor], how: str = "probs") -> torch.
 @torch.no_grad()
 def ensemble_logits(models: Sequence[nn.Module], x: torch.Tensor, how: str = "probs") -> torch.Tensor:
     """The ensemble's scores ``[n, classes]`` on ``x`` (see ``combine_logits``)."""
-    if how not in ("probs", "logits"):
-        raise ValueError(f"how must be 'probs' or 'logits', got {how!r}")
+    check_choice("how", how, ("probs", "logits"))
     if not models:
         raise ValueError("an ensemble needs at least one model")
     return combine_logits([predict_logits(m, x) for m in models], how)

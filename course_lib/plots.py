@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .llm_losses import _check_divergence, token_divergence
+from .validation import check_logits, check_positive_int, check_tensor, check_weight
 
 
 def tempered_softmax_bars(probs_by_t: dict, classes, title: str = ""):
@@ -86,7 +87,14 @@ class GaussianFit:
 
 def gaussian_logits(positions: torch.Tensor, mean, width) -> torch.Tensor:
     """``-(positions - mean)^2 / (2 width^2)``: a Gaussian bump over token positions (softmax it for
-    the distribution); ``mean`` and ``width`` broadcast against ``positions``."""
+    the distribution); ``mean`` and ``width`` (> 0) broadcast against ``positions``."""
+    check_tensor("positions", positions, floating=False)
+    check_weight("mean", mean, low=-math.inf)
+    check_weight("width", width, low_open=True, meaning="the bump's standard deviation, in positions")
+    return _gaussian(positions, mean, width)
+
+
+def _gaussian(positions: torch.Tensor, mean, width) -> torch.Tensor:
     return -(positions - mean) ** 2 / (2 * width ** 2)
 
 
@@ -102,15 +110,24 @@ def fit_gaussian_student(teacher_logits: torch.Tensor, divergence: str = "forwar
     minimum (to its resolution): the reverse KL and the JSD have a local minimum per teacher mode
     and a broad one between them. ``start=(mean, width)``: Adam from that single start only, the
     naive fit, to show where it stops."""
+    check_tensor("teacher_logits", teacher_logits, finite=False)
     if teacher_logits.dim() != 1:
         raise ValueError(f"teacher_logits must be [V] (one distribution), got {tuple(teacher_logits.shape)}")
+    check_logits("teacher_logits", teacher_logits)
     _check_divergence(divergence, beta)
+    check_positive_int("steps", steps, minimum=0, meaning="Adam steps after the grid")
+    check_weight("lr", lr, low_open=True, allow_tensor=False)
+    if means is not None:
+        check_tensor("means", means, dims=1, floating=False)
+    if widths is not None:
+        check_tensor("widths", widths, dims=1, floating=False)
+        check_weight("widths", widths, low_open=True)
     teacher = teacher_logits.detach().float()
     positions = torch.arange(teacher.shape[0], dtype=torch.float32)
 
     def objective(mean, width):
-        student = gaussian_logits(positions, mean[..., None], width[..., None])
-        return token_divergence(student, teacher.expand_as(student), divergence, beta=beta)
+        student = _gaussian(positions, mean[..., None], width[..., None])
+        return token_divergence(student, teacher.expand_as(student), divergence, beta=beta, validate=False)
 
     if start is None:
         means = torch.arange(0.0, teacher.shape[0], 0.25) if means is None else means.float()
@@ -123,8 +140,8 @@ def fit_gaussian_student(teacher_logits: torch.Tensor, divergence: str = "forwar
         mean0, width0, value0 = float(grid_m.flatten()[best]), float(grid_w.flatten()[best]), float(values[best])
     else:
         mean0, width0 = (float(v) for v in start)
-        if width0 <= 0:
-            raise ValueError(f"the start's width must be > 0, got {width0!r}")
+        if not math.isfinite(mean0) or not math.isfinite(width0) or width0 <= 0:
+            raise ValueError(f"start must be (mean, width) with finite values and width > 0, got {start!r}")
         value0 = math.inf
     mean = torch.tensor(mean0, requires_grad=True)
     log_width = torch.tensor(math.log(width0), requires_grad=True)

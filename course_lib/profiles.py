@@ -146,6 +146,9 @@ PROFILES: dict[str, Profile] = {
             # keeps this % of the teacher's test accuracy; copied layers beat random ones (both on labels only)
             "08.retained_min": 95.0,
             "08.copy_beats_random_labels_only": True,
+            # ...and no run sits on one class (distilbert_experiment.class_collapse): a collapsed control would
+            # make the claim above trivially true (it happened once, at the old random-start schedule)
+            "08.no_one_class_runs": True,
         },
     ),
     "full": Profile(
@@ -191,6 +194,7 @@ PROFILES: dict[str, Profile] = {
             "07.int8_within_points": None,
             "08.retained_min": None,
             "08.copy_beats_random_labels_only": None,
+            "08.no_one_class_runs": None,
         },
     ),
 }

@@ -110,6 +110,8 @@ import torch
 from torch import nn
 
 from .llm import output_vocab_size
+from .validation import (check_logits, check_positive_int, check_probabilities, check_same_shape, check_temperature,
+                         check_weight)
 
 __all__ = [
     "SpeculativeStats",
@@ -247,6 +249,18 @@ def filtered_probs(logits: torch.Tensor, temperature: float, top_k: int | None =
     whose probability reaches ``top_p``; the top token always stays), renormalised. The order
     (temperature, top-k, top-p) is ``transformers``'. It gives the target's ``p``, and the draft's
     ``q``: the same call that gives the distribution the draft's tokens are drawn from."""
+    check_logits("logits", logits)
+    check_temperature(temperature, allow_tensor=False)
+    if top_k is not None:
+        check_positive_int("top_k", top_k, meaning="None keeps every token")
+    if top_p is not None:
+        check_weight("top_p", top_p, high=1.0, low_open=True, allow_tensor=False, meaning="None keeps every token")
+    return _filtered_probs(logits, temperature, top_k, top_p)
+
+
+def _filtered_probs(logits: torch.Tensor, temperature: float, top_k: int | None = None,
+                    top_p: float | None = None) -> torch.Tensor:
+    """:func:`filtered_probs` without its checks (the generation loop checked its settings once)."""
     scaled = logits.float() / temperature
     if top_k is not None and top_k < scaled.shape[-1]:
         kth = scaled.topk(top_k, dim=-1).values[..., -1:]
@@ -264,6 +278,24 @@ def greedy_accept(target_logits: torch.Tensor, drafts: torch.Tensor) -> tuple[in
     """Greedy verification: ``target_logits`` ``[K+1, V]`` (the target after each prefix),
     ``drafts`` ``[K]``. Returns ``(accepted, next_token)``: the number of leading drafts equal to
     the target's argmax, and the target's argmax after them (the correction, or the bonus token)."""
+    check_logits("target_logits", target_logits, dims=2, layout="[K+1, V]")
+    _check_drafts(drafts, len(target_logits) - 1, target_logits.shape[-1], "target_logits")
+    return _greedy_accept(target_logits, drafts)
+
+
+def _check_drafts(drafts: torch.Tensor, k: int, vocab: int, against: str) -> None:
+    if not torch.is_tensor(drafts) or drafts.dim() != 1 or drafts.dtype.is_floating_point or drafts.dtype.is_complex \
+            or drafts.dtype == torch.bool:
+        got = f"{drafts.dtype} {tuple(drafts.shape)}" if torch.is_tensor(drafts) else type(drafts).__name__
+        raise TypeError(f"drafts must be a 1-d tensor of integer token ids [K], got {got}")
+    if len(drafts) != k:
+        raise ValueError(f"drafts holds {len(drafts)} tokens but {against} has rows for {k} (it needs one more row "
+                         f"than there are drafts: the distribution after each prefix, and after all of them)")
+    if len(drafts) and (int(drafts.min()) < 0 or int(drafts.max()) >= vocab):
+        raise ValueError(f"drafts must be token ids in [0, {vocab}), found {int(drafts.min())}..{int(drafts.max())}")
+
+
+def _greedy_accept(target_logits: torch.Tensor, drafts: torch.Tensor) -> tuple[int, int]:
     choices = target_logits.argmax(-1).tolist()
     accepted = 0
     for draft, choice in zip(drafts.tolist(), choices):
@@ -277,7 +309,14 @@ def residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """``max(0, p - q)``, normalised explicitly: where the target wants more than the draft gave.
 
     If it is all zeros (``p == q``: a rejection had probability 0 and happened through rounding),
-    returns ``p`` instead of normalising zeros."""
+    returns ``p`` instead of normalising zeros. ``p`` and ``q``: probabilities of one shape ``[V]``."""
+    check_probabilities("p", p, dims=1, layout="[V]")
+    check_probabilities("q", q, dims=1, layout="[V]")
+    check_same_shape(("p", p), ("q", q), what="both are distributions over the same vocabulary")
+    return _residual(p, q)
+
+
+def _residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     residual = (p - q).clamp_min(0.0)
     total = residual.sum()
     if total <= 0:
@@ -293,11 +332,22 @@ def speculative_accept(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor,
     Draft ``i`` is accepted with probability ``min(1, p_i(x) / q_i(x))``; the first rejected one is
     replaced by a draw from :func:`residual_distribution` ``(p_i, q_i)``; if all pass, a bonus token
     is drawn from ``p_{K+1}``. Returns ``(accepted, next_token)``."""
+    check_probabilities("p", p, dims=2, layout="[K+1, V]")
+    check_probabilities("q", q, dims=2, layout="[K, V]")
+    if q.shape != (len(p) - 1, p.shape[-1]):
+        raise ValueError(f"q must be [K, V] = {(len(p) - 1, p.shape[-1])} for p {tuple(p.shape)} (one row fewer: "
+                         f"no draft after the last prefix), got {tuple(q.shape)}")
+    _check_drafts(drafts, len(q), q.shape[-1], "q")
+    return _speculative_accept(p, q, drafts, generator)
+
+
+def _speculative_accept(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor,
+                        generator: torch.Generator | None = None) -> tuple[int, int]:
     for i, x in enumerate(drafts.tolist()):
         u = torch.rand((), generator=generator).item()
         if u * q[i, x] < p[i, x]:                        # u < p/q, without dividing by q = 0
             continue
-        residual = residual_distribution(p[i], q[i])
+        residual = _residual(p[i], q[i])
         return i, int(torch.multinomial(residual, 1, generator=generator))
     return len(drafts), int(torch.multinomial(p[len(drafts)], 1, generator=generator))
 
@@ -305,6 +355,9 @@ def speculative_accept(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor,
 def expected_acceptance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """The probability that a draft token ``x ~ q`` is accepted: ``sum_x min(p(x), q(x))``,
     which is ``1 - TV(p, q)`` (over the last dimension)."""
+    check_probabilities("p", p)
+    check_probabilities("q", q)
+    check_same_shape(("p", p), ("q", q), what="both are distributions over the same vocabulary")
     return torch.minimum(p, q).sum(-1)
 
 
@@ -322,11 +375,13 @@ def one_draft_outcome(p: torch.Tensor, drawn: torch.Tensor,
     if not p.shape == drawn.shape == judged.shape or p.dim() != 1:
         raise ValueError(f"p, drawn and judged must be [V] of one size, got {tuple(p.shape)}, "
                          f"{tuple(drawn.shape)}, {tuple(judged.shape)}")
+    for name, dist in (("p", p), ("drawn", drawn), ("judged", judged)):
+        check_probabilities(name, dist, dims=1, layout="[V]")
     ratio = torch.where(judged > 0, (p / judged.clamp_min(torch.finfo(judged.dtype).tiny)).clamp(max=1.0),
                         (p > 0).to(p.dtype))
     kept = drawn * ratio
     acceptance = kept.sum()
-    return kept + (1 - acceptance) * residual_distribution(p, judged), acceptance
+    return kept + (1 - acceptance) * _residual(p, judged), acceptance
 
 
 # --------------------------------------------------------------------------- theory
@@ -354,10 +409,9 @@ def expected_speedup(alpha: float, k: int, cost_ratio: float, verify_cost: float
     ``cost_ratio`` ``c``: a draft step's time over a target step's; ``verify_cost`` ``v``: the target's
     forward over ``k + 1`` tokens over its single-token step (1 in the papers' idealisation)."""
     tokens = expected_tokens_per_call(alpha, k)
-    if isinstance(cost_ratio, bool) or not isinstance(cost_ratio, Real) or cost_ratio < 0:
-        raise ValueError(f"cost_ratio (draft step / target step) must be >= 0, got {cost_ratio!r}")
-    if isinstance(verify_cost, bool) or not isinstance(verify_cost, Real) or verify_cost <= 0:
-        raise ValueError(f"verify_cost (verify pass / target step) must be > 0, got {verify_cost!r}")
+    check_weight("cost_ratio", cost_ratio, allow_tensor=False, meaning="a draft step's time over a target step's")
+    check_weight("verify_cost", verify_cost, low_open=True, allow_tensor=False,
+                 meaning="the verify pass's time over a target step's")
     return tokens / (k * cost_ratio + verify_cost)
 
 
@@ -365,8 +419,7 @@ def required_acceptance(speedup: float, k: int, cost_ratio: float, verify_cost: 
     """The per-token acceptance ``alpha`` at which :func:`expected_speedup` reaches ``speedup``
     (1.0: break-even), found by bisection (the speedup grows with ``alpha``); ``nan`` when even
     ``alpha = 1`` falls short (then only a cheaper draft or verify pass can get there)."""
-    if isinstance(speedup, bool) or not isinstance(speedup, Real) or speedup <= 0:
-        raise ValueError(f"speedup must be > 0, got {speedup!r}")
+    check_weight("speedup", speedup, low_open=True, allow_tensor=False, meaning="1.0 is break-even")
     if expected_speedup(1.0, k, cost_ratio, verify_cost) < speedup:
         return math.nan
     if expected_speedup(0.0, k, cost_ratio, verify_cost) >= speedup:
@@ -507,11 +560,11 @@ def _propose(draft: _CachedModel, tokens: torch.Tensor, n: int, temperature: flo
             token = logits.argmax()
             confidence = logits.softmax(-1)[token] if confidence_threshold is not None else None
         else:
-            q = filtered_probs(logits.cpu(), temperature, top_k, top_p)
+            q = _filtered_probs(logits.cpu(), temperature, top_k, top_p)
             token = torch.multinomial(q, 1, generator=generator)[0]
             confidence = q[token]
             if q_temperature != temperature:           # the biased rule: judged by other probabilities
-                q = filtered_probs(logits.cpu(), q_temperature, top_k, top_p)
+                q = _filtered_probs(logits.cpu(), q_temperature, top_k, top_p)
             qs.append(q)
             token = token.to(sequence.device)
         drafts.append(token)
@@ -551,7 +604,8 @@ def speculative_generate(target: nn.Module, draft: nn.Module, input_ids: torch.T
     tokens = _prompt(input_ids)
     _check_max_new_tokens(max_new_tokens)
     _check_k(k)
-    if isinstance(temperature, bool) or not isinstance(temperature, Real) or temperature < 0:
+    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not math.isfinite(temperature) \
+            or temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1):
         raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
@@ -563,7 +617,8 @@ def speculative_generate(target: nn.Module, draft: nn.Module, input_ids: torch.T
     if draft_temperature is not None:
         if temperature == 0:
             raise ValueError("draft_temperature only applies when sampling (temperature > 0)")
-        if not isinstance(draft_temperature, Real) or draft_temperature <= 0:
+        if isinstance(draft_temperature, bool) or not isinstance(draft_temperature, Real) \
+                or not math.isfinite(draft_temperature) or draft_temperature <= 0:
             raise ValueError(f"draft_temperature must be > 0, got {draft_temperature!r}")
     if max_k is None:
         max_k = 2 * k
@@ -595,10 +650,10 @@ def speculative_generate(target: nn.Module, draft: nn.Module, input_ids: torch.T
         target_logits = target_run.logits(torch.cat([tokens, drafts[None]], dim=1), len(drafts) + 1)
         # 3. accept a prefix of the drafts, then one token of the target's
         if temperature == 0:
-            accepted, next_token = greedy_accept(target_logits, drafts)
+            accepted, next_token = _greedy_accept(target_logits, drafts)
         else:
-            p = filtered_probs(target_logits.cpu(), temperature, top_k, top_p)
-            accepted, next_token = speculative_accept(p, q, drafts.cpu(), generator)
+            p = _filtered_probs(target_logits.cpu(), temperature, top_k, top_p)
+            accepted, next_token = _speculative_accept(p, q, drafts.cpu(), generator)
         new = torch.cat([drafts[:accepted], drafts.new_tensor([next_token])])
         stopped = False
         for i, token in enumerate(new.tolist()):
@@ -648,7 +703,8 @@ def speculative_sample(target: nn.Module, draft: nn.Module, input_ids: torch.Ten
         raise TypeError("speculative_sample takes draft_at (draws and is judged at it) and judge_draft_at "
                         "(judged at it, the biased rule), not draft_temperature")
     for name, value in (("temperature", temperature), ("draft_at", draft_at), ("judge_draft_at", judge_draft_at)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, Real) or value <= 0):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value)
+                                  or value <= 0):
             raise ValueError(f"{name} must be > 0 (speculative_sample samples; greedy decoding is "
                              f"speculative_generate with temperature=0), got {value!r}")
     draft_at = temperature if draft_at is None else draft_at

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,10 @@ def test_builds_once_then_reuses(cache):
     assert meta["name"] == "probe" and meta["inputs"] == {"n": 200, "epochs": 1}
     assert meta["key"] == folder.name.rsplit("-", 1)[1] and meta["build_seconds"] >= 0
     assert A.artifact_metadata(folder) == meta
+    # what built it: the machine, the threads and the libraries (results differ across these, not keys)
+    env = meta["environment"]
+    assert env["torch_threads"] == torch.get_num_threads() and env["cores"] == os.cpu_count()
+    assert env["versions"]["torch"] == torch.__version__.split("+")[0] and env["cpu"]
 
     again = A.cached_artifact("probe", {"epochs": 1, "n": 200}, build)
     assert again == folder and build.calls == 1                           # reused, not rebuilt

@@ -588,3 +588,25 @@ def test_case_study_settings_exist_for_the_quick_profile_only():
     assert de.settings_for(get_profile("quick")) is de.QUICK
     with pytest.raises(NotImplementedError, match="SST-2"):
         de.settings_for(get_profile("full"))
+
+
+def test_the_one_class_guard_flags_a_student_stuck_on_one_class():
+    """Notebook 08's random-init control once stayed on the majority class on one machine: the guard
+    that flags such a run (reported, never averaged in) by the share of its most predicted class."""
+    from course_lib.distilbert_experiment import ONE_CLASS_SHARE, class_collapse
+
+    assert class_collapse(torch.ones(1000, dtype=torch.long)) == (1.0, True)
+    assert class_collapse(torch.zeros(1000, dtype=torch.long)) == (1.0, True)
+    balanced = torch.arange(1000) % 2
+    assert class_collapse(balanced) == (0.5, False)
+    # the threshold: 98% on one class is stuck, 97.9% is not
+    at = torch.cat([torch.ones(980, dtype=torch.long), torch.zeros(20, dtype=torch.long)])
+    below = torch.cat([torch.ones(979, dtype=torch.long), torch.zeros(21, dtype=torch.long)])
+    assert ONE_CLASS_SHARE == 0.98 and class_collapse(at) == (0.98, True) and class_collapse(below) == (0.979, False)
+    # the published majority-class collapse: 658 of 1,000 reviews are positive, the run predicted positive everywhere
+    assert class_collapse(torch.ones(1000, dtype=torch.long))[1]
+    assert class_collapse(torch.tensor([0, 1, 2]), classes=3) == (pytest.approx(1 / 3, abs=1e-4), False)
+    for bad in (torch.zeros(0, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long), torch.rand(5),
+                torch.tensor([0, 2]), torch.tensor([-1, 0])):
+        with pytest.raises(ValueError, match="predicted"):
+            class_collapse(bad)

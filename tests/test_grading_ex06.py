@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from course_lib.grading import UNPAID
 from course_lib.grading_checks import ex06_llm_distillation as checks
 from course_lib.llm_losses import shift_for_causal_lm, token_divergence, token_kd_loss
 from course_lib.paths import exercises_dir, solutions_dir
@@ -174,6 +175,10 @@ def test_answers_that_modify_their_inputs_in_place_score_zero_on_those_checks(tm
     unchanged = {"jsd_rejects_bad_inputs", "shift_pairs_each_prediction_with_the_next_token"}
     rows = [r for r in report.rows if r.function in ("generalized_jsd", "causal_shift") and r.check not in unchanged]
     assert len(rows) == 4 and all(r.earned == 0 and "in place" in r.message for r in rows), report.table(verbose=True)
+    # the JSD rejects bad input, but with no value check passed that is not paid (grading._paid_with_a_value)
+    (rejects,) = [r for r in report.rows if r.check == "jsd_rejects_bad_inputs"]
+    assert rejects.earned == 0 and rejects.message.startswith(UNPAID), rejects
+    unchanged.discard("jsd_rejects_bad_inputs")
     assert report.flags() == {MODULE: ["inputs modified"]}
     assert all(r.earned == r.points for r in report.rows if r.function == "masked_token_kl" or r.check in unchanged)
 
