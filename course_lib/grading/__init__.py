@@ -136,7 +136,7 @@ from course_lib.grading.checks import CHECK_MODULES, CHECKS, KINDS, Check, check
 from course_lib.grading.cli import main
 from course_lib.grading.generate import (BEGIN, END, FORBIDDEN_PACKAGE, HEADER, MarkerError, check_exercises_in_sync,
                                          forbidden_references, generate_exercises, strip_solutions)
-from course_lib.grading.grader import LOAD_ROW, PACKAGE_DIR, grade, grade_class, self_check
+from course_lib.grading.grader import LOAD_ROW, PACKAGE_DIR, UNPAID, grade, grade_class, self_check
 from course_lib.grading.remote import Called, RemoteFunction
 from course_lib.grading.report import Gradebook, GradeReport, Row
 from course_lib.grading.sandbox import (HOOK_ONLY, ISOLATION_TEXT, LEVELS, MAX_REPLY_BYTES, NAMESPACES, NETWORK_ONLY,
@@ -158,6 +158,6 @@ __all__ = [
     "HOOK_ONLY", "ISOLATION_TEXT", "LEVELS", "MAX_REPLY_BYTES", "NAMESPACES", "NETWORK_ONLY", "REPLY_ALLOWANCE",
     "RUNNER", "Child", "isolation", "network_isolation", "set_isolation", "supported_levels",
     # remote, report, grader, cli
-    "Called", "RemoteFunction", "Gradebook", "GradeReport", "Row", "LOAD_ROW", "PACKAGE_DIR", "grade",
+    "Called", "RemoteFunction", "Gradebook", "GradeReport", "Row", "LOAD_ROW", "PACKAGE_DIR", "UNPAID", "grade",
     "grade_class", "self_check", "main",
 ]

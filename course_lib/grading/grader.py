@@ -26,6 +26,7 @@ from course_lib.grading.sandbox import Child, isolation
 
 LOAD_ROW = "(loads; no course_lib use)"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # course_lib: the answers may not read it
+UNPAID = "passed, but not counted"  # how a row starts whose check passed but is not paid (_paid_with_a_value)
 
 
 def _run_check(c: Check, child: Child, deadline: float, limit: str) -> tuple[Row, ChildLost | None]:
@@ -139,7 +140,7 @@ def _paid_with_a_value(graded: list[tuple[Check, Row]]) -> list[Row]:
     for c, r in graded:
         if c.kind != "value" and r.earned > 0 and c.function not in valued:
             r = dataclasses.replace(r, earned=0, message=(
-                f"passed, but not counted: {c.function}() passed none of its value checks (a {c.kind} check "
+                f"{UNPAID}: {c.function}() passed none of its value checks (a {c.kind} check "
                 f"pays only together with a correct value)"))
         out.append(r)
     return out

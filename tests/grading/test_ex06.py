@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from course_lib.grading import UNPAID
 from course_lib.grading.checks import ex06_llm_distillation as checks
 from course_lib.llm_losses import shift_for_causal_lm, token_divergence, token_kd_loss
 from course_lib.paths import solutions_dir
@@ -167,6 +168,10 @@ def test_answers_that_modify_their_inputs_in_place_score_zero_on_those_checks(tm
     rows = [r for r in report.rows if r.function in ("generalized_jsd", "causal_shift") and r.check not in unchanged]
     assert len(rows) == 4, report.table(verbose=True)
     assert_inputs_modified(report, MODULE, rows)
+    # the JSD rejects bad input, but with no value check passed that is not paid (grader._paid_with_a_value)
+    (rejects,) = [r for r in report.rows if r.check == "jsd_rejects_bad_inputs"]
+    assert rejects.earned == 0 and rejects.message.startswith(UNPAID), rejects
+    unchanged.discard("jsd_rejects_bad_inputs")
     assert all(r.earned == r.points for r in report.rows if r.function == "masked_token_kl" or r.check in unchanged)
 
 

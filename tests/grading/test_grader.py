@@ -285,10 +285,12 @@ def test_class_gradebook_columns(tmp_path, capsys):
     assert grading.main(["class", str(submissions), "--out", str(out), "--only", "ex02"]) == 0
     lines = out.read_text().splitlines()
     checks = [c.name for c in CHECKS if c.module == "ex02_kd_loss"]
-    assert lines[0] == ",".join(["student", "exercise", *checks, "total", "max", "percent", "flags"])
+    level = grading.isolation()
+    assert lines[0] == ",".join(["student", "exercise", *checks, "total", "max", "percent", "flags", "isolation"])
     assert lines[1] == ",".join(["alice", "ex02_kd_loss", *(str(c.points) for c in CHECKS if c.name in checks),
-                                 "20", "20", "100.0", ""])
-    assert lines[2] == ",".join(["bob", "ex02_kd_loss", *["0"] * len(checks), "0", "20", "0.0", "forbidden import"])
+                                 "20", "20", "100.0", "", level])
+    assert lines[2] == ",".join(["bob", "ex02_kd_loss", *["0"] * len(checks), "0", "20", "0.0", "forbidden import",
+                                 level])
     printed = capsys.readouterr().out
     assert "alice" in printed and "100.0%" in printed and "ex02: forbidden import" in printed
     assert grading.main(["class", str(tmp_path / "nobody"), "--out", str(out)]) == 2
@@ -305,7 +307,13 @@ def test_class_checks_solutions_kept_elsewhere(tmp_path, capsys):
                          "--solutions", str(private)]) == 0
     assert "full marks" in capsys.readouterr().out
     row = out.read_text().splitlines()[1].split(",")
-    assert row[0] == "carol" and row[-4:] == ["0", "20", "0.0", "forbidden import"]
+    # the hook stops the read at every level (under namespaces the file would not even exist for the answer)
+    assert row[0] == "carol" and row[-5:] == ["0", "20", "0.0", "forbidden import", grading.isolation()]
+    assert grading.main(["class", str(submissions), "--out", str(out), "--only", "ex02", "--solutions", str(private),
+                         "--isolation", grading.HOOK_ONLY]) == 0
+    row = out.read_text().splitlines()[1].split(",")
+    assert row[0] == "carol" and row[-5:] == ["0", "20", "0.0", "forbidden import", grading.HOOK_ONLY]
+    grading.set_isolation(None)
     # solutions that do not get full marks stop the run before any student is graded
     (private / "ex02_kd_loss.py").write_text((private / "ex02_kd_loss.py").read_text().replace(
         "return (p_s - p_t) / temperature", "return (p_t - p_s) / temperature"))
