@@ -40,9 +40,10 @@ Modules (one idea each; notebooks import one or two):
 - ``artifacts`` heavy artifacts cached under a key of the settings, data and code that built them
 - ``analysis``, ``plots``  soft-target statistics and the notebooks' figures
 - ``results``   ``record(notebook, name, value)`` -> build/results.json -> report and README table
-- ``grading``   solutions -> exercises generator, the autograder and class gradebooks; student
-                code runs in an isolated child process (``grading_runner``, which never imports
-                course_lib)
+- ``grading``   a package: solutions -> exercises generator (``generate``), the autograder
+                (``grader``; checks in ``grading/checks/``) and class gradebooks (``report``);
+                student code runs in an isolated child process (``sandbox``, ``runner``, which
+                never imports course_lib)
 - ``netguard``  blocks non-loopback sockets when ``COURSE_OFFLINE=1``
 
 How the later notebooks fit: feature distillation and attention transfer are ``extra_loss``

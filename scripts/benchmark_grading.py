@@ -28,7 +28,7 @@ def main() -> None:
         for i in range(args.students):
             shutil.copytree(solutions_dir(), root / f"student{i:02d}")
         figures = {"students": args.students, "only": args.only, "levels": {}}
-        for level in grading._namespace_support():
+        for level in grading.supported_levels():
             grading.set_isolation(level)
             start = time.perf_counter()
             book = grading.grade_class(root, args.only)

@@ -5,7 +5,7 @@ References: ``course_lib.distilbert``'s ``layer_copy_map`` (on the names of a
 ``kept_layers[j]``, every other tensor as it is), ``hidden_cosine_loss`` (for one layer pair) and the
 total of ``triple_loss``, restated here on names and plain tensors (``_sources``, ``_cosine``,
 ``_triple``, with ``course_lib.losses.soft_target_kl``): importing ``course_lib.distilbert`` imports
-transformers (about 3 s), which every grading would pay. ``tests/test_grading_ex08_distilbert.py``
+transformers (about 3 s), which every grading would pay. ``tests/grading/test_ex08_distilbert.py``
 pins the restatements to ``course_lib.distilbert`` and the names ``bert_keys`` writes to a real tiny
 BERT's. Besides the values: 12-layer teachers (two-digit layer numbers), every layer kept, one layer
 kept, the names in another order; padding that changes nothing, the real tokens packed into one
@@ -23,6 +23,9 @@ means, a sum, a division by ``B * S``, the mask inverted, the MSE or the unnorma
 the reverse KL, the CE at temperature ``T``, the KL summed over the batch or divided by ``B * C``
 (``F.kl_div``'s default), the kd and ce weights swapped or the weights normalised, the cosine term
 over the padding, as ``cos`` or left out, a term computed although its weight is 0.
+
+Over 500 lines because one exercise file's checks are one idea: they grade one file and share its
+inputs and the helpers that name its mistakes.
 """
 from __future__ import annotations
 
@@ -31,8 +34,9 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from course_lib.grading_checks import (check, close, close_naming, expect_value_error, randint, randn, student_error,
-                                       value_naming)
+from course_lib.grading.checks.helpers import (close, close_naming, expect_value_error, randint, randn, student_error,
+                                               value_naming)
+from course_lib.grading.checks.registry import check
 from course_lib.losses import soft_target_kl
 
 M = "ex08_distilbert"
@@ -181,7 +185,7 @@ def _sources_cases(cases, f) -> None:
         _sources_close(_call(f, (keys, kept), what), keys, kept, what)
 
 
-# (teacher layers, kept_layers) of each check; tests/test_grading_ex08_distilbert.py runs layer_copy_map on them.
+# (teacher layers, kept_layers) of each check; tests/grading/test_ex08_distilbert.py runs layer_copy_map on them.
 SOURCE_CASES = [(6, (0, 2, 4)), (6, (1, 3, 5)), (4, (1, 2)), (6, [0, 3]), (6, (2, 3, 5))]
 TWELVE_LAYER_CASES = [(12, (0, 2, 4, 7, 9, 11)), (12, (1, 5, 10)), (12, [1, 11])]
 LIMIT_SOURCE_CASES = [(6, (0, 1, 2, 3, 4, 5)), (6, (5,)), (1, (0,))]

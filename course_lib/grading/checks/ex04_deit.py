@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import deit as reference
-from course_lib.grading_checks import (as_tensor, check, close, close_naming, expect_value_error, randint, randn,
-                                       scalar, student_error, tensors_close, value_naming)
+from course_lib.grading.checks.helpers import (as_tensor, close, close_naming, expect_value_error, randint, randn,
+                                               scalar, student_error, tensors_close, value_naming)
+from course_lib.grading.checks.registry import check
 from course_lib.losses import soft_target_kl
 
 M = "ex04_deit"

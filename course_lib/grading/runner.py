@@ -1,10 +1,12 @@
 """The child side of the autograder: run one answer file's functions on inputs the grader sends.
 
-This file is executed by path (``python -I -B .../grading_runner.py ANSWER ...``) in a fresh
+This file is executed by path (``python -I -B .../runner.py ANSWER ...``, from a copy) in a fresh
 process, one per answer file; it must never import ``course_lib`` (the reference answers live
-there) and imports nothing but the standard library and ``torch``. ``course_lib.grading`` (the
-parent) starts it, sends calls, compares what comes back with the reference and awards the
-points: nothing here decides a score.
+there) and imports nothing but the standard library and ``torch``. The grader (the parent,
+``course_lib.grading.sandbox.Child``) starts it, sends calls, compares what comes back with the
+reference and awards the points: nothing here decides a score. The grader also imports this file
+as ``course_lib.grading.runner`` for the protocol's constants and the model helpers it shares with
+the child (``build_layers``, ``build_module``, ``MODULE_KEY``).
 
 Protocol: frames of an 8-byte big-endian length followed by a ``torch.save`` payload that
 ``torch.load(weights_only=True)`` accepts (dicts, lists, str, numbers, tensors). The frames travel
@@ -51,7 +53,7 @@ Guards installed before the answer runs (a ``sys.addaudithook`` hook cannot be r
 The hook makes a misbehaving answer fail loudly; on its own it is a list of intercepted calls, not
 a boundary. Where Linux allows it, the parent therefore starts this process in its own mount,
 process and network namespaces with a root file system holding only python, torch, this file (a
-copy), the answer file and the working folder (``course_lib.grading``, ``isolation()``): the
+copy), the answer file and the working folder (``course_lib.grading.sandbox``, ``isolation()``): the
 reference answers, other submissions and the grader's ``/proc`` entries do not exist for it,
 whatever call reaches for them. The parent's wall-clock kill of the whole process group and the
 rlimits also bind any grandchild.

@@ -1,16 +1,31 @@
-"""Mutation tests of the graded exercises, shared by tests/test_grading_exNN.py.
+"""Mutation tests of the graded exercises, shared by tests/grading/test_exNN*.py.
 
-A test file defines ``MUTATIONS`` (name -> ``(function, [(old, new), ...], checks that must fail,
-text the failure message must contain)``) and ``GROUPS`` (lists of mutation names applied together
-to the reference solution, at most one per function). These helpers check that table and grade a
-mutated solution.
+A test file describes its exercise's mutations: ``MUTATIONS`` (name -> ``(function, [(old, new), ...],
+checks that must fail, text the failure message must contain)``) and ``GROUPS`` (lists of mutation
+names applied together to the reference solution, at most one per function, so one child grades
+several mistakes), and runs the tests every graded exercise shares by subclassing
+``MutationTests``::
+
+    class TestMutations(MutationTests):
+        module = MODULE
+        mutations = MUTATIONS
+        groups = GROUPS
+        points = {"attention_map": 7, ...}   # points per graded function
+        exactly = True                       # each mutation fails only its checks in its function
+
+which checks the table (``check_groups``), the points per function, that each group of mistakes
+loses exactly the points of the checks it is about with a message naming each mistake
+(``grade_mutated``, ``assert_mistakes_named``), and that the reference solution earns every point
+while the generated stub earns none (``assert_solution_full_and_stub_zero``). The helpers are
+also there for a file's own tests (``grade_text``, ``assert_inputs_modified``).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from course_lib.grading import UNPAID, grade
-from course_lib.grading_checks import CHECKS
+from course_lib.grading.checks import CHECKS
+from course_lib.paths import exercises_dir, solutions_dir
 
 
 def check_groups(module: str, mutations: dict, groups: list[list[str]]) -> None:
@@ -67,7 +82,7 @@ def assert_mistakes_named(report, module: str, mutations: dict, group: list[str]
     assert not any(report.flags().values()), report.flags()
     if exactly:
         # a property or rejects check that passed but is not paid (its function passed no value check:
-        # course_lib.grading._paid_with_a_value) did not fail on its own; every other failure must be listed
+        # course_lib.grading.grader._paid_with_a_value) did not fail on its own; every other failure must be listed
         unpaid = {r.check for r in report.rows if r.message.startswith(UNPAID)}
         for name in group:
             function, _, must_fail, _ = mutations[name]
@@ -79,9 +94,50 @@ def assert_mistakes_named(report, module: str, mutations: dict, group: list[str]
 
 def assert_solution_full_and_stub_zero(module: str, solution: Path, stubs: Path, total: int = 20) -> None:
     """The reference solution earns every point without a flag; the generated stub earns none, every
-    graded check saying "not implemented" (test_grading.py covers all modules at once; this grades one)."""
+    graded check saying "not implemented" (test_grader.py covers all modules at once; this grades one)."""
     report = grade(solution.parent, only=module)
     assert report.earned == report.total == total and not any(report.flags().values()), report.table(verbose=True)
     stub = grade(stubs, only=module)
     graded = [r for r in stub.rows if r.points]
     assert stub.earned == 0 and graded and all(r.message.startswith("not implemented") for r in graded)
+
+
+def assert_inputs_modified(report, module: str, rows) -> None:
+    """``rows`` (the checks of an answer that modifies its inputs in place) are there, each scored zero
+    with a message that says "in place", and the file's only flag is "inputs modified"."""
+    assert rows and all(r.earned == 0 and "in place" in r.message for r in rows), report.table(verbose=True)
+    assert report.flags() == {module: ["inputs modified"]}
+
+
+class MutationTests:
+    """The tests every graded exercise's test file runs (see the module docstring); a subclass named
+    ``Test...`` sets ``module``, ``mutations``, ``groups``, ``points`` and ``exactly``."""
+
+    module: str
+    mutations: dict
+    groups: list[list[str]]
+    points: dict[str, int]
+    exactly: bool = True
+    total: int = 20
+
+    @property
+    def solution(self) -> Path:
+        return solutions_dir() / f"{self.module}.py"
+
+    def pytest_generate_tests(self, metafunc) -> None:  # pytest calls a test class's own hook too
+        if "group" in metafunc.fixturenames:
+            metafunc.parametrize("group", self.groups, ids="+".join)
+
+    def test_groups_cover_every_mutation_once_and_each_function_at_most_once(self):
+        check_groups(self.module, self.mutations, self.groups)
+
+    def test_points_per_function(self):
+        assert points_per_function(self.module) == self.points
+        assert sum(self.points.values()) == self.total
+
+    def test_a_wrong_answer_loses_points_with_a_message_naming_its_mistake(self, tmp_path, group):
+        report = grade_mutated(tmp_path, self.module, self.solution, self.mutations, group)
+        assert_mistakes_named(report, self.module, self.mutations, group, exactly=self.exactly)
+
+    def test_the_solution_gets_full_marks_and_the_stub_zero(self):
+        assert_solution_full_and_stub_zero(self.module, self.solution, exercises_dir(), self.total)

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import features as reference
-from course_lib.grading_checks import (as_tensor, check, close, close_naming, randn, scalar, student_error,
-                                      value_naming)
+from course_lib.grading.checks.helpers import as_tensor, close, close_naming, randn, scalar, student_error, value_naming
+from course_lib.grading.checks.registry import check
 
 M = "ex03_feature_distillation"
 

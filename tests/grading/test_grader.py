@@ -1,13 +1,13 @@
-"""The exercise generator and the autograder (course_lib.grading).
+"""The autograder (course_lib.grading: grader, report, cli): the course's own folders, mutations,
+the static scan, the command line. The generator is in test_generate.py.
 
 Grading runs each answer file in a child process (about 2 s each, mostly importing torch), so the
 reference folders are graded once per module (fixtures) and mutations are grouped, several per
-file. The cheats the in-process grader let through are in test_grading_isolation.py.
+file. The cheats the in-process grader let through are in test_isolation.py.
 """
 from __future__ import annotations
 
 import ast
-import filecmp
 import shutil
 import sys
 from pathlib import Path
@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from course_lib import grading
-from course_lib.grading import MarkerError, check_exercises_in_sync, generate_exercises, grade, strip_solutions
-from course_lib.grading_checks import CHECKS
+from course_lib.grading import CHECKS, grade, grader
 from course_lib.paths import exercises_dir, project_root, solutions_dir
 
 ROOT = project_root()
@@ -81,29 +80,6 @@ def test_stubs_score_exactly_zero(stubs_report, solutions_report):
     assert graded and all(r.message.startswith("not implemented") for r in graded), report.table()
 
 
-def test_exercises_are_in_sync_with_solutions(tmp_path):
-    assert check_exercises_in_sync() == [], "run `python -m course_lib.grading generate`"
-    generate_exercises(SOLUTIONS, tmp_path)
-    expected = sorted(p.name for p in SOLUTIONS.glob("*.py"))
-    assert sorted(p.name for p in tmp_path.glob("*.py")) == expected
-    assert sorted(p.name for p in EXERCISES.glob("*.py")) == expected
-    for name in expected:
-        assert filecmp.cmp(tmp_path / name, EXERCISES / name, shallow=False), name
-
-
-def test_exercises_keep_everything_but_the_solutions():
-    for path in SOLUTIONS.glob("*.py"):
-        solution, exercise = path.read_text(), (EXERCISES / path.name).read_text()
-        assert exercise.startswith(f"# GENERATED from solutions/{path.name} by `python -m course_lib.grading generate`")
-        assert "### BEGIN SOLUTION" not in exercise and "### END SOLUTION" not in exercise
-        assert solution.count("### BEGIN SOLUTION") == exercise.count('raise NotImplementedError("Exercise: ')
-
-        def docs(text):  # the docstrings (the task statements) survive unchanged
-            return {n.name: ast.get_docstring(n) for n in ast.walk(ast.parse(text)) if isinstance(n, ast.FunctionDef)}
-        assert docs(solution) == docs(exercise)
-        assert all(docs(solution).values())
-
-
 def test_answers_never_run_in_the_graders_process(solutions_report, stubs_report):
     answers = {str(p.resolve()) for folder in (SOLUTIONS, EXERCISES) for p in folder.glob("*.py")}
     loaded = {str(Path(m.__file__).resolve()) for m in list(sys.modules.values())
@@ -136,17 +112,18 @@ def test_a_patch_of_the_grader_from_an_answer_does_not_reach_the_kernel(tmp_path
     folder.mkdir()
     (folder / "ex01_dark_knowledge.py").write_text(
         "import sys\nimport torch\n"
-        "g = sys.modules.get('course' + '_lib.grading')\n"
-        "if g is not None:\n"
-        "    g._run_check = lambda c, *a, **k: (g.Row(c.module, c.name, c.function, c.points, c.points, 'ok'), None)\n"
-        "    g.grade = None\n"
+        "for name in ('course' + '_lib.grading', 'course' + '_lib.grading.grader'):\n"
+        "    g = sys.modules.get(name)\n"
+        "    if g is not None:\n"
+        "        g._run_check = lambda c, *a, **k: (g.Row(c.module, c.name, c.function, c.points, c.points, 'ok'), None)\n"
+        "        g.grade = None\n"
         "def softmax_with_temperature(z, t):\n    return torch.zeros(())\n"
         "def entropy(p):\n    return torch.zeros(())\n"
         "def soft_target_similarity(p, y, c):\n    return torch.zeros(())\n")
-    before = (grading._run_check, grading.grade)
+    before = (grader._run_check, grader.grade, grading.grade)
     report = grade(folder, only="ex01")
     assert report.earned == 0, report.table(verbose=True)
-    assert (grading._run_check, grading.grade) == before
+    assert (grader._run_check, grader.grade, grading.grade) == before
 
 
 # --------------------------------------------------------------------------- the checks can fail
@@ -285,94 +262,6 @@ def test_a_crashing_or_printing_answer_only_loses_its_checks(tmp_path, capsys):
     assert "debug" not in out.out + out.err and "T <= 0" not in out.out + out.err
 
 
-# --------------------------------------------------------------------------- the generator
-
-NESTED = '''\
-class Model:
-    def forward(self, x):
-        """Docstring kept."""
-        if x is not None:
-            ### BEGIN SOLUTION
-            y = x + 1
-            if y > 2:
-                return y
-            ### END SOLUTION
-        return None
-
-    def helper(self):
-        ### BEGIN SOLUTION
-        return 42
-        ### END SOLUTION
-
-
-def top():
-    return "untouched"
-'''
-
-
-def test_generator_keeps_the_markers_indentation():
-    out = strip_solutions(NESTED)
-    assert "y = x + 1" not in out and "return 42" not in out
-    assert '            raise NotImplementedError("Exercise: implement forward()")\n' in out
-    assert '        raise NotImplementedError("Exercise: implement helper()")\n' in out
-    assert '            # YOUR CODE HERE\n' in out
-    assert '        return None\n' in out and 'return "untouched"' in out and '"""Docstring kept."""' in out
-    namespace: dict = {}
-    exec(compile(out, "<generated>", "exec"), namespace)
-    with pytest.raises(NotImplementedError, match="helper"):
-        namespace["Model"]().helper()
-    assert namespace["Model"]().forward(None) is None
-    assert strip_solutions("x = 1\n") == "x = 1\n"  # no markers: unchanged
-
-
-def test_generator_keeps_crlf_line_endings():
-    out = strip_solutions(NESTED.replace("\n", "\r\n"))
-    assert "\n" not in out.replace("\r\n", "")
-
-
-@pytest.mark.parametrize("text, error", [
-    ("def f():\n    ### BEGIN SOLUTION\n    return 1\n", "never closed"),
-    ("def f():\n    return 1\n    ### END SOLUTION\n", "without a matching"),
-    ("def f():\n    ### BEGIN SOLUTION\n    ### BEGIN SOLUTION\n    ### END SOLUTION\n", "nested"),
-    ("def f():\n    ### BEGIN SOLUTION\n    return 1\n### END SOLUTION\n", "indented differently"),
-    ("def f():\n    ## BEGIN SOLUTION\n    return 1\n", "malformed"),
-    ("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### end solution\n", "malformed"),
-])
-def test_generator_rejects_bad_markers(text, error):
-    with pytest.raises(MarkerError, match=error):
-        strip_solutions(text, "f.py")
-
-
-def test_bad_markers_leave_exercises_untouched(tmp_path):
-    src, dst = tmp_path / "solutions", tmp_path / "exercises"
-    src.mkdir()
-    (src / "a.py").write_text("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n")
-    generate_exercises(src, dst)
-    before = (dst / "a.py").read_text()
-    (src / "b.py").write_text("def g():\n    ### BEGIN SOLUTION\n    return 2\n")
-    with pytest.raises(MarkerError, match="b.py:2"):
-        generate_exercises(src, dst)
-    assert (dst / "a.py").read_text() == before and not (dst / "b.py").exists()
-
-
-def test_check_sync_reports_missing_edited_and_stale_files(tmp_path):
-    src, dst = tmp_path / "solutions", tmp_path / "exercises"
-    shutil.copytree(SOLUTIONS, src)
-    shutil.copy(src / "ex01_dark_knowledge.py", src / "ex09_gone.py")
-    generate_exercises(src, dst)
-    assert check_exercises_in_sync(src, dst) == []
-    (src / "ex09_gone.py").unlink()  # its generated exercise is now stale
-    (dst / "ex01_dark_knowledge.py").write_text("# edited by hand\n")
-    (dst / "ex02_kd_loss.py").unlink()
-    (dst / "notes.py").write_text("# a file the generator did not write is left alone\n")
-    problems = " ".join(check_exercises_in_sync(src, dst))
-    assert "out of date" in problems and "missing" in problems and "stale" in problems
-    assert "notes.py" not in problems
-    generate_exercises(src, dst)  # regenerating fixes all three and removes the stale file
-    assert check_exercises_in_sync(src, dst) == []
-    assert not (dst / "ex09_gone.py").exists() and (dst / "notes.py").exists()
-
-
 # --------------------------------------------------------------------------- command line
 
 def test_cli_grade_exit_codes(capsys):
@@ -384,19 +273,6 @@ def test_cli_grade_exit_codes(capsys):
     assert grading.main(["grade", str(EXERCISES), "--only", "ex01", "--min-score", "0.5"]) == 1
     assert "0.0%" in capsys.readouterr().out
     assert grading.main([str(ROOT / "no-such-folder")]) == 2
-
-
-def test_cli_sync_exit_codes(tmp_path, capsys):
-    assert grading.main(["check-sync"]) == 0
-    src, dst = tmp_path / "solutions", tmp_path / "exercises"
-    shutil.copytree(SOLUTIONS, src)
-    assert grading.main(["check-sync", "--src", str(src), "--dst", str(dst)]) == 1
-    assert grading.main(["generate", "--src", str(src), "--dst", str(dst)]) == 0
-    assert grading.main(["check-sync", "--src", str(src), "--dst", str(dst)]) == 0
-    with (src / "ex01_dark_knowledge.py").open("a") as f:
-        f.write("\n\ndef extra():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n")
-    assert grading.main(["check-sync", "--src", str(src), "--dst", str(dst)]) == 1
-    assert "out of date" in capsys.readouterr().out
 
 
 def test_class_gradebook_columns(tmp_path, capsys):

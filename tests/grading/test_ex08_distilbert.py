@@ -4,7 +4,7 @@ course_lib.distilbert's layer_copy_map, hidden_cosine_loss and triple_loss on na
 (the check module does not import course_lib.distilbert, which imports transformers), and the tests
 below pin them to it, on tiny BERTs.
 
-The generic tests (test_grading.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
+The generic tests (test_grader.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
 here each wrong answer is a copy of solutions/ex08_distilbert.py with text replaced. A group breaks
 each of the three functions at most once, so one child process grades up to three mistakes, and a
 mistake in one function costs nothing in the others.
@@ -14,10 +14,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_lib.grading_checks import ex08_distilbert as checks
-from course_lib.paths import exercises_dir, solutions_dir
-from _mutations import (assert_mistakes_named, assert_solution_full_and_stub_zero, check_groups, grade_mutated,
-                        points_per_function)
+from course_lib.grading.checks import ex08_distilbert as checks
+from course_lib.paths import solutions_dir
+from _mutations import MutationTests
 
 MODULE = "ex08_distilbert"
 SOLUTION = solutions_dir() / f"{MODULE}.py"
@@ -210,18 +209,11 @@ GROUPS = [
 ]
 
 
-def test_groups_cover_every_mutation_once_and_each_function_at_most_once():
-    check_groups(MODULE, MUTATIONS, GROUPS)
-
-
-def test_points_per_function():
-    assert points_per_function(MODULE) == {"student_layer_sources": 7, "hidden_cosine_loss": 7, "triple_loss": 6}
-
-
-@pytest.mark.parametrize("group", GROUPS, ids="+".join)
-def test_a_wrong_answer_loses_points_with_a_message_naming_its_mistake(tmp_path, group):
-    report = grade_mutated(tmp_path, MODULE, SOLUTION, MUTATIONS, group)
-    assert_mistakes_named(report, MODULE, MUTATIONS, group, exactly=True)
+class TestMutations(MutationTests):
+    module = MODULE
+    mutations = MUTATIONS
+    groups = GROUPS
+    points = {"student_layer_sources": 7, "hidden_cosine_loss": 7, "triple_loss": 6}
 
 
 # --------------------------------------------------------------------------- the references and the inputs
@@ -296,7 +288,3 @@ def test_the_triple_reference_is_triple_loss_and_its_mistakes_are_told_apart():
         torch.testing.assert_close(expected, db.triple_loss(*inputs, temperature=2.0, weights=weights)[0], msg=note)
         torch.testing.assert_close(expected, checks._triple(*inputs, 2.0, weights), msg=note)
     assert db.DEFAULT_WEIGHTS == checks.DEFAULT_WEIGHTS
-
-
-def test_the_solution_gets_full_marks_and_the_stub_zero():
-    assert_solution_full_and_stub_zero(MODULE, SOLUTION, exercises_dir())

@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.engine import RunSpec, freeze
-from course_lib.grading_checks import (ModuleReport, as_tensor, build, check, close, close_naming, expect_value_error,
-                                       module_arg, randint, randn, tensors_close)
+from course_lib.grading.base import ModuleReport
+from course_lib.grading.checks.helpers import (as_tensor, build, close, close_naming, expect_value_error, module_arg,
+                                               randint, randn, tensors_close)
+from course_lib.grading.checks.registry import check
 from course_lib.losses import soft_target_kl
 from course_lib.online import MutualLearning
 

@@ -1,20 +1,14 @@
 """The ex03 checks (feature distillation) fail wrong answers, and name their mistakes.
 
-The generic tests (test_grading.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
+The generic tests (test_grader.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
 here each wrong answer is a copy of solutions/ex03_feature_distillation.py with text replaced.
 A group breaks each of the three functions at most once, so one child process grades three
 mistakes (about 3 s per group), and a mistake in one function costs nothing in the others.
 """
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
-import pytest
-
-from course_lib.grading import grade
 from course_lib.paths import solutions_dir
-from _mutations import assert_mistakes_named, check_groups, grade_mutated
+from _mutations import MutationTests, assert_inputs_modified, grade_text
 
 MODULE = "ex03_feature_distillation"
 SOLUTION = solutions_dir() / f"{MODULE}.py"
@@ -71,24 +65,17 @@ GROUPS = [["attention_without_abs", "hint_adapter_on_the_teacher_side", "rkd_wit
           ["hint_sum_not_mean"]]
 
 
-def test_groups_cover_every_mutation_once_and_each_function_at_most_once():
-    check_groups(MODULE, MUTATIONS, GROUPS)
-
-
-@pytest.mark.parametrize("group", GROUPS, ids="+".join)
-def test_a_wrong_answer_loses_points_with_a_message_naming_its_mistake(tmp_path, group):
-    report = grade_mutated(tmp_path, MODULE, SOLUTION, MUTATIONS, group)
-    assert_mistakes_named(report, MODULE, MUTATIONS, group)
+class TestMutations(MutationTests):
+    module = MODULE
+    mutations = MUTATIONS
+    groups = GROUPS
+    points = {"attention_map": 7, "hint_loss_with_adapter": 7, "rkd_distance_loss": 6}
+    exactly = False
 
 
 def test_an_in_place_attention_map_scores_zero_on_its_checks(tmp_path):
-    folder = tmp_path / "answer"
-    folder.mkdir()
-    shutil.copy(SOLUTION, folder)
-    path = Path(folder / SOLUTION.name)
-    path.write_text(path.read_text().replace("features.abs().pow(p)", "features.abs_().pow(p)"))
-    report = grade(folder, only=MODULE)
+    text = SOLUTION.read_text().replace("features.abs().pow(p)", "features.abs_().pow(p)")
+    report = grade_text(tmp_path, MODULE, SOLUTION.name, text)
     rows = [r for r in report.rows if r.function == "attention_map"]
-    assert rows and all(r.earned == 0 and "in place" in r.message for r in rows), report.table(verbose=True)
-    assert report.flags() == {MODULE: ["inputs modified"]}
+    assert_inputs_modified(report, MODULE, rows)
     assert report.earned == report.total - sum(r.points for r in rows)

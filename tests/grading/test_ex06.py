@@ -2,7 +2,7 @@
 and name their mistakes; their references are course_lib.llm_losses' token_kd_loss, token_divergence
 and shift_for_causal_lm.
 
-The generic tests (test_grading.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
+The generic tests (test_grader.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
 here each wrong answer is a copy of solutions/ex06_llm_distillation.py with text replaced. A group
 breaks each of the three functions at most once, so one child process grades up to three mistakes,
 and a mistake in one function costs nothing in the others.
@@ -16,11 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.grading import UNPAID
-from course_lib.grading_checks import ex06_llm_distillation as checks
+from course_lib.grading.checks import ex06_llm_distillation as checks
 from course_lib.llm_losses import shift_for_causal_lm, token_divergence, token_kd_loss
-from course_lib.paths import exercises_dir, solutions_dir
-from _mutations import (assert_mistakes_named, assert_solution_full_and_stub_zero, check_groups, grade_mutated,
-                        grade_text, points_per_function)
+from course_lib.paths import solutions_dir
+from _mutations import MutationTests, assert_inputs_modified, grade_text
 
 MODULE = "ex06_llm_distillation"
 SOLUTION = solutions_dir() / f"{MODULE}.py"
@@ -148,18 +147,11 @@ GROUPS = [
 ]
 
 
-def test_groups_cover_every_mutation_once_and_each_function_at_most_once():
-    check_groups(MODULE, MUTATIONS, GROUPS)
-
-
-def test_points_per_function():
-    assert points_per_function(MODULE) == {"masked_token_kl": 8, "generalized_jsd": 8, "causal_shift": 4}
-
-
-@pytest.mark.parametrize("group", GROUPS, ids="+".join)
-def test_a_wrong_answer_loses_points_with_a_message_naming_its_mistake(tmp_path, group):
-    report = grade_mutated(tmp_path, MODULE, SOLUTION, MUTATIONS, group)
-    assert_mistakes_named(report, MODULE, MUTATIONS, group, exactly=True)
+class TestMutations(MutationTests):
+    module = MODULE
+    mutations = MUTATIONS
+    groups = GROUPS
+    points = {"masked_token_kl": 8, "generalized_jsd": 8, "causal_shift": 4}
 
 
 def test_answers_that_modify_their_inputs_in_place_score_zero_on_those_checks(tmp_path):
@@ -174,12 +166,12 @@ def test_answers_that_modify_their_inputs_in_place_score_zero_on_those_checks(tm
     report = grade_text(tmp_path, MODULE, SOLUTION.name, text)
     unchanged = {"jsd_rejects_bad_inputs", "shift_pairs_each_prediction_with_the_next_token"}
     rows = [r for r in report.rows if r.function in ("generalized_jsd", "causal_shift") and r.check not in unchanged]
-    assert len(rows) == 4 and all(r.earned == 0 and "in place" in r.message for r in rows), report.table(verbose=True)
-    # the JSD rejects bad input, but with no value check passed that is not paid (grading._paid_with_a_value)
+    assert len(rows) == 4, report.table(verbose=True)
+    assert_inputs_modified(report, MODULE, rows)
+    # the JSD rejects bad input, but with no value check passed that is not paid (grader._paid_with_a_value)
     (rejects,) = [r for r in report.rows if r.check == "jsd_rejects_bad_inputs"]
     assert rejects.earned == 0 and rejects.message.startswith(UNPAID), rejects
     unchanged.discard("jsd_rejects_bad_inputs")
-    assert report.flags() == {MODULE: ["inputs modified"]}
     assert all(r.earned == r.points for r in report.rows if r.function == "masked_token_kl" or r.check in unchanged)
 
 
@@ -295,7 +287,3 @@ def test_the_shift_reference_and_its_mistakes_on_the_check_inputs():
         for name, wrong in mistakes.items():
             assert torch.equal(wrong, expected) == name.startswith(same), name
         assert not torch.equal(next(v for k, v in mistakes.items() if k.startswith(differ)), expected)
-
-
-def test_the_solution_gets_full_marks_and_the_stub_zero():
-    assert_solution_full_and_stub_zero(MODULE, SOLUTION, exercises_dir())

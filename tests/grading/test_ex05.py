@@ -1,26 +1,24 @@
 """The ex05 checks (born-again teacher, mutual-learning losses, ensemble prediction) fail wrong
 answers, and name their mistakes; the model arguments and reports they rely on work.
 
-The generic tests (test_grading.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
+The generic tests (test_grader.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
 here each wrong answer is a copy of solutions/ex05_born_again.py with text replaced. A group breaks
 each of the three functions at most once, so one child process grades up to three mistakes, and a
 mistake in one function costs nothing in the others.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from course_lib import grading_runner
-from course_lib.grading_checks import build, module_arg
-from course_lib.grading_checks import ex05_born_again as checks
+from course_lib.grading import runner
+from course_lib.grading.checks import build, module_arg
+from course_lib.grading.checks import ex05_born_again as checks
 from course_lib.online import ensemble_logits
-from course_lib.paths import exercises_dir, solutions_dir
-from _mutations import (assert_mistakes_named, assert_solution_full_and_stub_zero, check_groups, grade_mutated,
-                        grade_text, points_per_function)
+from course_lib.paths import solutions_dir
+from _mutations import MutationTests, assert_inputs_modified, grade_text
 
 MODULE = "ex05_born_again"
 SOLUTION = solutions_dir() / f"{MODULE}.py"
@@ -124,22 +122,11 @@ GROUPS = [
 ]
 
 
-def test_groups_cover_every_mutation_once_and_each_function_at_most_once():
-    check_groups(MODULE, MUTATIONS, GROUPS)
-
-
-def test_points_per_function():
-    assert points_per_function(MODULE) == {"frozen_teacher": 7, "mutual_learning_losses": 8, "ensemble_predict": 5}
-
-
-def _grade_text(tmp_path: Path, text: str):
-    return grade_text(tmp_path, MODULE, SOLUTION.name, text)
-
-
-@pytest.mark.parametrize("group", GROUPS, ids="+".join)
-def test_a_wrong_answer_loses_points_with_a_message_naming_its_mistake(tmp_path, group):
-    report = grade_mutated(tmp_path, MODULE, SOLUTION, MUTATIONS, group)
-    assert_mistakes_named(report, MODULE, MUTATIONS, group, exactly=True)
+class TestMutations(MutationTests):
+    module = MODULE
+    mutations = MUTATIONS
+    groups = GROUPS
+    points = {"frozen_teacher": 7, "mutual_learning_losses": 8, "ensemble_predict": 5}
 
 
 def test_answers_that_modify_their_inputs_in_place_score_zero_on_those_checks(tmp_path):
@@ -148,15 +135,14 @@ def test_answers_that_modify_their_inputs_in_place_score_zero_on_those_checks(tm
     text = SOLUTION.read_text()
     text = text.replace(EVAL, EVAL + "\n    for p in model.parameters():\n        p.data.zero_()")
     text = text.replace(STACK, "stacked = torch.stack([z.sub_(z.amax(dim=-1, keepdim=True)) for z in logits_list])")
-    report = _grade_text(tmp_path, text)
+    report = grade_text(tmp_path, MODULE, SOLUTION.name, text)
     for function in ("frozen_teacher", "ensemble_predict"):
         rows = [r for r in report.rows if r.function == function and r.check != "ensemble_rejects_bad_inputs"]
-        assert rows and all(r.earned == 0 and "in place" in r.message for r in rows), report.table(verbose=True)
+        assert_inputs_modified(report, MODULE, rows)
     teacher = next(r for r in report.rows if r.check == "teacher_is_a_new_module")
     assert "the values of 0.weight" in teacher.message, teacher.message
     ensemble = next(r for r in report.rows if r.check == "ensemble_matches_mean_logits")
     assert "argument 1: item 0" in ensemble.message, ensemble.message
-    assert report.flags() == {MODULE: ["inputs modified"]}
     assert all(r.earned == r.points for r in report.rows if r.function == "mutual_learning_losses")
 
 
@@ -237,27 +223,23 @@ def test_module_args_are_deterministic_and_leave_the_global_generator_alone():
     x = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(model(x), frozen(x))   # BatchNorm and Dropout: the mode matters
     with pytest.raises(ValueError, match="unknown layer"):
-        grading_runner.build_layers(torch, [["Linear", [2, 2]], ["Module", []]])
+        runner.build_layers(torch, [["Linear", [2, 2]], ["Module", []]])
 
 
 def test_module_reports_and_what_an_answer_cannot_forge():
     model = build(module_arg(checks.CNN, 5))
-    report = grading_runner.module_report(torch, model)["__module__"]
+    report = runner.module_report(torch, model)["__module__"]
     assert report["id"] == id(model) and report["training"][""] is True
     assert set(report["state"]) == set(model.state_dict()) and set(report["requires_grad"]) == {
         n for n, _ in model.named_parameters()}
     assert report["storage"]["0.weight"] == model[0].weight.untyped_storage().data_ptr()
-    assert grading_runner.encode(torch, model).keys() == {"__module__"}
+    assert runner.encode(torch, model).keys() == {"__module__"}
     forged = {"__module__": {"id": 1, "training": {}, "requires_grad": {}, "state": {}, "storage": {}}}
-    assert grading_runner.encode(torch, forged) == {"__opaque__": "builtins.dict"}
+    assert runner.encode(torch, forged) == {"__opaque__": "builtins.dict"}
     # the probe: a deep copy's outputs survive re-initialising the original, a shallow copy's do not
     import copy
     x = torch.randn(2, 2, 6, 6, generator=torch.Generator().manual_seed(1))
     for make, same in ((copy.deepcopy, True), (copy.copy, False)):
         original = build(module_arg(checks.CNN, 6))
-        probe = grading_runner.probe_module(torch, make(original), [original], x)
+        probe = runner.probe_module(torch, make(original), [original], x)
         assert torch.equal(probe["before"], probe["after"]) == same
-
-
-def test_the_solution_gets_full_marks_and_the_stub_zero():
-    assert_solution_full_and_stub_zero(MODULE, SOLUTION, exercises_dir())

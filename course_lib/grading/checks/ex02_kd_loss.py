@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import losses as reference
-from course_lib.grading_checks import as_tensor, check, close, matches, randint, randn, scalar
+from course_lib.grading.checks.helpers import as_tensor, close, matches, randint, randn, scalar
+from course_lib.grading.checks.registry import check
 
 M = "ex02_kd_loss"
 

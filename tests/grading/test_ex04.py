@@ -1,24 +1,20 @@
 """The ex04 checks (DeiT: distillation token, hard and soft distillation, prediction) fail wrong
 answers, and name their mistakes.
 
-The generic tests (test_grading.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
+The generic tests (test_grader.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
 here each wrong answer is a copy of solutions/ex04_deit.py with text replaced. A group breaks each
 of the four functions at most once, so one child process grades up to four mistakes (about 3 s per
 group), and a mistake in one function costs nothing in the others.
 """
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 
-import pytest
 import torch
 
-from course_lib.grading import grade
-from course_lib.grading_checks import randn
-from course_lib.grading_checks import ex04_deit as checks
+from course_lib.grading.checks import randn
+from course_lib.grading.checks import ex04_deit as checks
 from course_lib.paths import solutions_dir
-from _mutations import assert_mistakes_named, check_groups, grade_mutated, points_per_function
+from _mutations import MutationTests, assert_inputs_modified, grade_text
 
 MODULE = "ex04_deit"
 SOLUTION = solutions_dir() / f"{MODULE}.py"
@@ -112,13 +108,12 @@ GROUPS = [
 ]
 
 
-def test_groups_cover_every_mutation_once_and_each_function_at_most_once():
-    check_groups(MODULE, MUTATIONS, GROUPS)
-
-
-def test_points_per_function():
-    assert points_per_function(MODULE) == {"insert_tokens": 6, "hard_distillation_loss": 6, "soft_distillation_loss": 5,
-                      "average_heads_prediction": 3}
+class TestMutations(MutationTests):
+    module = MODULE
+    mutations = MUTATIONS
+    groups = GROUPS
+    points = {"insert_tokens": 6, "hard_distillation_loss": 6, "soft_distillation_loss": 5, "average_heads_prediction": 3}
+    exactly = False
 
 
 def test_the_token_reference_is_deits_embed_and_leaves_the_global_generator_alone():
@@ -133,20 +128,9 @@ def test_the_token_reference_is_deits_embed_and_leaves_the_global_generator_alon
         assert not torch.allclose(wrong, expected), mistake
 
 
-@pytest.mark.parametrize("group", GROUPS, ids="+".join)
-def test_a_wrong_answer_loses_points_with_a_message_naming_its_mistake(tmp_path, group):
-    report = grade_mutated(tmp_path, MODULE, SOLUTION, MUTATIONS, group)
-    assert_mistakes_named(report, MODULE, MUTATIONS, group)
-
-
 def test_an_in_place_prediction_scores_zero_on_its_checks(tmp_path):
-    folder = tmp_path / "answer"
-    folder.mkdir()
-    shutil.copy(SOLUTION, folder)
-    path = Path(folder / SOLUTION.name)
-    path.write_text(path.read_text().replace(PREDICTION, "return class_logits.add_(dist_logits).div_(2).argmax(dim=-1)"))
-    report = grade(folder, only=MODULE)
+    text = SOLUTION.read_text().replace(PREDICTION, "return class_logits.add_(dist_logits).div_(2).argmax(dim=-1)")
+    report = grade_text(tmp_path, MODULE, SOLUTION.name, text)
     rows = [r for r in report.rows if r.function == "average_heads_prediction"]
-    assert rows and all(r.earned == 0 and "in place" in r.message for r in rows), report.table(verbose=True)
-    assert report.flags() == {MODULE: ["inputs modified"]}
+    assert_inputs_modified(report, MODULE, rows)
     assert report.earned == report.total - sum(r.points for r in rows)

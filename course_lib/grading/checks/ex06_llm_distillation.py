@@ -25,8 +25,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from course_lib.grading_checks import (as_tensor, check, close, close_naming, expect_value_error, randint, randn,
-                                       student_error, tensors_close, value_naming)
+from course_lib.grading.checks.helpers import (as_tensor, close, close_naming, expect_value_error, randint, randn,
+                                               student_error, tensors_close, value_naming)
+from course_lib.grading.checks.registry import check
 from course_lib.llm_losses import shift_for_causal_lm, token_divergence, token_kd_loss
 from course_lib.losses import soft_target_kl
 

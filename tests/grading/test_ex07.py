@@ -2,7 +2,7 @@
 answers, and name their mistakes; their references are torch's own (MinMaxObserver,
 fake_quantize_per_tensor_affine, torch.save) and course_lib.compress.onnx_parity.
 
-The generic tests (test_grading.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
+The generic tests (test_grader.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
 here each wrong answer is a copy of solutions/ex07_quantization.py with text replaced. A group breaks
 each of the four functions at most once, so one child process grades up to four mistakes, and a
 mistake in one function costs nothing in the others.
@@ -15,11 +15,10 @@ import pytest
 import torch
 
 from course_lib.compress import size_on_disk
-from course_lib.grading_checks import build, module_arg
-from course_lib.grading_checks import ex07_quantization as checks
-from course_lib.paths import exercises_dir, solutions_dir
-from _mutations import (assert_mistakes_named, assert_solution_full_and_stub_zero, check_groups, grade_mutated,
-                        grade_text, points_per_function)
+from course_lib.grading.checks import build, module_arg
+from course_lib.grading.checks import ex07_quantization as checks
+from course_lib.paths import solutions_dir
+from _mutations import MutationTests, assert_inputs_modified, grade_text
 
 MODULE = "ex07_quantization"
 SOLUTION = solutions_dir() / f"{MODULE}.py"
@@ -132,19 +131,11 @@ GROUPS = [
 ]
 
 
-def test_groups_cover_every_mutation_once_and_each_function_at_most_once():
-    check_groups(MODULE, MUTATIONS, GROUPS)
-
-
-def test_points_per_function():
-    assert points_per_function(MODULE) == {"quantization_params": 5, "fake_quantize": 5, "serialized_bytes": 4,
-                                           "parity": 6}
-
-
-@pytest.mark.parametrize("group", GROUPS, ids="+".join)
-def test_a_wrong_answer_loses_points_with_a_message_naming_its_mistake(tmp_path, group):
-    report = grade_mutated(tmp_path, MODULE, SOLUTION, MUTATIONS, group)
-    assert_mistakes_named(report, MODULE, MUTATIONS, group, exactly=True)
+class TestMutations(MutationTests):
+    module = MODULE
+    mutations = MUTATIONS
+    groups = GROUPS
+    points = {"quantization_params": 5, "fake_quantize": 5, "serialized_bytes": 4, "parity": 6}
 
 
 def test_answers_that_modify_their_inputs_in_place_score_zero_on_those_checks(tmp_path):
@@ -156,8 +147,7 @@ def test_answers_that_modify_their_inputs_in_place_score_zero_on_those_checks(tm
     report = grade_text(tmp_path, MODULE, SOLUTION.name, text)
     for function in ("fake_quantize", "serialized_bytes"):
         rows = [r for r in report.rows if r.function == function]
-        assert rows and all(r.earned == 0 and "in place" in r.message for r in rows), report.table(verbose=True)
-    assert report.flags() == {MODULE: ["inputs modified"]}
+        assert_inputs_modified(report, MODULE, rows)
     assert all(r.earned == r.points for r in report.rows if r.function in ("quantization_params", "parity"))
 
 
@@ -275,8 +265,3 @@ def test_the_parity_hand_example_is_as_its_comment_says():
     assert checks._parity_reference(checks.HAND_REFERENCE, checks.HAND_CANDIDATE) == {
         "max_rel_error": pytest.approx(0.375), "top1_agreement": pytest.approx(50.0)}
     assert checks.HAND_REFERENCE.argmax(-1).tolist() == [0, 2] and checks.HAND_CANDIDATE.argmax(-1).tolist() == [0, 0]
-
-
-def test_the_solution_gets_full_marks_and_the_stub_zero():
-    assert_solution_full_and_stub_zero(MODULE, SOLUTION, exercises_dir())
-

@@ -1,6 +1,6 @@
 """The kinds of the autograder's checks (``check(..., kind=...)``) and the rule that pays a ``property``
 or ``rejects`` check only together with a passed ``value`` check of the same function
-(``course_lib.grading._paid_with_a_value``).
+(``course_lib.grading.grader._paid_with_a_value``).
 
 The degenerate answers below are the issue's: a file whose every function raises ``ValueError`` (which
 passes every "rejects bad input" check), ``kd_loss = student_logits.sum()`` (which passes the
@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from course_lib import grading
-from course_lib.grading import Row, grade
-from course_lib.grading_checks import CHECK_MODULES, CHECKS, KINDS, Check
+from course_lib.grading import Row, grade, grader
+from course_lib.grading.checks import CHECK_MODULES, CHECKS, KINDS, Check
 
 NOT_COUNTED = "not counted"
 # A comparison with a reference value: the shared helpers, or a module's own ``_xxx_close``.
@@ -70,14 +69,14 @@ def _row(c: Check, earned: int, message: str = "ok") -> Row:
 def test_kinds_rejects_without_a_passed_value_check_earns_nothing():
     value, rejects, prop = _check("v", "f", "value"), _check("r", "f", "rejects", 1), _check("p", "f", "property")
     failed_value = _row(value, 0, "f(x): expected 1, got 2")
-    rows = grading._paid_with_a_value([(value, failed_value), (rejects, _row(rejects, 1)), (prop, _row(prop, 2))])
+    rows = grader._paid_with_a_value([(value, failed_value), (rejects, _row(rejects, 1)), (prop, _row(prop, 2))])
     assert rows[0] == failed_value                                   # value rows are never changed
     for row in rows[1:]:
         assert row.earned == 0 and NOT_COUNTED in row.message and "f()" in row.message
         assert row.points in (1, 2)                                  # the points at stake stay visible
     # a function with no value row at all, and a value check of ANOTHER function that passed
     other = _check("v2", "g", "value")
-    rows = grading._paid_with_a_value([(other, _row(other, 2)), (rejects, _row(rejects, 1))])
+    rows = grader._paid_with_a_value([(other, _row(other, 2)), (rejects, _row(rejects, 1))])
     assert rows[0].earned == 2 and rows[1].earned == 0 and NOT_COUNTED in rows[1].message
 
 
@@ -85,18 +84,18 @@ def test_kinds_rejects_with_a_passed_value_check_keeps_its_points():
     v1, v2 = _check("v1", "f", "value"), _check("v2", "f", "value", 3)
     rejects, prop = _check("r", "f", "rejects", 1), _check("p", "f", "property")
     graded = [(v1, _row(v1, 0, "wrong")), (v2, _row(v2, 3)), (rejects, _row(rejects, 1)), (prop, _row(prop, 2))]
-    rows = grading._paid_with_a_value(graded)
+    rows = grader._paid_with_a_value(graded)
     assert rows == [r for _, r in graded]                            # one passed value check is enough
     # a failed property/rejects check stays as it was, paid or not
     failed = _row(prop, 0, "not monotone")
-    assert grading._paid_with_a_value([(v1, _row(v1, 0, "wrong")), (prop, failed)])[1] == failed
+    assert grader._paid_with_a_value([(v1, _row(v1, 0, "wrong")), (prop, failed)])[1] == failed
 
 
 def test_kinds_value_rows_are_never_changed():
     checks = [_check(f"v{i}", "f", "value", i + 1) for i in range(3)]
     graded = [(c, _row(c, earned, msg)) for c, earned, msg in zip(checks, (0, 2, 0), ("a", "ok", "not implemented"))]
-    assert grading._paid_with_a_value(graded) == [r for _, r in graded]
-    assert grading._paid_with_a_value([]) == []
+    assert grader._paid_with_a_value(graded) == [r for _, r in graded]
+    assert grader._paid_with_a_value([]) == []
 
 
 # --------------------------------------------------------------------------- degenerate answers, graded

@@ -3,7 +3,7 @@ call, the expected speedup) fail wrong answers, and name their mistakes; their r
 course_lib.speculative's speculative_accept (its acceptance test, with the uniforms given),
 residual_distribution, expected_tokens_per_call and expected_speedup.
 
-The generic tests (test_grading.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
+The generic tests (test_grader.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
 here each wrong answer is a copy of solutions/ex06_speculative.py with text replaced. A group breaks
 each of the three functions at most once, so one child process grades up to three mistakes, and a
 mistake in one function costs nothing in the others.
@@ -16,10 +16,9 @@ import pytest
 import torch
 
 from course_lib import speculative
-from course_lib.grading_checks import ex06_speculative as checks
-from course_lib.paths import exercises_dir, solutions_dir
-from _mutations import (assert_mistakes_named, assert_solution_full_and_stub_zero, check_groups, grade_mutated,
-                        points_per_function)
+from course_lib.grading.checks import ex06_speculative as checks
+from course_lib.paths import solutions_dir
+from _mutations import MutationTests
 
 MODULE = "ex06_speculative"
 SOLUTION = solutions_dir() / f"{MODULE}.py"
@@ -160,18 +159,11 @@ GROUPS = [
 ]
 
 
-def test_groups_cover_every_mutation_once_and_each_function_at_most_once():
-    check_groups(MODULE, MUTATIONS, GROUPS)
-
-
-def test_points_per_function():
-    assert points_per_function(MODULE) == {"accept_drafts": 12, "expected_tokens_per_call": 4, "expected_speedup": 4}
-
-
-@pytest.mark.parametrize("group", GROUPS, ids="+".join)
-def test_a_wrong_answer_loses_points_with_a_message_naming_its_mistake(tmp_path, group):
-    report = grade_mutated(tmp_path, MODULE, SOLUTION, MUTATIONS, group)
-    assert_mistakes_named(report, MODULE, MUTATIONS, group, exactly=True)
+class TestMutations(MutationTests):
+    module = MODULE
+    mutations = MUTATIONS
+    groups = GROUPS
+    points = {"accept_drafts": 12, "expected_tokens_per_call": 4, "expected_speedup": 4}
 
 
 # --------------------------------------------------------------------------- the references and the inputs
@@ -280,7 +272,3 @@ def test_the_theory_references_are_the_docstrings_formulas_and_their_mistakes_ar
     assert told_apart == set(checks._speedup_mistakes(0.5, 3, 0.1, 1.5))
     assert speculative.expected_speedup(0.0, 4, 0.1, 1.0) == pytest.approx(1 / 1.4)
     assert math.isclose(speculative.expected_speedup(1.0, 4, 0.1, 1.2), 5 / 1.6)
-
-
-def test_the_solution_gets_full_marks_and_the_stub_zero():
-    assert_solution_full_and_stub_zero(MODULE, SOLUTION, exercises_dir())

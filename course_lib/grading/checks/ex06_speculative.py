@@ -20,6 +20,9 @@ is 0 (NaN); the target's own token forgotten (``(1 - alpha^k) / (1 - alpha)``), 
 accepted drafts only, ``1 + k alpha``, ``1 / (1 - alpha)``, ``k`` or a division by zero at
 ``alpha = 1``; the verify or the draft cost left out, ``verify_cost`` ignored, the draft cost counted
 once or ``k + 1`` times, the cost per token, ``alpha`` ignored.
+
+Over 500 lines because one exercise file's checks are one idea: they grade one file and share its
+inputs and the helpers that name its mistakes.
 """
 from __future__ import annotations
 
@@ -29,8 +32,9 @@ from collections.abc import Callable
 import torch
 
 from course_lib import speculative
-from course_lib.grading_checks import (as_tensor, check, close, expect_value_error, randn, student_error,
-                                       tensors_close, value_naming)
+from course_lib.grading.checks.helpers import (as_tensor, close, expect_value_error, randn, student_error,
+                                               tensors_close, value_naming)
+from course_lib.grading.checks.registry import check
 from course_lib.speculative import residual_distribution
 
 M = "ex06_speculative"
@@ -185,7 +189,7 @@ def _models(seed: int, k: int, v: int, noise: float, scale: float = 2.0) -> tupl
     return target.softmax(-1), (target[:k] + randn(k, v, seed=seed + 1, scale=noise)).softmax(-1)
 
 
-# Seeds and sizes chosen (tests/test_grading_ex06_speculative.py pins it) so that the rounds stop at the first,
+# Seeds and sizes chosen (tests/grading/test_ex06_speculative.py pins it) so that the rounds stop at the first,
 # a middle and the last draft, and pass entirely; every mistake above gives a different answer on one of them.
 VALUE_CASES = [(4000, 4, 8, 1.5), (4004, 3, 5, 2.0), (4008, 6, 20, 1.0), (4012, 1, 6, 2.0), (4016, 5, 50, 0.7),
                (4020, 2, 12, 1.5), (4024, 4, 7, 3.0), (4028, 3, 30, 0.5)]

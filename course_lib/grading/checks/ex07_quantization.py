@@ -15,6 +15,9 @@ clamped instead of the integers, the integers returned; ``count_parameters * 4``
 without the buffers, the raw tensor bytes, ``sys.getsizeof``; the absolute error, the maximum of
 element-wise relative errors, the wrong normaliser, a fraction instead of percent, the argmax over
 the batch.
+
+Over 500 lines because one exercise file's checks are one idea: they grade one file and share its
+inputs and the helpers that name its mistakes.
 """
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ from torch import nn
 from torch.ao.quantization import MinMaxObserver
 
 from course_lib.compress import onnx_parity
-from course_lib.grading_checks import as_tensor, build, check, close_naming, expect_value_error, module_arg, randn
+from course_lib.grading.checks.helpers import as_tensor, build, close_naming, expect_value_error, module_arg, randn
+from course_lib.grading.checks.registry import check
 
 M = "ex07_quantization"
 EPS = torch.finfo(torch.float32).eps
