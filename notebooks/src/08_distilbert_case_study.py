@@ -278,8 +278,11 @@ def over_seeds(a, b):
         return f"{a if ahead[0] else b} ahead, a real difference on every seed ({len(pairs)})"
     if all(t["p"] >= 0.05 for t in tests):
         return f"within noise on every seed ({len(pairs)})"
-    return (f"the seeds disagree ({sum(t['p'] < 0.05 for t in tests)} of {len(pairs)} a real difference): "
-            "a difference of the size seeds - and machines - move")
+    real = sum(t["p"] < 0.05 for t in tests)
+    if len(set(ahead)) == 1:
+        return (f"{a if ahead[0] else b} ahead on every seed, a real difference on {real} of {len(pairs)}: no "
+                f"verdict - that is the size of effect another seed or machine can move across p = 0.05")
+    return f"the seeds point different ways ({real} of {len(pairs)} a real difference): no verdict"
 
 
 # %% code skip
