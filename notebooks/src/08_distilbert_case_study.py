@@ -251,11 +251,6 @@ def correct(name, seed=None):
     return torch.tensor(row["predictions"]) == test_labels
 
 
-def stuck(run):
-    """A run (name, seed) that predicts one class on (almost) every review: not a trained model."""
-    return run != ("teacher", None) and by[run]["one_class"]
-
-
 def paired(a, b):
     """Two runs, (name, seed), on the same reviews -> the difference and McNemar's exact verdict."""
     ra, rb = correct(*a), correct(*b)
@@ -265,6 +260,12 @@ def paired(a, b):
                else "within noise" if t["p"] >= 0.05 else "a real difference")
     return (f"{100 * (ra.float().mean() - rb.float().mean()):+.1f} points, b = {t['b']}, c = {t['c']}, "
             f"McNemar p = {t['p']:.2g} -> {verdict}")
+
+
+# %% code skip
+def stuck(run):
+    """A run (name, seed) that predicts one class on (almost) every review: not a trained model."""
+    return run != ("teacher", None) and by[run]["one_class"]
 
 
 def over_seeds(a, b):
@@ -285,7 +286,6 @@ def over_seeds(a, b):
     return f"the seeds point different ways ({real} of {len(pairs)} a real difference): no verdict"
 
 
-# %% code skip
 n_test = results["data"]["test"]
 
 
@@ -369,6 +369,8 @@ for label, a, c in [("the triple loss over labels only (copied start)", "copy + 
     for s in seeds:
         if (a, s) in by and (c, s) in by:
             print(f"  seed {s}: {paired((a, s), (c, s))}")
+
+# %% code subslide
 tf_idf = b["tf_idf"]["accuracy"]
 print(f"the teacher against TF-IDF + logistic regression ({tf_idf:.1f}%): {bounded(teacher_acc, tf_idf)}")
 print(f"copy + KD (seed {first}) against TF-IDF + logistic regression: "
