@@ -43,9 +43,9 @@ $(STAMP): pyproject.toml constraints/ci.txt | $(PY)
 setup: $(STAMP)
 	PY=$(PY) bash scripts/install_assets.sh
 	$(PY) -m course_lib.teachers --profile quick --augmentation shift_flip
-	$(PY) -m course_lib.llm_experiment
-	$(PY) -m course_lib.speculative_experiment
-	$(PY) -m course_lib.distilbert_experiment
+	$(PY) -m course_lib.llm.experiment
+	$(PY) -m course_lib.llm.speculative_experiment
+	$(PY) -m course_lib.encoder.experiment
 
 course: setup
 	$(PY) scripts/run_course.py

@@ -255,6 +255,15 @@ def source_fingerprint(*objects: Any) -> str:
 NOT_CODE_OF_A_RUN = ("artifacts", "paths", "profiles", "netguard")
 
 
+def _is_module(dotted: str) -> bool:
+    """Whether ``dotted`` names an importable module (its parent packages are imported to find out)."""
+    import importlib.util
+    try:
+        return importlib.util.find_spec(dotted) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def package_modules(*modules: Any, package: str = "course_lib") -> list:
     """``modules`` and every module of ``package`` they import, followed through those modules'
     own imports (``from . import x``, ``from .x import y``, ``from package.x import y``, ``import
@@ -262,6 +271,7 @@ def package_modules(*modules: Any, package: str = "course_lib") -> list:
     runs, derived from the imports rather than listed by hand. Modules named in
     ``NOT_CODE_OF_A_RUN`` are left out. A module run as ``python -m`` is taken under its import name."""
     import importlib
+    import importlib.util
 
     def name_of(module) -> str:
         spec = getattr(module, "__spec__", None)
@@ -275,23 +285,24 @@ def package_modules(*modules: Any, package: str = "course_lib") -> list:
         if name in seen:
             continue
         seen[name] = module
+        here = module.__name__ if hasattr(module, "__path__") else module.__name__.rpartition(".")[0]
         for node in ast.walk(ast.parse(inspect.getsource(module))):
             found = []
             if isinstance(node, ast.ImportFrom):
-                if node.level == 1:
-                    found = ([f"{package}.{a.name}" for a in node.names] if node.module is None
-                             else [f"{package}.{node.module}"])
-                elif node.level == 0 and node.module and node.module.split(".")[0] == package:
-                    found = [node.module] if node.module != package else [f"{package}.{a.name}" for a in node.names]
+                base = (importlib.util.resolve_name("." * node.level + (node.module or ""), here)
+                        if node.level else (node.module or ""))
+                if base.split(".")[0] == package:
+                    # `from pkg.x import y`: pkg.x, and pkg.x.y when y is a module; `from . import y`: pkg.y
+                    found = ([base] if node.module else []) + [f"{base}.{a.name}" for a in node.names]
             elif isinstance(node, ast.Import):
                 found = [a.name for a in node.names if a.name.split(".")[0] == package and a.name != package]
             for dotted in found:
-                if dotted.split(".")[1] in NOT_CODE_OF_A_RUN:
+                parts = dotted.split(".")
+                if dotted == package or len(parts) > 1 and parts[1] in NOT_CODE_OF_A_RUN:
                     continue
-                try:
-                    todo.append(importlib.import_module(dotted))
-                except ModuleNotFoundError:          # `from . import name` of a function, not a module
-                    continue
+                if importlib.util.find_spec(parts[0]) is None or not _is_module(dotted):
+                    continue                         # `from .x import name` of a function, not a module
+                todo.append(importlib.import_module(dotted))
     return [seen[n] for n in sorted(seen)]
 
 

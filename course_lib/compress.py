@@ -61,9 +61,9 @@ import torch
 from torch import nn
 
 from .data import TensorData
-from .engine import accuracy as _top1
-from .engine import predict_logits
+from .engine import logits_accuracy, predict_logits
 from .models import count_parameters
+from .modes import eval_mode
 from .validation import check_tensor
 
 INPUT_NAME = "input"
@@ -225,17 +225,13 @@ def logits_of(model_or_session, x: torch.Tensor, batch_size: int = 1000) -> torc
     """Logits of a torch model (in eval mode for the call) or of an ORT session."""
     if _is_session(model_or_session):
         return ort_logits(model_or_session, x, batch_size)
-    was_training = model_or_session.training
-    model_or_session.eval()
-    try:
+    with eval_mode(model_or_session):
         return predict_logits(model_or_session, x, batch_size).float()
-    finally:
-        model_or_session.train(was_training)
 
 
-def accuracy(model_or_session, data: TensorData, batch_size: int = 1000) -> float:
+def model_accuracy(model_or_session, data: TensorData, batch_size: int = 1000) -> float:
     """Top-1 accuracy (percent) of a torch model or an ORT session on ``data``."""
-    return _top1(logits_of(model_or_session, data.x, batch_size), data.y)
+    return logits_accuracy(logits_of(model_or_session, data.x, batch_size), data.y)
 
 
 # ------------------------------------------------------------------------------------- latency
@@ -531,6 +527,6 @@ def comparison_table(variants: Iterable[Variant], data: TensorData, *, batch_siz
             row[f"latency_b{b}_ms"], row[f"latency_b{b}_p10_ms"], row[f"latency_b{b}_p90_ms"] = \
                 lat.median_ms, lat.p10_ms, lat.p90_ms
         row["threads"] = threads
-        row["accuracy"] = accuracy(v.runner, data)
+        row["accuracy"] = model_accuracy(v.runner, data)
         rows.append(row)
     return rows

@@ -1,6 +1,6 @@
 """DeiT: a vision transformer student with a real distillation token (Touvron et al. 2021).
 
-``DeiT`` extends ``models.ViT`` by one token and one head. The distillation token is a learned
+``DeiT`` extends ``vit.ViT`` by one token and one head. The distillation token is a learned
 vector **concatenated to the sequence after the class token**, with **its own position embedding**;
 it attends to the patches and to the class token like any other token, and its final state feeds its
 own head. So the model returns two logits tensors: the class head (trained on the labels) and the
@@ -31,8 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .losses import soft_target_kl
-from .models import ViT
+from .modes import eval_mode
 from .validation import check_fraction, check_logits, check_targets, check_temperature
+from .vit import ViT
 
 
 class DeiT(ViT):
@@ -170,16 +171,14 @@ def token_attention(model: ViT, x: torch.Tensor, layer: int = -1) -> torch.Tenso
     patches (reshape to the patch grid to draw it). Recomputes the block's queries and keys from its
     input, so the model needs no hooks and no change.
     """
-    was_training = model.training
-    model.eval()
-    blocks = list(model.blocks)
-    layer = layer % len(blocks)
-    h = model.embed(x)
-    for block in blocks[:layer]:
-        h = block(h)
-    attn = blocks[layer].attn
-    b, t, d = h.shape
-    q, k, _ = attn.qkv(blocks[layer].norm1(h)).view(b, t, 3, attn.heads, d // attn.heads).permute(2, 0, 3, 1, 4)
-    weights = ((q @ k.transpose(-2, -1)) * (d // attn.heads) ** -0.5).softmax(-1)   # [B, heads, T, T]
-    model.train(was_training)
+    with eval_mode(model):
+        blocks = list(model.blocks)
+        layer = layer % len(blocks)
+        h = model.embed(x)
+        for block in blocks[:layer]:
+            h = block(h)
+        attn = blocks[layer].attn
+        b, t, d = h.shape
+        q, k, _ = attn.qkv(blocks[layer].norm1(h)).view(b, t, 3, attn.heads, d // attn.heads).permute(2, 0, 3, 1, 4)
+        weights = ((q @ k.transpose(-2, -1)) * (d // attn.heads) ** -0.5).softmax(-1)   # [B, heads, T, T]
     return weights.mean(1)

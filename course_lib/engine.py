@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from .data import TensorData
 from .losses import kd_loss
+from .modes import eval_mode
 from .profiles import get_device
 from .stacking import can_stack, stack_models
 from .validation import check_choice, check_fraction, check_logits, check_temperature
@@ -302,11 +303,9 @@ def _device_of(model: nn.Module) -> torch.device:
 @torch.no_grad()
 def predict_outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, ...]:
     """Every head's logits of ``model`` (in eval mode; its mode is restored) over ``x``, on the CPU."""
-    was_training = model.training
-    model.eval()
-    device = _device_of(model)
-    chunks = [heads(model(x[i:i + batch_size].to(device))) for i in range(0, len(x), batch_size)]
-    model.train(was_training)
+    with eval_mode(model):
+        device = _device_of(model)
+        chunks = [heads(model(x[i:i + batch_size].to(device))) for i in range(0, len(x), batch_size)]
     return tuple(torch.cat([c[h].float().cpu() for c in chunks]) for h in range(len(chunks[0])))
 
 
@@ -321,7 +320,7 @@ def cache_logits(teacher: nn.Module, data: TensorData | torch.Tensor, batch_size
     return predict_logits(freeze(teacher), x, batch_size)
 
 
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+def logits_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy in percent: ``logits`` ``[n, classes]``, ``labels`` ``[n]`` class indices."""
     check_logits("logits", logits, dims=2, layout="[n, classes]", finite=False)
     if not torch.is_tensor(labels) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
@@ -335,13 +334,14 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1000) -> float:
     """Top-1 test accuracy (percent) of one model's prediction."""
-    return accuracy(predict_logits(model, data.x, batch_size), data.y)
+    return logits_accuracy(predict_logits(model, data.x, batch_size), data.y)
 
 
 def evaluate_heads(model: nn.Module, data: TensorData, batch_size: int = 1000) -> dict:
     """Accuracy of the prediction and of each head: ``{"prediction": a, "heads": [a1, a2, ...]}``."""
     outs = predict_outputs(model, data.x, batch_size)
-    return {"prediction": accuracy(prediction(outs), data.y), "heads": [accuracy(h, data.y) for h in outs]}
+    return {"prediction": logits_accuracy(prediction(outs), data.y),
+            "heads": [logits_accuracy(h, data.y) for h in outs]}
 
 
 def _forward(group: nn.Module, stacked: bool, x: torch.Tensor):
@@ -356,20 +356,18 @@ def _forward(group: nn.Module, stacked: bool, x: torch.Tensor):
 def _evaluate_group(group: nn.Module, stacked: bool, n: int, data: TensorData,
                     batch_size: int = 500) -> tuple[list[float], list[list[float]], list[float]]:
     """Per model: accuracy of the prediction, of each head, and how often all heads agree (100 for one head)."""
-    was_training = group.training
-    group.eval()
-    device = _device_of(group)
-    correct, correct_heads, agree = torch.zeros(n), None, torch.zeros(n)
-    for i in range(0, len(data), batch_size):
-        x = data.x[i:i + batch_size].to(device)
-        y = data.y[i:i + batch_size].to(device)
-        out = _forward(group, stacked, x.unsqueeze(0).expand(n, *x.shape))
-        correct += (prediction(out).argmax(-1) == y).sum(-1).float().cpu()
-        votes = torch.stack([h.argmax(-1) for h in heads(out)])                     # [H, N, B]
-        per_head = (votes == y).sum(-1).float().cpu()                                 # [H, N]
-        correct_heads = per_head if correct_heads is None else correct_heads + per_head
-        agree += (votes == votes[0]).all(0).sum(-1).float().cpu()
-    group.train(was_training)
+    with eval_mode(group):
+        device = _device_of(group)
+        correct, correct_heads, agree = torch.zeros(n), None, torch.zeros(n)
+        for i in range(0, len(data), batch_size):
+            x = data.x[i:i + batch_size].to(device)
+            y = data.y[i:i + batch_size].to(device)
+            out = _forward(group, stacked, x.unsqueeze(0).expand(n, *x.shape))
+            correct += (prediction(out).argmax(-1) == y).sum(-1).float().cpu()
+            votes = torch.stack([h.argmax(-1) for h in heads(out)])                     # [H, N, B]
+            per_head = (votes == y).sum(-1).float().cpu()                                 # [H, N]
+            correct_heads = per_head if correct_heads is None else correct_heads + per_head
+            agree += (votes == votes[0]).all(0).sum(-1).float().cpu()
     to_pct = lambda c: (100.0 * c / len(data)).tolist()
     return to_pct(correct), [to_pct(c) for c in correct_heads.t()], to_pct(agree)
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hooks import FeatureCapture, cache_features, resize  # noqa: F401 (cache_features: re-exported)
+from .modes import eval_mode
 from .stacking import GroupedConv2d, split_models
 from .validation import check_choice, check_tensor, check_weight
 
@@ -204,10 +205,8 @@ def attention_agreement(student: nn.Module, teacher: nn.Module, x: torch.Tensor,
     Returns ``[len(x)]``; both models run in eval mode (restored after)."""
     if not pairs:
         raise ValueError("attention_agreement needs at least one (student path, teacher path) pair")
-    modes = student.training, teacher.training
-    student.eval(), teacher.eval()
     out = []
-    try:
+    with eval_mode(student, teacher):
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size]
             with FeatureCapture(student, list(pairs)) as s_cap, FeatureCapture(teacher, list(pairs.values())) as t_cap:
@@ -221,8 +220,6 @@ def attention_agreement(student: nn.Module, teacher: nn.Module, x: torch.Tensor,
                                          "attention maps must have the same spatial size")
                     cos.append((attention_map(fs, p, validate=False) * attention_map(ft, p, validate=False)).sum(-1))
                 out.append(torch.stack(cos).mean(0))
-    finally:
-        student.train(modes[0]), teacher.train(modes[1])
     return torch.cat(out)
 
 

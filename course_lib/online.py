@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import TensorData
-from .engine import Execution, Run, RunSpec, TrainConfig, accuracy, cache_logits, fit, freeze, predict_logits
+from .engine import Execution, Run, RunSpec, TrainConfig, cache_logits, fit, freeze, logits_accuracy, predict_logits
 from .losses import soft_target_kl
 from .validation import check_choice, check_fraction, check_logits, check_positive_int, check_temperature, check_weight
 
@@ -164,4 +164,4 @@ def ensemble_logits(models: Sequence[nn.Module], x: torch.Tensor, how: str = "pr
 
 def ensemble_accuracy(models: Sequence[nn.Module], data: TensorData, how: str = "probs") -> float:
     """Top-1 accuracy (percent) of ``ensemble_logits(models, data.x, how)``."""
-    return accuracy(ensemble_logits(models, data.x, how), data.y)
+    return logits_accuracy(ensemble_logits(models, data.x, how), data.y)

@@ -1,16 +1,10 @@
-"""Small matplotlib helpers shared by the notebooks (each returns its figure), and the toys behind
-some figures (:func:`fit_gaussian_student`: notebook 06's one peak against two)."""
+"""Small matplotlib helpers shared by the notebooks (each returns its figure)."""
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
-from .llm_losses import _check_divergence, token_divergence
-from .validation import check_logits, check_positive_int, check_tensor, check_weight
 
 
 def tempered_softmax_bars(probs_by_t: dict, classes, title: str = ""):
@@ -74,85 +68,3 @@ def bars_with_errors(names, means, stds, ylabel: str, title: str = "", ax=None, 
 
 
 # ------------------------------------------------------------------ notebook 06's toy: one peak against several
-
-@dataclass(frozen=True)
-class GaussianFit:
-    """A one-peak student over token positions: ``logits = -(i - mean)^2 / (2 width^2)``."""
-
-    mean: float
-    width: float
-    value: float                 # the divergence at (mean, width)
-    logits: torch.Tensor         # [V]
-
-
-def gaussian_logits(positions: torch.Tensor, mean, width) -> torch.Tensor:
-    """``-(positions - mean)^2 / (2 width^2)``: a Gaussian bump over token positions (softmax it for
-    the distribution); ``mean`` and ``width`` (> 0) broadcast against ``positions``."""
-    check_tensor("positions", positions, floating=False)
-    check_weight("mean", mean, low=-math.inf)
-    check_weight("width", width, low_open=True, meaning="the bump's standard deviation, in positions")
-    return _gaussian(positions, mean, width)
-
-
-def _gaussian(positions: torch.Tensor, mean, width) -> torch.Tensor:
-    return -(positions - mean) ** 2 / (2 * width ** 2)
-
-
-def fit_gaussian_student(teacher_logits: torch.Tensor, divergence: str = "forward_kl", *, beta: float = 0.5,
-                         start: tuple[float, float] | None = None, means: torch.Tensor | None = None,
-                         widths: torch.Tensor | None = None, steps: int = 200, lr: float = 0.1) -> GaussianFit:
-    """The one-peak student (:func:`gaussian_logits` over positions ``0 .. V-1``) that minimises
-    ``token_divergence(student, teacher, divergence, beta=beta)`` for a teacher's logits ``[V]``.
-
-    ``start=None``: every ``(mean, width)`` of a grid is evaluated (``means`` default every quarter
-    position, ``widths`` 160 log-spaced values from 0.5 to ``V``), then ``steps`` Adam steps refine
-    the best one; the better of the two is returned. The grid is what makes the answer the global
-    minimum (to its resolution): the reverse KL and the JSD have a local minimum per teacher mode
-    and a broad one between them. ``start=(mean, width)``: Adam from that single start only, the
-    naive fit, to show where it stops."""
-    check_tensor("teacher_logits", teacher_logits, finite=False)
-    if teacher_logits.dim() != 1:
-        raise ValueError(f"teacher_logits must be [V] (one distribution), got {tuple(teacher_logits.shape)}")
-    check_logits("teacher_logits", teacher_logits)
-    _check_divergence(divergence, beta)
-    check_positive_int("steps", steps, minimum=0, meaning="Adam steps after the grid")
-    check_weight("lr", lr, low_open=True, allow_tensor=False)
-    if means is not None:
-        check_tensor("means", means, dims=1, floating=False)
-    if widths is not None:
-        check_tensor("widths", widths, dims=1, floating=False)
-        check_weight("widths", widths, low_open=True)
-    teacher = teacher_logits.detach().float()
-    positions = torch.arange(teacher.shape[0], dtype=torch.float32)
-
-    def objective(mean, width):
-        student = _gaussian(positions, mean[..., None], width[..., None])
-        return token_divergence(student, teacher.expand_as(student), divergence, beta=beta, validate=False)
-
-    if start is None:
-        means = torch.arange(0.0, teacher.shape[0], 0.25) if means is None else means.float()
-        widths = (torch.logspace(math.log10(0.5), math.log10(teacher.shape[0]), 160) if widths is None
-                  else widths.float())
-        grid_m, grid_w = torch.meshgrid(means, widths, indexing="ij")
-        with torch.no_grad():
-            values = objective(grid_m.flatten(), grid_w.flatten())
-        best = int(values.argmin())
-        mean0, width0, value0 = float(grid_m.flatten()[best]), float(grid_w.flatten()[best]), float(values[best])
-    else:
-        mean0, width0 = (float(v) for v in start)
-        if not math.isfinite(mean0) or not math.isfinite(width0) or width0 <= 0:
-            raise ValueError(f"start must be (mean, width) with finite values and width > 0, got {start!r}")
-        value0 = math.inf
-    mean = torch.tensor(mean0, requires_grad=True)
-    log_width = torch.tensor(math.log(width0), requires_grad=True)
-    optimizer = torch.optim.Adam([mean, log_width], lr=lr)
-    for _ in range(steps):
-        loss = objective(mean, log_width.exp())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        refined = float(objective(mean, log_width.exp()))
-    if refined <= value0:
-        mean0, width0, value0 = mean.item(), log_width.exp().item(), refined
-    return GaussianFit(mean0, width0, value0, gaussian_logits(positions, mean0, width0))

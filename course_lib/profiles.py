@@ -71,6 +71,68 @@ class VisionSettings:
 
 
 @dataclass(frozen=True)
+class LLMSettings:
+    """Notebook 06, part 1 (:mod:`course_lib.llm.experiment`): the students distilled from SmolLM2."""
+
+    block_size: int = 128
+    batch_size: int = 4
+    steps: int = 30
+    train_blocks: int = 16         # distinct training blocks per seed (seen steps * batch_size / train_blocks times)
+    seeds: tuple[int, ...] = (0, 1)
+    lr: float = 1e-3
+    alpha: float = 0.5             # KD weight; 1 - alpha on the cross-entropy
+    warmup_steps: int = 2
+    topk: int = 64
+    temperature: float = 1.0
+    student_layers: tuple[int, ...] = (0, 5, 10, 15, 20, 25, 29)
+    eval_blocks: int = 32          # held-out blocks evenly spaced over the held-out play
+    prompt_tokens: int = 32        # sequence-level KD: the teacher continues this much of each block
+    jsd_beta: float = 0.5
+
+
+@dataclass(frozen=True)
+class SpeculativeSettings:
+    """Notebook 06, part 2 (:mod:`course_lib.llm.speculative_experiment`): speculative decoding, measured."""
+
+    prompts: int = 12                  # kept after the degeneracy screen (acceptance statistics)
+    live_prompts: int = 4              # of those, decoded for the wall-clock figures
+    candidates: int = 32               # held-out openings screened at most
+    prompt_tokens: int = 48
+    new_tokens: int = 32
+    max_repeat: float = 0.25           # a continuation with more repeated 4-grams is degenerate
+    simulate_k: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8)
+    live_k: int = 1                    # the wall-clock K for every draft (the best predicted, at these acceptances)
+    verify_tokens: tuple[int, ...] = (1, 2, 3, 4, 5, 7, 9)
+    assistant_tokens: int = 20         # transformers 5's assisted-generation defaults
+    confidence: float = 0.4
+    prompt_lookup: int = 10
+    timing_repeats: int = 7
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """Notebook 08 (:mod:`course_lib.encoder.experiment`): DistilBERT's recipe on MiniLM."""
+
+    max_length: int = 64
+    batch_size: int = 32
+    teacher_epochs: int = 2
+    teacher_lr: float = 5e-5
+    student_epochs: int = 1
+    student_lr: float = 1e-4
+    random_epochs: int = 2                    # the randomly initialised students': from scratch needs more
+    random_lr: float = 5e-4                   # steps and a higher learning rate (encoder.experiment's docstring)
+    warmup_ratio: float = 0.1
+    temperature: float = 2.0
+    weights: tuple[float, float, float] = (0.5, 0.5, 1.0)   # (kd, ce, cos)
+    student_layers: tuple[int, ...] = (0, 2, 4)
+    seeds: tuple[int, ...] = (0, 1)
+    train_reviews: int | None = None          # None: all 4,000 (a subset only for tests)
+    test_reviews: int | None = None           # None: all 1,000
+    latency_length: int = 128
+    latency_repeats: int = 5
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     vision: VisionSettings
@@ -79,6 +141,10 @@ class Profile:
     # plain comparison). None = not asserted in this profile: the figure is measured, printed and
     # recorded, but no run has calibrated a margin for it (the full profile has not been run here).
     claims: dict[str, Any] = field(default_factory=dict)
+    # the cached experiments' settings (course_lib.experiments); None = not implemented in this profile
+    llm: LLMSettings | None = None
+    speculative: SpeculativeSettings | None = None
+    encoder: EncoderSettings | None = None
 
     def claim(self, key: str) -> Any:
         """The threshold of claim ``key`` in this profile; None when it is not asserted here."""
@@ -107,6 +173,7 @@ PROFILES: dict[str, Profile] = {
             rkd_angle_weight=0.0,   # RKD-D only: the angle term's O(batch^3) cost would break 03's time budget
         ),
         allow_download=False,
+        llm=LLMSettings(), speculative=SpeculativeSettings(), encoder=EncoderSettings(),
         claims={
             "01.teacher_min_accuracy": 85.0,        # a trained teacher, not a stale cache
             "01.top_pairs": 4,                      # how many closest class pairs are checked ...
@@ -132,17 +199,17 @@ PROFILES: dict[str, Profile] = {
             "05.apart_ensemble_over_gen1_mean_min": 0.15,    # ensemble of students trained apart - gen 1, mean
             "05.generation_ensemble_over_apart_max": 0.25,   # ensemble of generations - same-size ensemble apart, mean
             # notebook 06: forward-KL distillation below training alone in held-out perplexity at equal
-            # steps, on every seed of course_lib.llm_experiment
+            # steps, on every seed of course_lib.llm.experiment
             "06.kd_beats_alone_steps": True,
             # part 2: the forward-KL draft's per-token acceptance (alpha) and its acceptance rate at K=2 above
-            # the alone draft's, on both seeds of course_lib.speculative_experiment (greedy: the same on every
+            # the alone draft's, on both seeds of course_lib.llm.speculative_experiment (greedy: the same on every
             # run of the same students)
             "06.distilled_draft_accepted_more": True,
             # notebook 07 (deployment): accuracy only - latency is recorded, never asserted, and the size ratio
             # follows from parameter counts and bytes per weight (printed, not a claim)
             "07.deployed_within_teacher_points": 5.0,  # teacher accuracy - the fastest student variant's
             "07.int8_within_points": 1.0,            # |int8 - its fp32 source| for every int8 variant
-            # notebook 08, on every seed of course_lib.distilbert_experiment: the layer-copy distilled student
+            # notebook 08, on every seed of course_lib.encoder.experiment: the layer-copy distilled student
             # keeps this % of the teacher's test accuracy; copied layers beat random ones (both on labels only)
             "08.retained_min": 95.0,
             "08.copy_beats_random_labels_only": True,

@@ -46,14 +46,6 @@ README_BEGIN = "<!-- results:begin -->"
 README_END = "<!-- results:end -->"
 
 
-def __getattr__(name: str) -> Any:
-    """``REPO_ROOT``, kept for older importers: :func:`course_lib.paths.project_root` (the repository
-    in a checkout, else the working directory), resolved at each access, never frozen at import."""
-    if name == "REPO_ROOT":
-        return paths.project_root()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def results_path() -> Path:
     """``$COURSE_RESULTS`` if set, else ``build/results.json`` (:func:`course_lib.paths.build_dir`)."""
     env = os.environ.get(RESULTS_ENV)

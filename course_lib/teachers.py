@@ -39,7 +39,6 @@ from pathlib import Path
 
 import torch
 
-from . import paths
 from .artifacts import (artifact_dir, artifact_metadata, cached_artifact, source_fingerprint, tensor_fingerprint,
                         torch_version)
 from .data import get_augmentation, profile_data
@@ -53,11 +52,6 @@ TEACHER_SEED = 0
 TEACHER_RECIPE_VERSION = 1
 WEIGHTS_FILE = "teacher.pt"
 INFO_FILE = "teacher.json"
-
-
-def cache_dir() -> Path:
-    """The artifact cache, :func:`course_lib.paths.cache_dir` (kept here for older importers)."""
-    return paths.cache_dir()
 
 
 def teacher_name(profile, augmentation: str | None = None) -> str:

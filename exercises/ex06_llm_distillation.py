@@ -50,7 +50,7 @@ def masked_token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
 
     The teacher is a fixed target: detach it (``teacher_logits.detach()``), so that no gradient
     reaches the teacher's logits; the gradient with respect to the student's logits is the loss's.
-    (``course_lib.llm_losses.token_kd_loss`` with ``attention_mask=mask`` and ``alpha=1`` computes the
+    (``course_lib.llm.losses.token_kd_loss`` with ``attention_mask=mask`` and ``alpha=1`` computes the
     same, with labels and other divergences too.)
 
     Args:
@@ -84,7 +84,7 @@ def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
         JSD_1    = KL(p_s || p_t)    (DEFINED: the reverse KL, mode-seeking, as in MiniLLM)
 
     At ``beta = 0`` the mixture is ``p_s`` and at ``beta = 1`` it is ``p_t``, so the formula gives 0
-    at both ends, whatever the two distributions: TRL (and ``course_lib.llm_losses``) *define* the
+    at both ends, whatever the two distributions: TRL (and ``course_lib.llm.losses``) *define* the
     two ends as the forward and the reverse KL, the limits of ``JSD_beta / beta`` and
     ``JSD_beta / (1 - beta)``. Handle ``beta == 0`` and ``beta == 1`` before the mixture. At
     ``beta = 0.5`` it is the symmetric JSD: swapping the two arguments changes nothing, and it is at
@@ -99,7 +99,7 @@ def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     the result is then NaN. Return one value per position: no ``T^2`` factor and no sum or mean over
     the positions (the loss applies both, over the real tokens). Gradients flow to both arguments
     (a loss that trains only the student detaches the teacher before calling this).
-    (``course_lib.llm_losses.token_divergence(z_s, z_t, "jsd", beta=beta, temperature=T)`` computes the same.)
+    (``course_lib.llm.losses.token_divergence(z_s, z_t, "jsd", beta=beta, temperature=T)`` computes the same.)
 
     Args:
         student_logits: ``[B, S, V]``, the student's logits ``z_s``.
@@ -139,7 +139,7 @@ def causal_shift(logits: torch.Tensor, labels: torch.Tensor,
     neither ``attention_mask[:, :-1]`` nor ``attention_mask[:, 1:]`` alone, but their product.
     Set ``-100`` on a copy: ``labels[:, 1:]`` is a view of ``labels``, and writing into it changes
     the caller's labels (use ``masked_fill`` or ``torch.where``, which return new tensors).
-    (``course_lib.llm_losses.shift_for_causal_lm(logits, labels, attention_mask)`` does the same;
+    (``course_lib.llm.losses.shift_for_causal_lm(logits, labels, attention_mask)`` does the same;
     shift the teacher's logits alike: ``teacher_logits[:, :-1]``.)
 
     Args:

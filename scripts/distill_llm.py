@@ -1,4 +1,4 @@
-"""Distil a causal LM into a smaller one with ``course_lib.distill_trainer.DistillationTrainer``.
+"""Distil a causal LM into a smaller one with ``course_lib.llm.trainer.DistillationTrainer``.
 
     python scripts/distill_llm.py --teacher tiny --student tiny --data tiny --steps 20 --output-dir build/distill
     torchrun --nproc_per_node 2 scripts/distill_llm.py --teacher tiny --student tiny --data tiny --steps 20 ...
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from course_lib.llm_losses import DIVERGENCES  # noqa: E402
+from course_lib.llm.losses import DIVERGENCES  # noqa: E402
 
 TINY_VOCAB, TINY_TEACHER_LAYERS, TINY_STUDENT_LAYERS = 64, 4, 2
 
@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_model(spec: str, role: str, seed: int):
     """``tiny`` or a ``from_pretrained`` folder (float32)."""
-    from course_lib.distill_trainer import tiny_llama
+    from course_lib.llm.tiny import tiny_llama
 
     if spec == "tiny":
         layers = TINY_TEACHER_LAYERS if role == "teacher" else TINY_STUDENT_LAYERS
@@ -81,7 +81,8 @@ def load_model(spec: str, role: str, seed: int):
 
 
 def load_data(spec: str, seed: int):
-    from course_lib.distill_trainer import TokenBlockDataset, tiny_token_blocks
+    from course_lib.llm.trainer import TokenBlockDataset
+    from course_lib.llm.tiny import tiny_token_blocks
 
     if spec == "tiny":
         return TokenBlockDataset(tiny_token_blocks(64, 32, vocab_size=TINY_VOCAB, seed=seed))
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import TrainingArguments
     from transformers.utils import logging as hf_logging
 
-    from course_lib.distill_trainer import TOPK_KEYS, DistillationTrainer
+    from course_lib.llm.trainer import TOPK_KEYS, DistillationTrainer
 
     hf_logging.set_verbosity_warning()
     hf_logging.disable_progress_bar()

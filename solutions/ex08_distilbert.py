@@ -50,7 +50,7 @@ def student_layer_sources(teacher_keys: list[str], kept_layers: Sequence[int]) -
 
     The notebook then builds the student with ``student.load_state_dict({s: teacher_state[t] for s, t
     in sources.items()})``: ``load_state_dict`` *copies* the values into the student's own tensors,
-    so training the student never changes the teacher. (``course_lib.distilbert.layer_copy_map`` and
+    so training the student never changes the teacher. (``course_lib.encoder.layer_copy_map`` and
     ``layer_copy_student`` do the same from a model.)
 
     Example: a 6-layer teacher, ``kept_layers = (0, 2, 4)``: ``bert.encoder.layer.2.output.dense.weight``
@@ -113,7 +113,7 @@ def hidden_cosine_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tenso
     tensor: the sum over no token divided by ``max(N, 1)``), not NaN.
 
     The teacher is a fixed target: detach it (``teacher_hidden.detach()``) so that no gradient reaches
-    it; padding tokens get no gradient either. (``course_lib.distilbert.hidden_cosine_loss`` does the
+    it; padding tokens get no gradient either. (``course_lib.encoder.hidden_cosine_loss`` does the
     same for one layer pair, and averages this loss over several pairs.)
 
     Args:
@@ -168,7 +168,7 @@ def triple_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | Non
     ``(0, 1, 0)`` is plain fine-tuning on the labels: no teacher needed). The teacher is a fixed
     target: detach its logits and hidden states, so that no gradient reaches them. DistilBERT used
     ``(5, 2, 1)`` and ``T = 2`` (with a masked-LM CE); the course's default is ``(0.5, 0.5, 1.0)``.
-    (``course_lib.distilbert.triple_loss`` returns the same total, and the three terms.)
+    (``course_lib.encoder.triple_loss`` returns the same total, and the three terms.)
 
     Args:
         student_logits: ``[B, C]``, the student's class logits ``z_s``.

@@ -189,14 +189,18 @@ def test_experiment_keys_see_every_module_their_runs_call():
     """Each experiment's key fingerprints the course_lib modules its code imports, followed through
     their own imports (derived, not listed by hand): the LLM losses and the KD loss under them, the
     trainer, the decoder, the quantizer, the encoder helpers."""
-    from course_lib import distilbert_experiment, llm_experiment, speculative_experiment
+    from course_lib.encoder import experiment as distilbert_experiment
+    from course_lib.llm import experiment as llm_experiment, speculative_experiment
 
     def names(module):
         return {m.__name__.removeprefix("course_lib.") for m in A.package_modules(module)}
 
-    assert {"llm_experiment", "llm", "llm_losses", "losses", "distill_trainer"} <= names(llm_experiment)
-    assert {"speculative_experiment", "speculative", "llm_experiment", "compress"} <= names(speculative_experiment)
-    assert {"distilbert_experiment", "distilbert", "losses", "timing"} <= names(distilbert_experiment)
+    assert {"llm.experiment", "llm.teacher", "llm.students", "llm.losses", "losses", "llm.trainer",
+            "trainers", "experiments"} <= names(llm_experiment)
+    assert {"llm.speculative_experiment", "llm.speculative", "llm.acceptance", "llm.kv_cache", "llm.experiment",
+            "compress"} <= names(speculative_experiment)
+    assert {"encoder.experiment", "encoder.students", "encoder.distillation", "encoder.reviews",
+            "encoder.baselines", "losses", "timing", "trainers"} <= names(distilbert_experiment)
     for experiment in (llm_experiment, speculative_experiment, distilbert_experiment):
         assert not names(experiment) & set(A.NOT_CODE_OF_A_RUN)
         assert experiment.experiment_key_inputs()["code"] == A.source_fingerprint(*A.package_modules(experiment))
@@ -218,22 +222,29 @@ def test_package_modules_follows_every_import_form(tmp_path, monkeypatch):
     (pkg / "e.py").write_text("h = 2\n")
     (pkg / "paths.py").write_text("x = 3\n")
     (pkg / "lonely.py").write_text("y = 4\n")
+    (pkg / "sub").mkdir()                                 # a subpackage: relative imports one and two levels up
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "s.py").write_text("from .. import c\nfrom ..paths import x\nfrom .t import z\n")
+    (pkg / "sub" / "t.py").write_text("from ..e import h\nz = 5\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     import importlib
     a = importlib.import_module("kdpkg.a")
     found = [m.__name__ for m in A.package_modules(a, package="kdpkg")]
     assert found == ["kdpkg.a", "kdpkg.b", "kdpkg.c", "kdpkg.d", "kdpkg.e"]
+    s = importlib.import_module("kdpkg.sub.s")
+    assert [m.__name__ for m in A.package_modules(s, package="kdpkg")] == ["kdpkg.c", "kdpkg.e", "kdpkg.sub.s",
+                                                                             "kdpkg.sub.t"]
     for name in [n for n in sys.modules if n == "kdpkg" or n.startswith("kdpkg.")]:
         monkeypatch.delitem(sys.modules, name)
     assert isinstance(a, types.ModuleType)
 
 
 def test_a_module_run_as_main_has_the_key_of_its_import_name():
-    """`python -m course_lib.llm_experiment` (make setup) must build the artifact that `import` finds:
+    """`python -m course_lib.llm.experiment` (make setup) must build the artifact that `import` finds:
     the module's __name__ is then "__main__", its __spec__ still names it."""
     import types
 
-    from course_lib import llm_experiment
+    from course_lib.llm import experiment as llm_experiment
 
     as_main = types.ModuleType("__main__")
     as_main.__file__, as_main.__spec__ = llm_experiment.__file__, llm_experiment.__spec__
@@ -241,13 +252,14 @@ def test_a_module_run_as_main_has_the_key_of_its_import_name():
     assert A.package_modules(as_main) == A.package_modules(llm_experiment)
 
 
-@pytest.mark.parametrize("experiment, helper", [("llm_experiment", "llm_losses"), ("llm_experiment", "llm"),
-                                                ("llm_experiment", "distill_trainer"),
-                                                ("speculative_experiment", "speculative"),
-                                                ("speculative_experiment", "llm_losses"),
-                                                ("speculative_experiment", "compress"),
-                                                ("distilbert_experiment", "distilbert"),
-                                                ("distilbert_experiment", "losses")])
+@pytest.mark.parametrize("experiment, helper", [("llm.experiment", "llm.losses"), ("llm.experiment", "llm.students"),
+                                                ("llm.experiment", "llm.trainer"), ("llm.experiment", "trainers"),
+                                                ("llm.speculative_experiment", "llm.speculative"),
+                                                ("llm.speculative_experiment", "llm.acceptance"),
+                                                ("llm.speculative_experiment", "llm.losses"),
+                                                ("llm.speculative_experiment", "compress"),
+                                                ("encoder.experiment", "encoder.distillation"),
+                                                ("encoder.experiment", "losses")])
 def test_editing_code_an_experiment_runs_changes_its_key(monkeypatch, experiment, helper):
     """A line of code added to a module the experiment calls (a loss, the trainer, the decoder) must
     give a new key, so no stale artifact is reused; the same edit as a comment must not."""

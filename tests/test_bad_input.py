@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from course_lib import analysis, compress, deit, engine, features, llm_losses, losses, online, plots, speculative
+from course_lib import analysis, compress, deit, engine, features, losses, online
+from course_lib.llm import acceptance, losses as llm_losses
 from course_lib import validation as v
 
 NAN = float("nan")
@@ -34,7 +35,7 @@ def labels(*shape, classes=10, seed=1):
 
 
 def _distilbert():
-    return pytest.importorskip("course_lib.distilbert", exc_type=ImportError)
+    return pytest.importorskip("course_lib.encoder", exc_type=ImportError)
 
 
 # ------------------------------------------------------------------- good arguments, one set per function
@@ -73,16 +74,16 @@ GOOD = {
     "rkd_angle_loss": (features.rkd_angle_loss, lambda: dict(student=rand(4, 3), teacher=rand(4, 5, seed=1))),
     "rkd_loss": (features.rkd_loss, lambda: dict(student=rand(4, 3), teacher=rand(4, 5, seed=1))),
     "rkd_objective": (features.rkd_objective, lambda: dict(teacher_embeddings=rand(8, 5))),
-    "filtered_probs": (speculative.filtered_probs, lambda: dict(logits=Z, temperature=0.7, top_k=5, top_p=0.9)),
-    "greedy_accept": (speculative.greedy_accept, lambda: dict(target_logits=rand(3, 10), drafts=torch.tensor([1, 2]))),
-    "residual_distribution": (speculative.residual_distribution, lambda: dict(p=P, q=Q)),
-    "speculative_accept": (speculative.speculative_accept,
+    "filtered_probs": (acceptance.filtered_probs, lambda: dict(logits=Z, temperature=0.7, top_k=5, top_p=0.9)),
+    "greedy_accept": (acceptance.greedy_accept, lambda: dict(target_logits=rand(3, 10), drafts=torch.tensor([1, 2]))),
+    "residual_distribution": (acceptance.residual_distribution, lambda: dict(p=P, q=Q)),
+    "speculative_accept": (acceptance.speculative_accept,
                            lambda: dict(p=probs(3, 10), q=probs(2, 10, seed=1), drafts=torch.tensor([1, 2]))),
-    "expected_acceptance": (speculative.expected_acceptance, lambda: dict(p=P, q=Q)),
-    "one_draft_outcome": (speculative.one_draft_outcome, lambda: dict(p=P, drawn=Q)),
-    "expected_tokens_per_call": (speculative.expected_tokens_per_call, lambda: dict(alpha=0.7, k=4)),
-    "expected_speedup": (speculative.expected_speedup, lambda: dict(alpha=0.7, k=4, cost_ratio=0.1)),
-    "required_acceptance": (speculative.required_acceptance, lambda: dict(speedup=1.5, k=4, cost_ratio=0.1)),
+    "expected_acceptance": (acceptance.expected_acceptance, lambda: dict(p=P, q=Q)),
+    "one_draft_outcome": (acceptance.one_draft_outcome, lambda: dict(p=P, drawn=Q)),
+    "expected_tokens_per_call": (acceptance.expected_tokens_per_call, lambda: dict(alpha=0.7, k=4)),
+    "expected_speedup": (acceptance.expected_speedup, lambda: dict(alpha=0.7, k=4, cost_ratio=0.1)),
+    "required_acceptance": (acceptance.required_acceptance, lambda: dict(speedup=1.5, k=4, cost_ratio=0.1)),
     "entropy_vs_temperature": (analysis.entropy_vs_temperature, lambda: dict(logits=Z, temperatures=[0.5, 2])),
     "class_similarity": (analysis.class_similarity, lambda: dict(probs=probs(6, 3), labels=labels(6, classes=3),
                                                                  num_classes=3)),
@@ -94,9 +95,9 @@ GOOD = {
     "combine_logits": (online.combine_logits, lambda: dict(logits=[Z, ZT], how="probs")),
     "mutual_learning": (online.mutual_learning, lambda: dict(temperature=2.0, weight=1.0)),
     "RunSpec": (engine.RunSpec, lambda: dict(name="kd", seed=0, temperature=4.0, alpha=0.9)),
-    "accuracy": (engine.accuracy, lambda: dict(logits=Z, labels=Y)),
-    "gaussian_logits": (plots.gaussian_logits, lambda: dict(positions=torch.arange(8.0), mean=3.0, width=1.5)),
-    "fit_gaussian_student": (plots.fit_gaussian_student, lambda: dict(teacher_logits=rand(8), steps=2)),
+    "logits_accuracy": (engine.logits_accuracy, lambda: dict(logits=Z, labels=Y)),
+    "gaussian_logits": (llm_losses.gaussian_logits, lambda: dict(positions=torch.arange(8.0), mean=3.0, width=1.5)),
+    "fit_gaussian_student": (llm_losses.fit_gaussian_student, lambda: dict(teacher_logits=rand(8), steps=2)),
     "onnx_parity": (compress.onnx_parity, lambda: dict(model=nn.Linear(3, 4), session=nn.Linear(3, 4),
                                                        x=rand(5, 3))),
     "hidden_cosine_loss": ("distilbert.hidden_cosine_loss",
@@ -294,9 +295,9 @@ BAD = [
     ("RunSpec", "alpha=2", dict(alpha=2.0), E, r"alpha must be a finite number in \[0, 1\]"),
     ("RunSpec", "smoothing", dict(label_smoothing=-0.1), E, "label_smoothing must be"),
     ("RunSpec", "direction", dict(direction="backward"), E, "direction must be one of"),
-    ("accuracy", "empty", dict(logits=rand(0, 10), labels=torch.zeros(0, dtype=torch.long)), E, "logits is empty"),
-    ("accuracy", "labels dtype", dict(labels=Y.float()), TypeError, "labels must be integer"),
-    ("accuracy", "labels shape", dict(labels=Y[:3]), E, "labels"),
+    ("logits_accuracy", "empty", dict(logits=rand(0, 10), labels=torch.zeros(0, dtype=torch.long)), E, "logits is empty"),
+    ("logits_accuracy", "labels dtype", dict(labels=Y.float()), TypeError, "labels must be integer"),
+    ("logits_accuracy", "labels shape", dict(labels=Y[:3]), E, "labels"),
     ("gaussian_logits", "width=0", dict(width=0.0), E, "width must be a finite number > 0"),
     ("gaussian_logits", "mean nan", dict(mean=NAN), E, "mean must be a finite number"),
     ("fit_gaussian_student", "nan", dict(teacher_logits=with_nan(rand(8))), E, "teacher_logits contains NaN"),
@@ -382,7 +383,7 @@ def test_validation_does_not_change_values():
     assert torch.equal(deit.deit_loss(Z, zd, Y, ZT, **kw), deit.deit_loss(Z, zd, Y, ZT, **kw, validate=False))
     assert torch.equal(features.rkd_loss(rand(4, 3), rand(4, 5)), features.rkd_loss(rand(4, 3), rand(4, 5),
                                                                                       validate=False))
-    assert torch.equal(speculative.filtered_probs(Z, 0.7, 5, 0.9), speculative._filtered_probs(Z, 0.7, 5, 0.9))
+    assert torch.equal(acceptance.filtered_probs(Z, 0.7, 5, 0.9), acceptance._filtered_probs(Z, 0.7, 5, 0.9))
 
 
 # ------------------------------------------------------------------- the helpers

@@ -65,7 +65,7 @@ def test_export_parity_fp32(trained, onnx_path):
     parity = compress.onnx_parity(model, session, test.x)
     assert parity["max_rel_error"] < 1e-4
     assert parity["top1_agreement"] == 100.0
-    assert compress.accuracy(session, test) == pytest.approx(compress.accuracy(model, test))
+    assert compress.model_accuracy(session, test) == pytest.approx(compress.model_accuracy(model, test))
 
 
 def test_dynamic_batch_axis(trained, onnx_path):
@@ -103,7 +103,7 @@ def test_size_of_torch_model_is_its_saved_state_dict(trained):
 def test_static_int8_accuracy_close_to_fp32_and_smaller(trained):
     model, train, test = trained
     q = compress.quantize_static_int8(model, train.subset(200))
-    fp32, int8 = compress.accuracy(model, test), compress.accuracy(q, test)
+    fp32, int8 = compress.model_accuracy(model, test), compress.model_accuracy(q, test)
     assert fp32 > 50.0, "the toy student did not learn; the comparison would say nothing"
     assert abs(int8 - fp32) <= INT8_TOLERANCE_POINTS, (fp32, int8)
     assert compress.size_on_disk(q) < compress.size_on_disk(model) / 2
@@ -144,14 +144,14 @@ def test_dynamic_int8_on_cnn_replaces_only_the_linear(trained):
     assert replaced == ["fc"]
     assert type(q.conv1) is torch.nn.Conv2d
     assert compress.torch_parameters(q) == 20_490
-    assert abs(compress.accuracy(q, test) - compress.accuracy(model, test)) <= INT8_TOLERANCE_POINTS
+    assert abs(compress.model_accuracy(q, test) - compress.model_accuracy(model, test)) <= INT8_TOLERANCE_POINTS
 
 
 def test_ort_static_qdq_close_to_fp32(trained, onnx_path, tmp_path):
     model, train, test = trained
     q_path = compress.ort_quantize_static(onnx_path, tmp_path / "int8.onnx", train.subset(200))
     session = compress.ort_session(q_path)
-    assert abs(compress.accuracy(session, test) - compress.accuracy(model, test)) <= INT8_TOLERANCE_POINTS
+    assert abs(compress.model_accuracy(session, test) - compress.model_accuracy(model, test)) <= INT8_TOLERANCE_POINTS
     assert compress.size_on_disk(q_path) < compress.size_on_disk(onnx_path) / 2
 
 
@@ -230,7 +230,7 @@ def test_static_int8_of_the_teacher_cnn_keeps_its_accuracy(trained):
     teacher = fit(TeacherCNN, [RunSpec("teacher", 0)], train, cfg,
                   execution=Execution(device="cpu", progress=False))[0].model.cpu().eval()
     q = compress.quantize_static_int8(teacher, train.subset(200))
-    fp32, int8 = compress.accuracy(teacher, test), compress.accuracy(q, test)
+    fp32, int8 = compress.model_accuracy(teacher, test), compress.model_accuracy(q, test)
     assert fp32 > 50.0, "the toy teacher did not learn; the comparison would say nothing"
     assert abs(int8 - fp32) <= INT8_TOLERANCE_POINTS, (fp32, int8)
     # batch norm folded into the bias-free convolutions: its weight and bias (2 per channel) become one
@@ -279,4 +279,4 @@ def test_torch_dynamic_conv_modules_exist_but_the_default_mapping_leaves_convolu
         asked = quantize_dynamic(model, {torch.nn.Conv2d: default_dynamic_qconfig},
                                  mapping={torch.nn.Conv2d: nnqd.Conv2d})
     assert type(asked.conv1) is nnqd.Conv2d and type(asked.fc) is torch.nn.Linear
-    assert abs(compress.accuracy(asked, test) - compress.accuracy(model, test)) <= INT8_TOLERANCE_POINTS
+    assert abs(compress.model_accuracy(asked, test) - compress.model_accuracy(model, test)) <= INT8_TOLERANCE_POINTS

@@ -1,4 +1,4 @@
-"""course_lib.distilbert: the layer-copy student copies exactly the chosen layers (tensor by tensor and
+"""course_lib.encoder: the layer-copy student copies exactly the chosen layers (tensor by tensor and
 as the teacher with the other layers removed); the random student shares nothing with the teacher
 (and why it is reset explicitly); the triple loss by value against a hand-written formula and by its
 limits; the trainer (a step on tiny random BERTs: finite loss, student moves, teacher frozen; cached
@@ -24,7 +24,8 @@ import torch.nn.functional as F
 transformers = pytest.importorskip("transformers")
 from transformers import BertConfig, BertForSequenceClassification, TrainingArguments  # noqa: E402
 
-from course_lib import distilbert as db  # noqa: E402
+from course_lib import encoder as db  # noqa: E402
+from course_lib.encoder import reviews as reviews_module, students as encoder_students  # noqa: E402
 
 VOCAB, HIDDEN, LAYERS = 60, 16, 6
 
@@ -405,13 +406,13 @@ def test_unpack_reads_every_lazy_load_compression():
     payload = b"X\n" + bytes(range(256)) * 20
     head = struct.pack(">I", len(payload))
     xz = lzma.compress(payload, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 6}])
-    assert db._unpack(head + b"Z" + xz, 3) == payload
-    assert db._unpack(head + b"2" + bz2.compress(payload), 3) == payload
-    assert db._unpack(head + b"1" + zlib.compress(payload), 2) == payload
-    assert db._unpack(head + b"0" + payload, 3) == payload
-    assert db._unpack(head + zlib.compress(payload), 1) == payload
+    assert reviews_module._unpack(head + b"Z" + xz, 3) == payload
+    assert reviews_module._unpack(head + b"2" + bz2.compress(payload), 3) == payload
+    assert reviews_module._unpack(head + b"1" + zlib.compress(payload), 2) == payload
+    assert reviews_module._unpack(head + b"0" + payload, 3) == payload
+    assert reviews_module._unpack(head + zlib.compress(payload), 1) == payload
     with pytest.raises(ValueError, match="expected 5"):
-        db._unpack(struct.pack(">I", 5) + zlib.compress(payload), 1)
+        reviews_module._unpack(struct.pack(">I", 5) + zlib.compress(payload), 1)
 
 
 def test_missing_sources_name_the_install_command(tmp_path, monkeypatch):
@@ -424,7 +425,7 @@ def test_missing_sources_name_the_install_command(tmp_path, monkeypatch):
         db.encoder_path()
     monkeypatch.setitem(sys.modules, "rdata", None)
     with pytest.raises(ModuleNotFoundError, match="pip install rdata"):
-        db._import_rdata()
+        reviews_module._import_rdata()
 
 
 def test_tf_idf_by_hand():
@@ -519,7 +520,7 @@ def test_quiet_loading_restores_transformers_logging_even_on_error():
     hf_logging.set_verbosity_info()
     try:
         with pytest.raises(RuntimeError, match="inside"):
-            with db._quiet_loading():
+            with encoder_students._quiet_loading():
                 assert hf_logging.get_verbosity() == hf_logging.ERROR
                 assert not hf_logging.is_progress_bar_enabled()
                 raise RuntimeError("inside")
@@ -530,12 +531,12 @@ def test_quiet_loading_restores_transformers_logging_even_on_error():
 
 @pytest.mark.slow
 def test_the_case_study_runs_every_student_at_a_toy_size(real_sources, tmp_path):
-    """course_lib.distilbert_experiment end to end on the real encoder and reviews at a toy size (64
+    """course_lib.encoder.experiment end to end on the real encoder and reviews at a toy size (64
     training reviews, 32 test reviews, a few steps): every run of the design on the seeds it
     promises, the figures notebook 08 reads, the saved models. Its accuracies say nothing at this size."""
     import dataclasses
 
-    from course_lib import distilbert_experiment as de
+    from course_lib.encoder import experiment as de
 
     settings = dataclasses.replace(de.QUICK, train_reviews=64, test_reviews=32, batch_size=16, teacher_epochs=1,
                                    random_epochs=2, random_lr=3e-4, latency_length=16, latency_repeats=1)
@@ -582,7 +583,7 @@ def test_the_case_study_runs_every_student_at_a_toy_size(real_sources, tmp_path)
 
 
 def test_case_study_settings_exist_for_the_quick_profile_only():
-    from course_lib import distilbert_experiment as de
+    from course_lib.encoder import experiment as de
     from course_lib.profiles import get_profile
 
     assert de.settings_for(get_profile("quick")) is de.QUICK
@@ -593,7 +594,7 @@ def test_case_study_settings_exist_for_the_quick_profile_only():
 def test_the_one_class_guard_flags_a_student_stuck_on_one_class():
     """Notebook 08's random-init control once stayed on the majority class on one machine: the guard
     that flags such a run (reported, never averaged in) by the share of its most predicted class."""
-    from course_lib.distilbert_experiment import ONE_CLASS_SHARE, class_collapse
+    from course_lib.encoder.experiment import ONE_CLASS_SHARE, class_collapse
 
     assert class_collapse(torch.ones(1000, dtype=torch.long)) == (1.0, True)
     assert class_collapse(torch.zeros(1000, dtype=torch.long)) == (1.0, True)

@@ -1,4 +1,4 @@
-"""DistillationTrainer (course_lib.distill_trainer) and scripts/distill_llm.py: the loss by value
+"""DistillationTrainer (course_lib.llm.trainer) and scripts/distill_llm.py: the loss by value
 against llm_losses, the frozen teacher, gradient accumulation over unevenly padded micro-batches
 (the num_items_in_batch convention), the cached top-k path, clear errors, and a 2-process
 torchrun run on CPU (gloo) against the same run in one process."""
@@ -16,9 +16,10 @@ import torch
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
-from course_lib.distill_trainer import (DistillationTrainer, TokenBlockDataset, collate_token_blocks,  # noqa: E402
-                                        count_real_tokens, tiny_llama, tiny_token_blocks)
-from course_lib.llm_losses import shift_for_causal_lm, token_kd_loss, topk_kd_loss, topk_teacher_logits  # noqa: E402
+from course_lib.llm.tiny import tiny_llama, tiny_token_blocks  # noqa: E402
+from course_lib.llm.trainer import (DistillationTrainer, TokenBlockDataset, collate_token_blocks,  # noqa: E402
+                                    count_real_tokens)
+from course_lib.llm.losses import shift_for_causal_lm, token_kd_loss, topk_kd_loss, topk_teacher_logits  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "distill_llm.py"

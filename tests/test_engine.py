@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from course_lib.data import TensorData
-from course_lib.engine import (Execution, RunSpec, TrainConfig, accuracy, cache_logits, evaluate, fit, freeze,
-                               predict_logits)
+from course_lib.engine import (Execution, RunSpec, TrainConfig, cache_logits, evaluate, fit, freeze,
+                               logits_accuracy, predict_logits)
 from course_lib.models import StudentCNN, TeacherCNN
 from course_lib.timing import best_of, time_epochs
 from course_lib.stacking import can_stack, split_models, merge_models, stack_models
@@ -122,7 +122,7 @@ def test_fit_errors():
     with pytest.raises(ValueError, match="at least one"):
         fit(StudentCNN, [], data, CFG)
     with pytest.raises(ValueError, match="predictions"):
-        accuracy(torch.zeros(3, 10), torch.zeros(4, dtype=torch.long))
+        logits_accuracy(torch.zeros(3, 10), torch.zeros(4, dtype=torch.long))
 
 
 def test_models_with_batchnorm_are_not_stacked_but_still_train():

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import llm
+from course_lib.llm.students import _default_intermediate
+from course_lib.models import count_parameters
 from course_lib.artifacts import artifact_metadata
 
 transformers = pytest.importorskip("transformers")
@@ -119,9 +121,9 @@ def test_freezing_leaves_exactly_the_embeddings_without_grad():
     assert frozen == ["model.embed_tokens.weight"] and not student.lm_head.weight.requires_grad
     assert student.training and not any(p.requires_grad for p in teacher.parameters())
     embedding = VOCAB * HIDDEN
-    assert llm.trainable_parameters(student) == llm.count_parameters(student) - embedding
+    assert llm.trainable_parameters(student) == count_parameters(student) - embedding
     unfrozen = llm.pruned_student(teacher, (0, 2), freeze_embeddings=False)
-    assert llm.trainable_parameters(unfrozen) == llm.count_parameters(unfrozen)
+    assert llm.trainable_parameters(unfrozen) == count_parameters(unfrozen)
     untied = llm.freeze_embeddings(llm.pruned_student(tiny_teacher(tie=False), (0,), freeze_embeddings=False))
     assert sorted(n for n, p in untied.named_parameters() if not p.requires_grad) == ["lm_head.weight",
                                                                                         "model.embed_tokens.weight"]
@@ -148,7 +150,7 @@ def test_fresh_student_from_config_and_from_tokenizer():
             c.intermediate_size) == (VOCAB, 16, 2, 2, 2, 64)                              # 8/3 * 16 -> 64
     assert (c.eos_token_id, c.pad_token_id, c.max_position_embeddings) == (2, 0, 64)
     assert student.lm_head.weight is student.model.embed_tokens.weight and student.training
-    assert llm.trainable_parameters(student) == llm.count_parameters(student)
+    assert llm.trainable_parameters(student) == count_parameters(student)
     again = llm.fresh_student(teacher.config, hidden=16, layers=2, heads=2, seed=5)
     assert all(torch.equal(a, b) for a, b in zip(student.parameters(), again.parameters()))
     assert llm.fresh_student(teacher.config, hidden=16, layers=2, heads=2, seed=6).model.embed_tokens.weight.ne(
@@ -157,7 +159,7 @@ def test_fresh_student_from_config_and_from_tokenizer():
     from_tokenizer = llm.fresh_student(tokenizer, hidden=16, layers=1, heads=4, kv_heads=2)
     assert from_tokenizer.config.vocab_size == len(tokenizer) == 6
     assert from_tokenizer.config.eos_token_id == 1 and from_tokenizer.config.num_key_value_heads == 2
-    assert llm._default_intermediate(576) == 1536                                        # SmolLM2's MLP width
+    assert _default_intermediate(576) == 1536                                        # SmolLM2's MLP width
     with pytest.raises(ValueError, match="multiple of heads"):
         llm.fresh_student(teacher.config, hidden=18, heads=4)
     with pytest.raises(TypeError, match="config or tokenizer"):
@@ -364,7 +366,7 @@ def test_cached_teacher_matches_the_gguf(real_teacher):
     assert not cached.training and not any(p.requires_grad for p in cached.parameters())
     c = cached.config
     assert (c.num_hidden_layers, c.hidden_size, c.tie_word_embeddings) == (30, 576, True)
-    assert llm.count_parameters(cached) == 134_515_008
+    assert count_parameters(cached) == 134_515_008
     assert llm.vocab_size(tokenizer) == llm.output_vocab_size(cached) == 49_152                # no padded rows
     assert llm.shared_vocab_size(tokenizer, cached) == 49_152
     info = json.loads((llm.teacher_dir() / "teacher.json").read_text())
@@ -389,8 +391,8 @@ def test_teacher_held_out_perplexity_on_hamlet(real_teacher):
 def test_pruned_real_teacher_generates_with_its_kv_cache(real_teacher):
     teacher, tokenizer = real_teacher
     student = llm.pruned_student(teacher, (0, 29)).eval()
-    print(f"\npruned (0, 29): {llm.trainable_parameters(student)} trainable of {llm.count_parameters(student)}")
-    assert llm.trainable_parameters(student) == llm.count_parameters(student) - 49_152 * 576
+    print(f"\npruned (0, 29): {llm.trainable_parameters(student)} trainable of {count_parameters(student)}")
+    assert llm.trainable_parameters(student) == count_parameters(student) - 49_152 * 576
     prompt = tokenizer(["Good morrow, my lord"], return_tensors="pt").input_ids
     kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=None)
     assert torch.equal(student.generate(prompt, use_cache=True, **kwargs),
@@ -447,12 +449,12 @@ def test_response_examples_label_only_the_real_response():
 
 @pytest.mark.slow
 def test_the_distillation_experiment_runs_every_student_on_the_real_teacher(real_teacher, tmp_path):
-    """course_lib.llm_experiment end to end at a toy size (2 steps of 1 block out of 2, 2 held-out blocks):
+    """course_lib.llm.experiment end to end at a toy size (2 steps of 1 block out of 2, 2 held-out blocks):
     every run of the design, on the seeds it promises, with its timings, and the files the notebook
     loads. Its figures say nothing at this size; the quick settings' run is the artifact."""
     import dataclasses
 
-    from course_lib import llm_experiment
+    from course_lib.llm import experiment as llm_experiment
 
     teacher, tokenizer = real_teacher
     settings = dataclasses.replace(llm_experiment.QUICK, steps=2, batch_size=1, train_blocks=2, eval_blocks=2,
@@ -484,12 +486,12 @@ def test_the_distillation_experiment_runs_every_student_on_the_real_teacher(real
 
 @pytest.mark.slow
 def test_the_speculative_measurements_run_on_the_real_pair(real_teacher, tmp_path):
-    """course_lib.speculative_experiment end to end at a toy size (2 prompts of 6 new tokens, 1 decoded
+    """course_lib.llm.speculative_experiment end to end at a toy size (2 prompts of 6 new tokens, 1 decoded
     live) on the real teacher and part 1's saved students (the artifact `make setup` built): every
     figure the notebook reads is there, consistent, and the live rounds equal the simulated ones."""
     import dataclasses
 
-    from course_lib import llm_experiment, speculative_experiment as se
+    from course_lib.llm import experiment as llm_experiment, speculative_experiment as se
 
     teacher, tokenizer = real_teacher
     settings = dataclasses.replace(se.QUICK, prompts=2, live_prompts=1, candidates=8, new_tokens=6,
@@ -520,7 +522,7 @@ def test_the_speculative_measurements_run_on_the_real_pair(real_teacher, tmp_pat
 
 
 def test_saved_students_are_named():
-    from course_lib import llm_experiment
+    from course_lib.llm import experiment as llm_experiment
 
     with pytest.raises(ValueError, match="no saved student 'reverse_kl'"):
         llm_experiment.load_student("reverse_kl", None)
@@ -532,7 +534,7 @@ def test_saved_students_are_named():
 
 def test_the_experiment_settings_exist_for_the_quick_profile_only():
     """The full profile's LLM experiment is not implemented: it says so instead of running the CPU one."""
-    from course_lib import llm_experiment
+    from course_lib.llm import experiment as llm_experiment
     from course_lib.profiles import get_profile
 
     assert llm_experiment.settings_for(get_profile("quick")) is llm_experiment.QUICK
@@ -541,7 +543,7 @@ def test_the_experiment_settings_exist_for_the_quick_profile_only():
 
 
 def test_evaluation_blocks_are_evenly_spaced_over_the_held_out_play():
-    from course_lib.llm_experiment import evaluation_blocks
+    from course_lib.llm.experiment import evaluation_blocks
 
     held_out = torch.arange(10)[:, None].repeat(1, 4)           # block i is all i
     assert evaluation_blocks(held_out, 4)[:, 0].tolist() == [0, 3, 6, 9]

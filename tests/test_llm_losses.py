@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.llm_losses import (align_vocab, shift_for_causal_lm, token_divergence, token_kd_loss,
+from course_lib.llm.losses import (align_vocab, shift_for_causal_lm, token_divergence, token_kd_loss,
                                    topk_divergence, topk_kd_loss, topk_mass, topk_teacher_logits)
-from course_lib.plots import fit_gaussian_student, gaussian_logits
+from course_lib.llm.losses import fit_gaussian_student, gaussian_logits
 
 DIVS = [("forward_kl", 0.5), ("reverse_kl", 0.5), ("jsd", 0.5), ("jsd", 0.2), ("jsd", 0.9)]
 

@@ -90,15 +90,13 @@ def test_environment_overrides(tmp_path, clean_env):
     clean_env.setenv("ASSETS_DIR", str(tmp_path / "a"))
     clean_env.setenv("COURSE_RESULTS", str(tmp_path / "r.json"))
     assert paths.cache_dir() == tmp_path / "c" and paths.assets_dir() == tmp_path / "a"
-    from course_lib import results, teachers
-    assert teachers.cache_dir() == tmp_path / "c"                   # the old name still answers
+    from course_lib import results
     assert results.results_path() == tmp_path / "r.json"
 
 
 def test_results_defaults_follow_paths(clean_env):
     from course_lib import results
     assert results.results_path() == paths.build_dir() / "results.json"
-    assert results.REPO_ROOT == REPO
 
 
 def _run(code: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
@@ -166,7 +164,7 @@ results.record("00_probe", "value", 1)
 results.write_report()
 folder = artifacts.cached_artifact("probe", {"v": 1}, lambda d: (d / "x.txt").write_text("x"))
 print(json.dumps({"file": course_lib.__file__, "repo": str(paths.repo_root()), "cache": str(paths.cache_dir()),
-                  "teachers_cache": str(teachers.cache_dir()), "assets": str(paths.assets_dir()),
+                  "assets": str(paths.assets_dir()),
                   "build": str(paths.build_dir()), "results": str(results.results_path()),
                   "exercises": str(paths.exercises_dir()), "artifact": str(folder)}))
 """
@@ -177,7 +175,7 @@ print(json.dumps({"file": course_lib.__file__, "repo": str(paths.repo_root()), "
     user_cache = home / ".cache" / "kd-course"
     assert got["file"].parent == site / "course_lib", how
     assert str(got["repo"]) == "None"
-    assert got["cache"] == got["teachers_cache"] == user_cache / "course"
+    assert got["cache"] == user_cache / "course"
     assert got["assets"] == user_cache / "assets"
     assert got["build"] == work / "build" and got["results"] == work / "build" / "results.json"
     assert got["exercises"] == work / "exercises"

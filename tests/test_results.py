@@ -12,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from course_lib import paths
 from course_lib import results as R
 
 
@@ -24,15 +25,15 @@ def rpath(tmp_path, monkeypatch):
 
 def test_results_path_default_and_env(monkeypatch, tmp_path):
     monkeypatch.delenv("COURSE_RESULTS", raising=False)
-    assert R.results_path() == R.REPO_ROOT / "build" / "results.json"
-    assert (R.REPO_ROOT / "course_lib" / "results.py").exists()
+    assert R.results_path() == paths.project_root() / "build" / "results.json"
+    assert (paths.project_root() / "course_lib" / "results.py").exists()
     monkeypatch.setenv("COURSE_RESULTS", str(tmp_path / "x.json"))
     assert R.results_path() == tmp_path / "x.json"
 
 
 def test_test_session_does_not_use_course_results():
     # conftest points the test session at build/test-results.json unless told otherwise
-    assert R.results_path() != R.REPO_ROOT / "build" / "results.json"
+    assert R.results_path() != paths.project_root() / "build" / "results.json"
 
 
 def test_record_roundtrip_creates_dirs(rpath, capsys):
@@ -205,18 +206,18 @@ def test_module_cli_report(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("x\n<!-- results:begin -->\n<!-- results:end -->\n")
     out = tmp_path / "out" / "report.md"
-    repo_readme = (R.REPO_ROOT / "README.md").read_text()
+    repo_readme = (paths.project_root() / "README.md").read_text()
     proc = subprocess.run(
         [sys.executable, "-m", "course_lib.results", "report", "--results", str(results), "--out", str(out)],
-        capture_output=True, text=True, cwd=R.REPO_ROOT, timeout=120,
+        capture_output=True, text=True, cwd=paths.project_root(), timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert out.read_text() == R.render_report(SAMPLE)
     # a user's run writes only its report: neither this README nor the repository's changes
-    assert "70.5" not in readme.read_text() and (R.REPO_ROOT / "README.md").read_text() == repo_readme
+    assert "70.5" not in readme.read_text() and (paths.project_root() / "README.md").read_text() == repo_readme
     proc = subprocess.run(
         [sys.executable, "-m", "course_lib.results", "publish", "--results", str(results), "--readme", str(readme)],
-        capture_output=True, text=True, cwd=R.REPO_ROOT, timeout=120,
+        capture_output=True, text=True, cwd=paths.project_root(), timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "| 02_kd_loss | 70.5 |" in readme.read_text()

@@ -1,4 +1,4 @@
-"""Speculative decoding (course_lib.speculative) on tiny random Llama models: greedy output equals
+"""Speculative decoding (course_lib.llm.speculative) on tiny random Llama models: greedy output equals
 the target's own greedy output and transformers' assisted generation; sampling reproduces the
 target's exact distribution of the first tokens, also with the draft at a temperature of its own
 (the source article's scheme), while judging a draft with probabilities it was not drawn from does not;
@@ -13,8 +13,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from course_lib import speculative as spec  # noqa: E402
-from course_lib.distill_trainer import tiny_llama  # noqa: E402
+from course_lib.llm import acceptance, kv_cache, speculative as spec  # noqa: E402
+from course_lib.llm.tiny import tiny_llama  # noqa: E402
 
 V = 32
 PROMPTS = ([3, 7, 9, 4], [5, 1, 30, 12, 8], [17], [9, 9, 21, 6, 0, 11, 2, 27])
@@ -108,9 +108,9 @@ def test_greedy_equals_assisted_generation(greedy_models):
 def exact_pair_distribution(target, prompt, temperature, top_k=None, top_p=None):
     """p(x1 | prompt) [V] and p(x1) p(x2 | prompt, x1) [V, V], exactly, from two forward passes."""
     with torch.no_grad():
-        first = spec.filtered_probs(target(ids(prompt)).logits[0, -1], temperature, top_k, top_p)
+        first = acceptance.filtered_probs(target(ids(prompt)).logits[0, -1], temperature, top_k, top_p)
         both = torch.cat([ids(prompt).expand(V, -1), torch.arange(V)[:, None]], dim=1)
-        second = spec.filtered_probs(target(both).logits[:, -1], temperature, top_k, top_p)
+        second = acceptance.filtered_probs(target(both).logits[:, -1], temperature, top_k, top_p)
     return first, first[:, None] * second
 
 
@@ -180,8 +180,8 @@ def test_draft_at_its_own_temperature_is_exact(sampling_models):
     assert tv(pairs.flatten(), p12.flatten()) < tv_bound(p12, runs)
     _, _, same = sample_first_tokens(target, draft, prompt, 200, 2, seed=3, k=1, temperature=temperature)
     with torch.no_grad():
-        q1 = spec.filtered_probs(draft(ids(prompt)).logits[0, -1], 1.0)
-    expected = float(spec.expected_acceptance(p1, q1))               # the first draft's, exactly
+        q1 = acceptance.filtered_probs(draft(ids(prompt)).logits[0, -1], 1.0)
+    expected = float(acceptance.expected_acceptance(p1, q1))               # the first draft's, exactly
     assert same == 1.0 and expected < 0.95, (same, expected)
     assert abs(rate - expected) < 0.1 and rate < 0.95, (rate, expected)
     with pytest.raises(ValueError, match="copy"):
@@ -197,9 +197,9 @@ def test_judging_with_other_probabilities_is_biased(sampling_models):
     p, _ = exact_pair_distribution(target, prompt, temperature)
     with torch.no_grad():
         logits = draft(ids(prompt)).logits[0, -1]
-    drawn, judged = spec.filtered_probs(logits, temperature), spec.filtered_probs(logits, 1.0)
+    drawn, judged = acceptance.filtered_probs(logits, temperature), acceptance.filtered_probs(logits, 1.0)
     # what the biased sampler outputs, exactly: accepted draws plus rejections resampled from the residual
-    biased, _ = spec.one_draft_outcome(p, drawn, judged)
+    biased, _ = acceptance.one_draft_outcome(p, drawn, judged)
     bound = tv_bound(p, runs)
     assert tv(biased, p) > 2 * bound                             # the bias is well above the noise
     first, _, _ = sample_first_tokens(target, draft, prompt, runs, 2, seed=2, k=1, temperature=temperature,
@@ -217,20 +217,21 @@ def test_one_draft_outcome():
     """Enumeration: exact whenever a draft is judged with the distribution it was drawn from (any
     temperatures), biased otherwise; the acceptance is sum min(p, q) in the exact case."""
     z_target, z_draft = torch.tensor([2.0, 1.2, 0.9, 0.5, 0.0, -3.0]), torch.tensor([-1.0, -0.5, 0.0, 0.3, 1.2, 1.5])
-    p = spec.filtered_probs(z_target, 0.7)
+    p = acceptance.filtered_probs(z_target, 0.7)
     for t in (0.7, 1.0, 2.5):
-        q = spec.filtered_probs(z_draft, t)
-        out, acceptance = spec.one_draft_outcome(p, q)
+        q = acceptance.filtered_probs(z_draft, t)
+        out, accepted = acceptance.one_draft_outcome(p, q)
         assert torch.allclose(out, p, atol=1e-6), t
-        assert math.isclose(float(acceptance), float(spec.expected_acceptance(p, q)), abs_tol=1e-6)
-    out, _ = spec.one_draft_outcome(p, spec.filtered_probs(z_draft, 0.7), spec.filtered_probs(z_draft, 1.0))
+        assert math.isclose(float(accepted), float(acceptance.expected_acceptance(p, q)), abs_tol=1e-6)
+    out, _ = acceptance.one_draft_outcome(p, acceptance.filtered_probs(z_draft, 0.7),
+                                          acceptance.filtered_probs(z_draft, 1.0))
     assert tv(out, p) > 0.02
     # q = 0 where p > 0 (a filtered draft): never drawn there, and the residual supplies that mass
     q = torch.tensor([0.0, 0.5, 0.5, 0.0, 0.0, 0.0])
-    out, acceptance = spec.one_draft_outcome(p, q)
-    assert torch.allclose(out, p, atol=1e-6) and math.isclose(float(acceptance), float(p[1] + p[2]), abs_tol=1e-6)
+    out, accepted = acceptance.one_draft_outcome(p, q)
+    assert torch.allclose(out, p, atol=1e-6) and math.isclose(float(accepted), float(p[1] + p[2]), abs_tol=1e-6)
     with pytest.raises(ValueError, match="one size"):
-        spec.one_draft_outcome(p, q[:4])
+        acceptance.one_draft_outcome(p, q[:4])
 
 
 def test_speculative_accept_preserves_p():
@@ -241,34 +242,34 @@ def test_speculative_accept_preserves_p():
     counts = torch.zeros(4)
     for _ in range(n):
         x = torch.multinomial(q[0], 1, generator=g)
-        accepted, token = spec.speculative_accept(p, q, x, g)
+        accepted, token = acceptance.speculative_accept(p, q, x, g)
         counts[x if accepted else token] += 1
     assert tv(counts, p[0]) < tv_bound(p[0], n)
-    assert math.isclose(float(spec.expected_acceptance(p[0], q[0])), 0.1 + 0.0 + 0.2 + 0.0, abs_tol=1e-6)
+    assert math.isclose(float(acceptance.expected_acceptance(p[0], q[0])), 0.1 + 0.0 + 0.2 + 0.0, abs_tol=1e-6)
 
 
 def test_residual_distribution():
     p, q = torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.2, 0.5, 0.3])
-    assert torch.allclose(spec.residual_distribution(p, q), torch.tensor([1.0, 0.0, 0.0]))
-    assert torch.equal(spec.residual_distribution(p, p.clone()), p)        # all zeros: falls back on p
+    assert torch.allclose(acceptance.residual_distribution(p, q), torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.equal(acceptance.residual_distribution(p, p.clone()), p)        # all zeros: falls back on p
     p, q = torch.tensor([0.4, 0.4, 0.2]), torch.tensor([0.2, 0.3, 0.5])
-    assert torch.allclose(spec.residual_distribution(p, q), torch.tensor([2 / 3, 1 / 3, 0.0]))
+    assert torch.allclose(acceptance.residual_distribution(p, q), torch.tensor([2 / 3, 1 / 3, 0.0]))
 
 
 def test_filtered_probs():
     logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
-    assert torch.allclose(spec.filtered_probs(logits, 1.0), torch.tensor([0.5, 0.3, 0.15, 0.05]))
-    assert torch.allclose(spec.filtered_probs(logits, 1.0, top_k=2), torch.tensor([0.625, 0.375, 0, 0]))
-    assert torch.allclose(spec.filtered_probs(logits, 1.0, top_p=0.75), torch.tensor([0.625, 0.375, 0, 0]))
-    assert torch.allclose(spec.filtered_probs(logits, 1.0, top_p=0.85), torch.tensor([0.5, 0.3, 0.15, 0]) / 0.95)
-    assert torch.allclose(spec.filtered_probs(logits, 1.0, top_p=0.1), torch.tensor([1.0, 0, 0, 0]))
-    hot = spec.filtered_probs(logits, 0.5)
+    assert torch.allclose(acceptance.filtered_probs(logits, 1.0), torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    assert torch.allclose(acceptance.filtered_probs(logits, 1.0, top_k=2), torch.tensor([0.625, 0.375, 0, 0]))
+    assert torch.allclose(acceptance.filtered_probs(logits, 1.0, top_p=0.75), torch.tensor([0.625, 0.375, 0, 0]))
+    assert torch.allclose(acceptance.filtered_probs(logits, 1.0, top_p=0.85), torch.tensor([0.5, 0.3, 0.15, 0]) / 0.95)
+    assert torch.allclose(acceptance.filtered_probs(logits, 1.0, top_p=0.1), torch.tensor([1.0, 0, 0, 0]))
+    hot = acceptance.filtered_probs(logits, 0.5)
     assert torch.allclose(hot, torch.tensor([0.25, 0.09, 0.0225, 0.0025]) / 0.365)
     # the same as transformers' warpers (temperature, then top-k, then top-p)
     from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
     z = torch.randn(3, V, generator=torch.Generator().manual_seed(0)) * 3
     warped = TopPLogitsWarper(0.8)(None, TopKLogitsWarper(10)(None, TemperatureLogitsWarper(0.7)(None, z)))
-    assert torch.allclose(spec.filtered_probs(z, 0.7, top_k=10, top_p=0.8), warped.softmax(-1), atol=1e-6)
+    assert torch.allclose(acceptance.filtered_probs(z, 0.7, top_k=10, top_p=0.8), warped.softmax(-1), atol=1e-6)
 
 
 # --------------------------------------------------------------------------- KV caches
@@ -277,9 +278,9 @@ def test_crop_convention_of_installed_transformers():
     """``crop(-n)`` removes the last n positions in every version; a positive argument kept the first
     n in transformers 4.x and raises in 5.x. Pinned, so an upgrade that changes it is noticed."""
     model = llama(0, 1.0)
-    cache = spec.new_cache(model)
+    cache = kv_cache.new_cache(model)
     with torch.no_grad():
-        model(input_ids=ids([1, 2, 3, 4, 5, 6]), use_cache=True, **{spec.cache_keyword(model): cache})
+        model(input_ids=ids([1, 2, 3, 4, 5, 6]), use_cache=True, **{kv_cache.cache_keyword(model): cache})
     assert cache.get_seq_length() == 6
     cache.crop(-2)
     assert cache.get_seq_length() == 4
@@ -290,21 +291,21 @@ def test_crop_convention_of_installed_transformers():
     else:
         cache.crop(3)
         assert cache.get_seq_length() == 3
-    spec.crop_cache(cache, 10)                                   # keeping more than it holds: no-op
-    spec.crop_cache(cache, 2)
+    kv_cache.crop_cache(cache, 10)                                   # keeping more than it holds: no-op
+    kv_cache.crop_cache(cache, 2)
     assert cache.get_seq_length() == 2
     with pytest.raises(ValueError):
-        spec.crop_cache(cache, -1)
+        kv_cache.crop_cache(cache, -1)
 
 
 def test_cache_after_rejection_and_crop_equals_fresh_forward():
     target = llama(0, 20.0, layers=2, hidden=32)
     prompt, drafts, accepted, correction = [3, 7, 9, 4, 12], [5, 6, 8, 10], 1, 22
-    cache, keyword = spec.new_cache(target), spec.cache_keyword(target)
+    cache, keyword = kv_cache.new_cache(target), kv_cache.cache_keyword(target)
     with torch.no_grad():
         target(input_ids=ids(prompt[:3]), use_cache=True, **{keyword: cache})                  # earlier rounds
         target(input_ids=ids(prompt[3:] + drafts), use_cache=True, **{keyword: cache})         # verify K = 4
-        spec.crop_cache(cache, len(prompt) + accepted)                                         # drafts 2..4 rejected
+        kv_cache.crop_cache(cache, len(prompt) + accepted)                                         # drafts 2..4 rejected
         assert cache.get_seq_length() == len(prompt) + accepted
         cached = target(input_ids=ids([correction, 13]), use_cache=True, **{keyword: cache}).logits[0]
         fresh = target(input_ids=ids(prompt + drafts[:accepted] + [correction, 13])).logits[0, -2:]
@@ -322,9 +323,9 @@ def test_no_deprecation_warnings(greedy_models):
         spec.greedy_generate(target, ids(PROMPTS[0]), 8)
     bad = [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
     assert not bad, [str(w.message) for w in bad]
-    if spec.cache_keyword(target) == "cache":                    # why: the old name warns in transformers 5.x
+    if kv_cache.cache_keyword(target) == "cache":                    # why: the old name warns in transformers 5.x
         with pytest.warns(FutureWarning, match="past_key_values"), torch.no_grad():
-            target(input_ids=ids([1, 2]), past_key_values=spec.new_cache(target), use_cache=True)
+            target(input_ids=ids([1, 2]), past_key_values=kv_cache.new_cache(target), use_cache=True)
 
 
 # --------------------------------------------------------------------------- statistics, theory, errors
@@ -354,28 +355,28 @@ def test_stats(greedy_models):
 
 
 def test_theory():
-    assert spec.expected_tokens_per_call(0.0, 4) == 1.0
-    assert spec.expected_tokens_per_call(1.0, 4) == 5.0
-    assert spec.expected_tokens_per_call(0.5, 2) == pytest.approx(1.75)
-    assert spec.expected_tokens_per_call(0.8, 3) == pytest.approx(1 + 0.8 + 0.64 + 0.512)
-    assert spec.expected_tokens_per_call(1 - 1e-9, 4) == pytest.approx(5.0)               # continuous at 1
-    assert spec.expected_speedup(0.5, 2, 0.1) == pytest.approx(1.75 / 1.2)
-    assert spec.expected_speedup(0.5, 2, 0.1, verify_cost=1.9) == pytest.approx(1.75 / 2.1)
-    assert spec.expected_speedup(1.0, 4, 0.0) == 5.0
+    assert acceptance.expected_tokens_per_call(0.0, 4) == 1.0
+    assert acceptance.expected_tokens_per_call(1.0, 4) == 5.0
+    assert acceptance.expected_tokens_per_call(0.5, 2) == pytest.approx(1.75)
+    assert acceptance.expected_tokens_per_call(0.8, 3) == pytest.approx(1 + 0.8 + 0.64 + 0.512)
+    assert acceptance.expected_tokens_per_call(1 - 1e-9, 4) == pytest.approx(5.0)               # continuous at 1
+    assert acceptance.expected_speedup(0.5, 2, 0.1) == pytest.approx(1.75 / 1.2)
+    assert acceptance.expected_speedup(0.5, 2, 0.1, verify_cost=1.9) == pytest.approx(1.75 / 2.1)
+    assert acceptance.expected_speedup(1.0, 4, 0.0) == 5.0
     for bad in ((-0.1, 2), (1.1, 2), (0.5, 0), (0.5, 1.5), (0.5, True)):
         with pytest.raises(ValueError):
-            spec.expected_tokens_per_call(*bad)
+            acceptance.expected_tokens_per_call(*bad)
     with pytest.raises(ValueError, match="cost_ratio"):
-        spec.expected_speedup(0.5, 2, -0.1)
+        acceptance.expected_speedup(0.5, 2, -0.1)
     with pytest.raises(ValueError, match="verify_cost"):
-        spec.expected_speedup(0.5, 2, 0.1, verify_cost=0)
+        acceptance.expected_speedup(0.5, 2, 0.1, verify_cost=0)
 
 
 def _position_logits(model, tokens, prefix, width):
     """The logits after ``tokens[:prefix + 1]``, from a cached forward over ``width`` new tokens."""
-    keyword = spec.cache_keyword(model)
+    keyword = kv_cache.cache_keyword(model)
     with torch.no_grad():
-        cache = spec.new_cache(model)
+        cache = kv_cache.new_cache(model)
         model(input_ids=tokens[:, :prefix], **{keyword: cache})
         return model(input_ids=tokens[:, prefix:prefix + width], **{keyword: cache}).logits[0, 0].float()
 
@@ -404,14 +405,14 @@ def test_dynamic_int8_makes_the_verify_pass_another_function(greedy_models):
 
 def test_required_acceptance():
     for speedup, k, c, v in [(1.0, 4, 0.15, 1.0), (1.5, 4, 0.15, 1.9), (1.0, 2, 0.4, 1.1), (2.0, 6, 0.05, 1.2)]:
-        alpha = spec.required_acceptance(speedup, k, c, v)
+        alpha = acceptance.required_acceptance(speedup, k, c, v)
         assert 0 < alpha < 1
-        assert spec.expected_speedup(alpha, k, c, v) == pytest.approx(speedup, rel=1e-9)
-        assert spec.expected_speedup(alpha - 1e-3, k, c, v) < speedup
-    assert spec.required_acceptance(1.0, 2, 0.5, 2.5) != spec.required_acceptance(1.0, 2, 0.5, 2.5)   # nan: 3/3.5 < 1
-    assert spec.required_acceptance(0.5, 1, 0.1, 1.0) == 0.0                                        # 1/1.1 >= 0.5
+        assert acceptance.expected_speedup(alpha, k, c, v) == pytest.approx(speedup, rel=1e-9)
+        assert acceptance.expected_speedup(alpha - 1e-3, k, c, v) < speedup
+    assert acceptance.required_acceptance(1.0, 2, 0.5, 2.5) != acceptance.required_acceptance(1.0, 2, 0.5, 2.5)   # nan: 3/3.5 < 1
+    assert acceptance.required_acceptance(0.5, 1, 0.1, 1.0) == 0.0                                        # 1/1.1 >= 0.5
     with pytest.raises(ValueError, match="speedup"):
-        spec.required_acceptance(0.0, 2, 0.1)
+        acceptance.required_acceptance(0.0, 2, 0.1)
 
 
 @pytest.mark.parametrize("draft_name", ["self", "close", "random"])

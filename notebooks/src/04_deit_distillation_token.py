@@ -72,7 +72,7 @@ print(environment_report(profile, device))
 # %% md slide
 # ## A transformer you can hold in your head
 #
-# `course_lib.models.ViT`: a strided convolution cuts the image into patches and embeds each; a class
+# `course_lib.vit.ViT`: a strided convolution cuts the image into patches and embeds each; a class
 # token is prepended; position embeddings are added; pre-norm blocks (attention, then an MLP, each
 # with a residual); a final LayerNorm; a linear head on the class token. `course_lib.deit.DeiT` adds one
 # token, one position and one head. The quick profile's size:

@@ -145,7 +145,7 @@ print(f"{len(runs)} students x {config.epochs} epochs in {sum(r.seconds for r in
 # %% code skip
 # every accuracy of the table below (the deck shows only the table)
 import numpy as np
-from course_lib.engine import accuracy, predict_logits
+from course_lib.engine import logits_accuracy, predict_logits
 from course_lib.online import combine_logits
 
 run_of = {r.spec: r for r in base}
@@ -158,7 +158,7 @@ test_logits = {id(r.model): predict_logits(r.model, test.x) for r in runs}      
 
 def ensemble(models):
     """Test accuracy of the mean of the members' probabilities."""
-    return accuracy(combine_logits([test_logits[id(m)] for m in models], how="probs"), test.y)
+    return logits_accuracy(combine_logits([test_logits[id(m)] for m in models], how="probs"), test.y)
 
 
 acc = {name: np.array([by[name, s].test_accuracy for s in SEEDS]) for name in [*gens, "KD"]}

@@ -54,7 +54,8 @@ print(environment_report(profile, device))
 # (`batchmean` over B x S). The course's losses average over real tokens only.
 
 # %% code subslide
-from course_lib import llm, llm_experiment
+from course_lib import llm
+from course_lib.llm import experiment as llm_experiment
 
 SETTINGS = llm_experiment.settings_for(profile)   # the quick profile's; the full one is not implemented yet
 teacher, tokenizer = llm.load_teacher()           # offline: dequantised from the GGUF once, then cached
@@ -82,7 +83,7 @@ print("teacher, greedy:", repr(tokenizer.decode(out[0])))
 # Padding positions enter the article's mean (it divides by B x S) and are masked out of the course's:
 
 # %% code subslide
-from course_lib.llm_losses import shift_for_causal_lm, token_kd_loss
+from course_lib.llm.losses import shift_for_causal_lm, token_kd_loss
 
 texts = ["Now is the winter of our discontent", "Friends, Romans, countrymen, lend me your ears; I come"]
 tokenizer.padding_side = "right"
@@ -112,10 +113,10 @@ print(f"forward KL over real tokens: {ours:.3f};  the article's batchmean over e
 #
 # Below, a one-peak student fits a two-peak teacher over 60 "tokens" under each divergence. The reverse
 # KL has a minimum on each mode and a broad one between them, so the fit searches a grid of means and
-# widths (`course_lib.plots.fit_gaussian_student`) instead of descending from one start.
+# widths (`course_lib.llm.losses.fit_gaussian_student`) instead of descending from one start.
 
 # %% code subslide tags=hide-input
-from course_lib.plots import fit_gaussian_student, gaussian_logits
+from course_lib.llm.losses import fit_gaussian_student, gaussian_logits
 
 tokens = torch.arange(60.0)
 modes = (15.0, 42.0)
@@ -152,7 +153,7 @@ assert modes[0] < forward.mean < modes[1], forward
 # student's mass into those $k$ tokens.
 
 # %% code subslide
-from course_lib.llm_losses import topk_mass
+from course_lib.llm.losses import topk_mass
 
 with torch.no_grad():
     logits = teacher(input_ids=train[:4], use_cache=False).logits
@@ -165,7 +166,7 @@ for k, m in zip(ks, mass):
 # %% md slide
 # ## Training with `DistillationTrainer`
 #
-# `course_lib.distill_trainer.DistillationTrainer` is a `transformers.Trainer` whose `compute_loss` is
+# `course_lib.llm.trainer.DistillationTrainer` is a `transformers.Trainer` whose `compute_loss` is
 # the masked token-level loss (from a live, frozen teacher or from cached top-k logits). Optimizer,
 # gradient accumulation, logging and multi-process training are the Trainer's own, so the same script
 # runs on one CPU or many GPUs:
@@ -178,7 +179,7 @@ for k, m in zip(ks, mass):
 # %% code subslide
 import tempfile
 from transformers import TrainingArguments
-from course_lib.distill_trainer import DistillationTrainer, TokenBlockDataset
+from course_lib.llm.trainer import DistillationTrainer, TokenBlockDataset
 
 with tempfile.TemporaryDirectory() as tmp:
     args = TrainingArguments(output_dir=tmp, max_steps=3, per_device_train_batch_size=2, learning_rate=3e-4,
@@ -197,10 +198,10 @@ print("loss per step:", [round(e["loss"], 2) for e in trainer.state.log_history 
 # **forward KL** from the teacher's cached top-64 (every seed; half KD, half cross-entropy), **reverse
 # KL** and **JSD** from the same cache, and **sequence-level** KD on the teacher's own continuations of
 # the same blocks. A seed picks the blocks and their order. `make setup` runs it once
-# (`python -m course_lib.llm_experiment`); the cell below loads it and re-measures two students live.
+# (`python -m course_lib.llm.experiment`); the cell below loads it and re-measures two students live.
 #
 # From a top-k cache, reverse KL and JSD renormalise the student over the teacher's top 64 tokens
-# (`llm_losses.topk_divergence`): the student's mass outside them is never penalised - the very
+# (`llm.losses.topk_divergence`): the student's mass outside them is never penalised - the very
 # penalty that defines reverse KL. The cross-entropy half still sees the whole vocabulary.
 #
 # Why few blocks, seen often: a student trained alone can over-fit them, and the teacher's
@@ -285,7 +286,7 @@ print("teacher:    ", repr(first["response"][:240]))
 # %% md slide
 # ## Reading the results
 #
-# Every figure in the table was measured by `course_lib.llm_experiment` (this machine's cached run);
+# Every figure in the table was measured by `course_lib.llm.experiment` (this machine's cached run);
 # the two students above were re-measured live. Distillation against training alone, seed by seed:
 # at **equal steps** (asserted) and at **equal wall time** - the alone run continued for as long as
 # distillation took *including* the teacher's caching, the honest budget. With so few blocks, more
@@ -344,7 +345,7 @@ record_many("06_llm_distillation_speculative", figures)
 #
 # Open `exercises/ex06_llm_distillation.py` and implement what its docstrings describe: the masked
 # token-level KL, the generalised JSD with its limits, and the causal shift. Grade with the cell below
-# or `python -m course_lib.grading exercises --only ex06_llm`. `course_lib.llm_losses` is printed *after*
+# or `python -m course_lib.grading exercises --only ex06_llm`. `course_lib.llm.losses` is printed *after*
 # this exercise: try first, then compare.
 
 # %% code skip
@@ -388,12 +389,12 @@ self_check("ex06_llm")
 # Below, over 6 tokens: exactly (`one_draft_outcome`), and sampled through `speculative_accept`.
 
 # %% code subslide
-from course_lib import speculative as spec
+from course_lib.llm import acceptance, speculative as spec
 
 z_target = torch.tensor([2.0, 1.2, 0.9, 0.5, 0.0, -3.0])
 drafts_toy = {"disagreeing": torch.tensor([-1.0, -0.5, 0.0, 0.3, 1.2, 1.5]), "perfect": z_target}
 T = 0.7
-p = spec.filtered_probs(torch.stack([z_target, z_target]), T)    # p_1, and p_2 for the bonus token
+p = acceptance.filtered_probs(torch.stack([z_target, z_target]), T)    # p_1, and p_2 for the bonus token
 schemes = {"drawn and judged at 0.7": (T, T), "drawn and judged at 1 (the article)": (1.0, 1.0),
            "drawn at 0.7, judged at 1": (T, 1.0)}
 g = torch.Generator().manual_seed(0)
@@ -401,14 +402,15 @@ draws = 10_000
 toy = {}                   # (draft, scheme) -> (acceptance, TV from p exactly, TV from p sampled)
 for draft_name, z_draft in drafts_toy.items():
     for name, (t_drawn, t_judged) in schemes.items():
-        drawn, judged = spec.filtered_probs(z_draft[None], t_drawn), spec.filtered_probs(z_draft[None], t_judged)
-        output, acceptance = spec.one_draft_outcome(p[0], drawn[0], judged[0])
+        drawn = acceptance.filtered_probs(z_draft[None], t_drawn)
+        judged = acceptance.filtered_probs(z_draft[None], t_judged)
+        output, accept_prob = acceptance.one_draft_outcome(p[0], drawn[0], judged[0])
         counts = torch.zeros(6)
         for _ in range(draws):
             x = torch.multinomial(drawn[0], 1, generator=g)
-            accepted, token = spec.speculative_accept(p, judged, x, generator=g)
+            accepted, token = acceptance.speculative_accept(p, judged, x, generator=g)
             counts[x if accepted else token] += 1
-        toy[draft_name, name] = (float(acceptance), float((output - p[0]).abs().sum() / 2),
+        toy[draft_name, name] = (float(accept_prob), float((output - p[0]).abs().sum() / 2),
                                  float((counts / draws - p[0]).abs().sum() / 2))
 
 # %% code subslide
@@ -416,8 +418,8 @@ direct = torch.multinomial(p[0], draws * 100, replacement=True, generator=g).vie
 noise = float((torch.nn.functional.one_hot(direct, 6).float().mean(1) - p[0]).abs().sum(1).max() / 2)
 print("| draft | the draft's token | acceptance | TV(output, p): exact / sampled | |")
 print("|---|---|---|---|---|")
-for (draft_name, name), (acceptance, tv_exact, tv_sampled) in toy.items():
-    print(f"| {draft_name} | {name} | {acceptance:.3f} | {tv_exact:.4f} / {tv_sampled:.4f} | "
+for (draft_name, name), (accept_prob, tv_exact, tv_sampled) in toy.items():
+    print(f"| {draft_name} | {name} | {accept_prob:.3f} | {tv_exact:.4f} / {tv_sampled:.4f} | "
           f"{'exact' if tv_exact < 1e-6 else 'biased'} |")
 print(f"sampling noise alone: TV up to {noise:.4f} ({draws:,} draws from p itself, the largest of 100 tries)")
 for draft_name in drafts_toy:
@@ -442,8 +444,8 @@ try:
     torch.multinomial(residual, 1)
 except RuntimeError as error:
     print("torch.multinomial(all-zero residual) raises:", error)
-print("spec.residual_distribution normalises explicitly and falls back on p:",
-      spec.residual_distribution(p[0], p[0]).numpy().round(3))
+print("acceptance.residual_distribution normalises explicitly and falls back on p:",
+      acceptance.residual_distribution(p[0], p[0]).numpy().round(3))
 
 # %% md slide
 # ## The real pair, live
@@ -452,7 +454,7 @@ print("spec.residual_distribution normalises explicitly and falls back on p:",
 # Greedy, batch 1, KV caches: the output must be the target's own greedy output, token for token.
 
 # %% code subslide
-from course_lib import speculative_experiment
+from course_lib.llm import speculative_experiment
 
 spec_results = speculative_experiment.load_results(speculative_experiment.settings_for(profile))
 prompt = speculative_experiment.kept_prompts(held_out, spec_results)[0]
@@ -479,7 +481,7 @@ assert simulated.accepted_counts == stats.accepted_counts
 # %% md slide
 # ## The measurements (built once by `make setup`)
 #
-# `python -m course_lib.speculative_experiment` decodes held-out Hamlet openings whose target
+# `python -m course_lib.llm.speculative_experiment` decodes held-out Hamlet openings whose target
 # continuation is **not degenerate** (prompts where over a quarter of the 4-grams repeat are dropped:
 # repetition flatters drafts and prompt lookup). Acceptance for every K comes from one draft forward per
 # prompt (as above, exact); wall clock from live decoding of the first prompts.
@@ -527,7 +529,7 @@ fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
 ks = [int(k) for k in r["settings"]["simulate_k"]]
 for (name, d), color in zip(r["drafts"].items(), plt.cm.tab10.colors):
     axes[0].plot(ks, [d["by_k"][str(k)]["tokens_per_call"] for k in ks], "o", c=color, label=name)
-    axes[0].plot(ks, [spec.expected_tokens_per_call(d["alpha"], k) for k in ks], "-", c=color, alpha=0.5)
+    axes[0].plot(ks, [acceptance.expected_tokens_per_call(d["alpha"], k) for k in ks], "-", c=color, alpha=0.5)
 axes[0].set(xlabel="drafted tokens K", ylabel="tokens per target call",
             title="measured (dots) vs (1 - a^(K+1)) / (1 - a)")
 axes[0].legend(fontsize=7)
@@ -543,9 +545,9 @@ costs = {"fp32": distilled["cost_ratio"], **{n: pair["cost_ratio"] for n, pair i
 for name, c in costs.items():
     ratios = r["target"][name]["verify_ratio"]
     kk = [k for k in ks if str(k + 1) in ratios]
-    axes[2].plot(kk, [spec.expected_speedup(distilled["alpha"], k, c, ratios[str(k + 1)]) for k in kk], "-",
+    axes[2].plot(kk, [acceptance.expected_speedup(distilled["alpha"], k, c, ratios[str(k + 1)]) for k in kk], "-",
                  c=colors[name], label=f"{name}: predicted")
-axes[2].plot(ks, [spec.expected_speedup(distilled["alpha"], k, costs["fp32"], 1.0) for k in ks], "--", c="C0",
+axes[2].plot(ks, [acceptance.expected_speedup(distilled["alpha"], k, costs["fp32"], 1.0) for k in ks], "--", c="C0",
              alpha=0.5, label="fp32 if v were 1")
 live_k = r["settings"]["live_k"]
 axes[2].plot([live_k], [r["live"][f"forward KL K={live_k}"]["speedup"]], "s", c="C0", label="measured")
@@ -664,7 +666,7 @@ record_many("06_llm_distillation_speculative", {
 #
 # Open `exercises/ex06_speculative.py`: the acceptance / residual step, the expected tokens per
 # target call. Grade with the cell below or `python -m course_lib.grading exercises --only ex06_speculative`.
-# `course_lib.speculative` is printed *after* this exercise.
+# `course_lib.llm.speculative` is printed *after* this exercise.
 
 # %% code skip
 self_check("ex06_speculative")
@@ -691,9 +693,9 @@ self_check("ex06_speculative")
 
 # %% code skip
 import inspect
-from course_lib import llm_losses
+from course_lib.llm import losses as llm_losses
 print(inspect.getsource(llm_losses.token_divergence))
 print(inspect.getsource(llm_losses.shift_for_causal_lm))
-print(inspect.getsource(spec.speculative_accept))
-print(inspect.getsource(spec.residual_distribution))
-print(inspect.getsource(spec.expected_tokens_per_call))
+print(inspect.getsource(acceptance.speculative_accept))
+print(inspect.getsource(acceptance.residual_distribution))
+print(inspect.getsource(acceptance.expected_tokens_per_call))

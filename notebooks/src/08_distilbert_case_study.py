@@ -55,8 +55,8 @@ print(environment_report(profile, device))
 # as a sentiment classifier on Amazon fine-food reviews, then distil it into 3-layer students.
 
 # %% code subslide
-from course_lib import distilbert as db
-from course_lib import distilbert_experiment as de
+from course_lib import encoder as db
+from course_lib.encoder import experiment as de
 
 SETTINGS = de.settings_for(profile)    # the quick profile's; the full one (bert-base on SST-2) is not implemented yet
 train, test = db.load_reviews()
@@ -81,7 +81,7 @@ print(f"median {lengths.median().item()} tokens; {100 * (lengths > SETTINGS.max_
 # ## The experiment (built once by `make setup`)
 #
 # Fine-tuning the teacher and training ten students takes too long for a lecture on a CPU (the build's
-# own time is printed below), so `python -m course_lib.distilbert_experiment` does it once and caches
+# own time is printed below), so `python -m course_lib.encoder.experiment` does it once and caches
 # it. **From the cache**: the fine-tuned teacher, the first seed's `copy + KD` student, every student's
 # accuracy and predictions on the test reviews, the ablation and the build's latency figures. **Live,
 # below**: both saved models' predictions on every test review (checked against the cached ones), the
@@ -462,7 +462,7 @@ record_many("08_distilbert_case_study", {
 #
 # Open `exercises/ex08_distilbert.py`: the layer-copy names, the hidden-state cosine loss, the triple
 # loss. Grade with the cell below or `python -m course_lib.grading exercises --only ex08`.
-# `course_lib.distilbert` is printed *after* this exercise: try first, then compare.
+# `course_lib.encoder` is printed *after* this exercise: try first, then compare.
 
 # %% code skip
 from course_lib.grading import self_check

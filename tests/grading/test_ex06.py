@@ -1,5 +1,5 @@
 """The ex06 checks (the masked token-level KL, the generalised JSD, the causal shift) fail wrong answers,
-and name their mistakes; their references are course_lib.llm_losses' token_kd_loss, token_divergence
+and name their mistakes; their references are course_lib.llm.losses' token_kd_loss, token_divergence
 and shift_for_causal_lm.
 
 The generic tests (test_grader.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from course_lib.grading import UNPAID
 from course_lib.grading.checks import ex06_llm_distillation as checks
-from course_lib.llm_losses import shift_for_causal_lm, token_divergence, token_kd_loss
+from course_lib.llm.losses import shift_for_causal_lm, token_divergence, token_kd_loss
 from course_lib.paths import solutions_dir
 from _mutations import MutationTests, assert_inputs_modified, grade_text
 

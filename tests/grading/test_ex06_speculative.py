@@ -1,6 +1,6 @@
 """The ex06_speculative checks (speculative sampling's verification step, the expected tokens per target
 call, the expected speedup) fail wrong answers, and name their mistakes; their references are
-course_lib.speculative's speculative_accept (its acceptance test, with the uniforms given),
+course_lib.llm.speculative's speculative_accept (its acceptance test, with the uniforms given),
 residual_distribution, expected_tokens_per_call and expected_speedup.
 
 The generic tests (test_grader.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from course_lib import speculative
+from course_lib.llm import acceptance
 from course_lib.grading.checks import ex06_speculative as checks
 from course_lib.paths import solutions_dir
 from _mutations import MutationTests
@@ -175,7 +175,7 @@ def test_the_reference_is_speculative_accepts_rule_with_its_own_uniforms():
         k, v = 1 + seed % 5, 5 + seed % 7
         p, q = checks._models(5000 + seed, k, v, 1.5)
         drafts, _ = checks._draw(q, 6000 + seed)
-        accepted, token = speculative.speculative_accept(p, q, drafts, torch.Generator().manual_seed(seed))
+        accepted, token = acceptance.speculative_accept(p, q, drafts, torch.Generator().manual_seed(seed))
         g = torch.Generator().manual_seed(seed)    # the same draws: one uniform per draft up to the rejection
         drawn = [torch.rand((), generator=g).item() for _ in range(min(accepted + 1, k))]
         uniforms = torch.tensor(drawn + [0.0] * (k - len(drawn)))     # after a rejection they play no part
@@ -257,7 +257,7 @@ def test_the_exactness_check_bound_holds_for_any_correct_answer_and_catches_the_
 def test_the_theory_references_are_the_docstrings_formulas_and_their_mistakes_are_told_apart():
     told_apart = set()
     for alpha, k in [(0.8, 4), (0.5, 1), (0.3, 7), (0.95, 10), (0.6, 3), (0.1, 2), (1.0, 4), (0.0, 5)]:
-        expected = speculative.expected_tokens_per_call(alpha, k)
+        expected = acceptance.expected_tokens_per_call(alpha, k)
         assert expected == pytest.approx(sum(alpha ** j for j in range(k + 1)))
         told_apart |= {name for name, value in checks._tokens_mistakes(alpha, k).items()
                        if abs(value - expected) > 1e-3 * expected}
@@ -265,10 +265,10 @@ def test_the_theory_references_are_the_docstrings_formulas_and_their_mistakes_ar
     told_apart = set()
     for alpha, k, c, v in [(0.8, 4, 0.05, 1.0), (0.6, 3, 0.2, 1.5), (0.9, 8, 0.02, 1.2), (0.4, 2, 0.5, 2.0),
                            (0.7, 5, 0.1, 1.0), (0.95, 6, 0.3, 3.0)]:
-        expected = speculative.expected_speedup(alpha, k, c, v)
+        expected = acceptance.expected_speedup(alpha, k, c, v)
         assert expected == pytest.approx(sum(alpha ** j for j in range(k + 1)) / (k * c + v))
         told_apart |= {name for name, value in checks._speedup_mistakes(alpha, k, c, v).items()
                        if abs(value - expected) > 1e-3 * expected}
     assert told_apart == set(checks._speedup_mistakes(0.5, 3, 0.1, 1.5))
-    assert speculative.expected_speedup(0.0, 4, 0.1, 1.0) == pytest.approx(1 / 1.4)
-    assert math.isclose(speculative.expected_speedup(1.0, 4, 0.1, 1.2), 5 / 1.6)
+    assert acceptance.expected_speedup(0.0, 4, 0.1, 1.0) == pytest.approx(1 / 1.4)
+    assert math.isclose(acceptance.expected_speedup(1.0, 4, 0.1, 1.2), 5 / 1.6)

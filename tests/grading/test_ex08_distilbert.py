@@ -1,7 +1,7 @@
 """The ex08_distilbert checks (DistilBERT's layer-copy names, the hidden-state cosine loss over the real
 tokens, the triple loss) fail wrong answers, and name their mistakes; their references restate
-course_lib.distilbert's layer_copy_map, hidden_cosine_loss and triple_loss on names and plain tensors
-(the check module does not import course_lib.distilbert, which imports transformers), and the tests
+course_lib.encoder's layer_copy_map, hidden_cosine_loss and triple_loss on names and plain tensors
+(the check module does not import course_lib.encoder, which imports transformers), and the tests
 below pin them to it, on tiny BERTs.
 
 The generic tests (test_grader.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
@@ -231,7 +231,7 @@ def _tiny_bert(layers: int, seed: int = 0):
 def test_the_names_are_a_bert_classifiers_and_the_sources_reference_is_layer_copy_map():
     """bert_keys(n) is the state dict of a real n-layer BertForSequenceClassification, in its order, and the
     restated reference gives layer_copy_map's mapping on every case of the checks."""
-    from course_lib import distilbert as db
+    from course_lib import encoder as db
     cases = checks.SOURCE_CASES + checks.TWELVE_LAYER_CASES + checks.LIMIT_SOURCE_CASES
     models = {n: _tiny_bert(n) for n in sorted({n for n, _ in cases})}
     for n, model in models.items():
@@ -258,7 +258,7 @@ def test_the_source_mistakes_are_told_apart():
 
 
 def test_the_cosine_reference_is_hidden_cosine_loss_and_its_mistakes_are_told_apart():
-    from course_lib import distilbert as db
+    from course_lib import encoder as db
     told_apart = set()
     for s, t, mask, what in checks._cosine_cases():
         expected = checks._cosine(s, t, mask)
@@ -275,7 +275,7 @@ def test_the_cosine_reference_is_hidden_cosine_loss_and_its_mistakes_are_told_ap
 
 
 def test_the_triple_reference_is_triple_loss_and_its_mistakes_are_told_apart():
-    from course_lib import distilbert as db
+    from course_lib import encoder as db
     told_apart = set()
     for inputs, t, weights, what, _ in checks._triple_cases():
         expected = checks._triple(*inputs, t, weights)

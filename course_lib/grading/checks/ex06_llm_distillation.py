@@ -1,10 +1,10 @@
 """Checks for exercises/ex06_llm_distillation.py (20 points).
 
-References: ``course_lib.llm_losses.token_kd_loss`` (``attention_mask=mask``, no labels, ``alpha = 1``)
-and its gradient for the masked KL; ``course_lib.llm_losses.token_divergence(..., "jsd", beta=...)`` for
+References: ``course_lib.llm.losses.token_kd_loss`` (``attention_mask=mask``, no labels, ``alpha = 1``)
+and its gradient for the masked KL; ``course_lib.llm.losses.token_divergence(..., "jsd", beta=...)`` for
 the generalised JSD (TRL's GKD convention: mixture ``beta * p_t + (1 - beta) * p_s``, ``beta = 0`` the
 forward and ``beta = 1`` the reverse KL) with ``course_lib.losses.soft_target_kl`` for its endpoints;
-``course_lib.llm_losses.shift_for_causal_lm`` for the causal shift. Besides the values: padding that
+``course_lib.llm.losses.shift_for_causal_lm`` for the causal shift. Besides the values: padding that
 changes nothing, the real tokens packed into one sequence, no gradient into the teacher; the JSD's
 symmetry and ``log 2`` bound at ``beta = 0.5`` (on confident, non-overlapping distributions too) and
 its zero for identical models; left and right padding for the shift.
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from course_lib.grading.checks.helpers import (as_tensor, close, close_naming, expect_value_error, randint, randn,
                                                student_error, tensors_close, value_naming)
 from course_lib.grading.checks.registry import check
-from course_lib.llm_losses import shift_for_causal_lm, token_divergence, token_kd_loss
+from course_lib.llm.losses import shift_for_causal_lm, token_divergence, token_kd_loss
 from course_lib.losses import soft_target_kl
 
 M = "ex06_llm_distillation"

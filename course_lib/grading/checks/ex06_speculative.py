@@ -1,6 +1,6 @@
 """Checks for exercises/ex06_speculative.py (20 points).
 
-References: ``course_lib.speculative``: the acceptance test of ``speculative_accept`` (draft ``i`` passes
+References: ``course_lib.llm.speculative``: the acceptance test of ``speculative_accept`` (draft ``i`` passes
 iff ``u_i * q_i(x) < p_i(x)``) with the uniforms given instead of drawn, ``residual_distribution`` at the
 first rejection and the last row of ``p`` when every draft passes, for the verification step;
 ``expected_tokens_per_call`` and ``expected_speedup`` for the theory. Besides the values: every draft
@@ -31,11 +31,11 @@ from collections.abc import Callable
 
 import torch
 
-from course_lib import speculative
+from course_lib.llm import acceptance
 from course_lib.grading.checks.helpers import (as_tensor, close, expect_value_error, randn, student_error,
                                                tensors_close, value_naming)
 from course_lib.grading.checks.registry import check
-from course_lib.speculative import residual_distribution
+from course_lib.llm.acceptance import residual_distribution
 
 M = "ex06_speculative"
 
@@ -438,7 +438,7 @@ def _theory_call(f, args, what: str):
 
 def _tokens_close(expected_tokens_per_call, alpha: float, k: int, what: str) -> None:
     got = _number(_theory_call(expected_tokens_per_call, (alpha, k), what), what)
-    value_naming(got, speculative.expected_tokens_per_call(alpha, k), _tokens_mistakes(alpha, k), what)
+    value_naming(got, acceptance.expected_tokens_per_call(alpha, k), _tokens_mistakes(alpha, k), what)
 
 
 @check(M, "expected_tokens_per_call", points=2)
@@ -458,7 +458,7 @@ def tokens_limits(expected_tokens_per_call):
         mistakes = {"k at alpha = 1 (every draft passes AND the target adds the bonus token: k + 1)": float(k)} \
             if alpha == 1 else {}
         mistakes.update(_tokens_mistakes(alpha, k))
-        value_naming(got, speculative.expected_tokens_per_call(alpha, k), mistakes, what)
+        value_naming(got, acceptance.expected_tokens_per_call(alpha, k), mistakes, what)
 
 
 @check(M, "expected_tokens_per_call", points=1, kind="rejects")
@@ -469,7 +469,7 @@ def tokens_reject_bad_inputs(expected_tokens_per_call):
 
 
 def _speedup_mistakes(alpha: float, k: int, c: float, v: float) -> dict[str, float]:
-    tokens = speculative.expected_tokens_per_call(alpha, k)
+    tokens = acceptance.expected_tokens_per_call(alpha, k)
     ratio = (lambda a, b: a / b if b else math.inf)
     return _finite({
         "the verify pass left out, E[tokens] / (k c) (the target's pass over the k + 1 positions costs v)":
@@ -494,7 +494,7 @@ def _speedup_close(expected_speedup, alpha, k, c, v, what: str) -> None:
     args = (alpha, k, c) if v is None else (alpha, k, c, v)
     got = _number(_theory_call(expected_speedup, args, what), what)
     v = 1.0 if v is None else v
-    value_naming(got, speculative.expected_speedup(alpha, k, c, v), _speedup_mistakes(alpha, k, c, v), what)
+    value_naming(got, acceptance.expected_speedup(alpha, k, c, v), _speedup_mistakes(alpha, k, c, v), what)
 
 
 @check(M, "expected_speedup", points=2)

@@ -1,12 +1,12 @@
 """Checks for exercises/ex08_distilbert.py (20 points).
 
-References: ``course_lib.distilbert``'s ``layer_copy_map`` (on the names of a
+References: ``course_lib.encoder``'s ``layer_copy_map`` (on the names of a
 ``BertForSequenceClassification``'s state dict: the student's layer ``j`` from the teacher's layer
 ``kept_layers[j]``, every other tensor as it is), ``hidden_cosine_loss`` (for one layer pair) and the
 total of ``triple_loss``, restated here on names and plain tensors (``_sources``, ``_cosine``,
-``_triple``, with ``course_lib.losses.soft_target_kl``): importing ``course_lib.distilbert`` imports
+``_triple``, with ``course_lib.losses.soft_target_kl``): importing ``course_lib.encoder`` imports
 transformers (about 3 s), which every grading would pay. ``tests/grading/test_ex08_distilbert.py``
-pins the restatements to ``course_lib.distilbert`` and the names ``bert_keys`` writes to a real tiny
+pins the restatements to ``course_lib.encoder`` and the names ``bert_keys`` writes to a real tiny
 BERT's. Besides the values: 12-layer teachers (two-digit layer numbers), every layer kept, one layer
 kept, the names in another order; padding that changes nothing, the real tokens packed into one
 sequence, vectors of one direction (0) and opposite ones (2), a mask without a real token (0, not

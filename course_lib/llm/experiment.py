@@ -7,7 +7,7 @@ notebook loads them, re-runs short versions live and says which figures come fro
 **The runs** (``LLMSettings``; quick profile: ``steps`` optimizer steps of ``batch_size`` blocks of
 ``block_size`` Shakespeare tokens, drawn from ``train_blocks`` distinct blocks per seed, so each block
 is seen ``steps * batch_size / train_blocks`` times; Hamlet held out). Every student is the same
-layer-pruned copy of the teacher (``llm.pruned_student``: teacher layers 0, 5, 10, 15, 20, 25 and 29,
+layer-pruned copy of the teacher (``pruned_student``: teacher layers 0, 5, 10, 15, 20, 25 and 29,
 embeddings frozen, as DistilBERT keeps every other layer), trained with the same optimizer (AdamW,
 constant learning rate after a short warm-up, so that a run's state at step ``k`` is what a
 ``k``-step run would give). A seed picks the training blocks (a random subset) and their order.
@@ -19,7 +19,7 @@ constant learning rate after a short warm-up, so that a run's state at step ``k`
 - ``forward KL``: ``DistillationTrainer`` on the teacher's cached top-``k`` logits of the same blocks,
   ``alpha`` KD + ``1 - alpha`` cross-entropy, on every seed.
 - ``reverse KL`` and ``JSD`` (beta 0.5): the same from the same cache, on the first seed. Over the
-  teacher's top-k both distributions are renormalised (``llm_losses.topk_divergence``), so the
+  teacher's top-k both distributions are renormalised (``llm.losses.topk_divergence``), so the
   student's mass outside those tokens is never penalised, the penalty that defines reverse KL.
 - ``responses`` (sequence-level KD, Kim & Rush 2016): the teacher's greedy continuations of the
   first ``prompt_tokens`` of each training block (written to ``responses.jsonl``), the student
@@ -29,7 +29,7 @@ Each is evaluated on ``eval_blocks`` held-out Hamlet blocks evenly spaced over t
 (:func:`evaluation_blocks`): perplexity and top-1 agreement with the teacher. The artifact holds
 ``results.json`` (every figure and timing), the responses and the trainable weights of the ``alone``
 and ``forward KL`` students of every seed and of the ``responses`` student (the notebook's demos and
-the drafts of notebook 06 part 2, :mod:`course_lib.speculative_experiment`), about 100 MB each.
+the drafts of notebook 06 part 2, :mod:`course_lib.llm.speculative_experiment`), about 100 MB each.
 
 **Why few blocks, seen often.** ``train_blocks`` is small and each block is seen several times, so
 that a student trained alone can over-fit its blocks and the teacher's distributions can act as a
@@ -49,9 +49,14 @@ from pathlib import Path
 
 import torch
 
-from . import llm
-from .artifacts import package_modules, cached_artifact, source_fingerprint, torch_version
-from .llm_losses import topk_mass, topk_teacher_logits
+from ..experiments import CachedExperiment
+from ..profiles import PROFILES, LLMSettings
+from .corpus import token_blocks
+from .evaluation import perplexity, teacher_predictions, top1_agreement
+from .losses import topk_mass, topk_teacher_logits
+from .responses import response_examples, teacher_continuations, write_responses
+from .students import pruned_student, trainable_parameters
+from .teacher import load_teacher, teacher_key_inputs
 
 EXPERIMENT_NAME = "llm_distillation"
 RESULTS_FILE = "results.json"
@@ -59,39 +64,7 @@ RESPONSES_FILE = "responses.jsonl"
 RECIPE_VERSION = 1
 
 
-@dataclasses.dataclass(frozen=True)
-class LLMSettings:
-    """Sizes of notebook 06's experiment (see the module docstring)."""
-
-    block_size: int = 128
-    batch_size: int = 4
-    steps: int = 30
-    train_blocks: int = 16         # distinct training blocks per seed (seen steps * batch_size / train_blocks times)
-    seeds: tuple[int, ...] = (0, 1)
-    lr: float = 1e-3
-    alpha: float = 0.5             # KD weight; 1 - alpha on the cross-entropy
-    warmup_steps: int = 2
-    topk: int = 64
-    temperature: float = 1.0
-    student_layers: tuple[int, ...] = (0, 5, 10, 15, 20, 25, 29)
-    eval_blocks: int = 32          # held-out blocks evenly spaced over the held-out play
-    prompt_tokens: int = 32        # sequence-level KD: the teacher continues this much of each block
-    jsd_beta: float = 0.5
-
-
-QUICK = LLMSettings()
-
-
-def settings_for(profile) -> LLMSettings:
-    """The experiment's settings in ``profile`` (a :class:`course_lib.profiles.Profile`).
-
-    Only the quick profile's experiment exists. The full profile's (SmolLM2-360M -> SmolLM2-135M from
-    the hub, on a GPU) is not implemented: it raises instead of silently running the CPU one."""
-    if profile.name == "quick":
-        return QUICK
-    raise NotImplementedError(
-        f"notebook 06's LLM experiment exists for the quick profile only (profile {profile.name!r}: "
-        "SmolLM2-360M -> SmolLM2-135M on a GPU is not implemented yet); run it with COURSE_PROFILE=quick")
+QUICK = PROFILES["quick"].llm      # the settings make setup builds (course_lib.profiles.LLMSettings)
 
 
 def evaluation_blocks(held_out: torch.Tensor, n: int) -> torch.Tensor:
@@ -154,8 +127,8 @@ def _losses(trainer) -> list[float]:
 
 
 def _evaluate(student, held_out, teacher_top1, progress: bool) -> dict:
-    return {"perplexity": round(llm.perplexity(student, held_out, progress=progress), 2),
-            "top1_agreement": round(llm.top1_agreement(student, teacher_top1, held_out, progress=progress), 2)}
+    return {"perplexity": round(perplexity(student, held_out, progress=progress), 2),
+            "top1_agreement": round(top1_agreement(student, teacher_top1, held_out, progress=progress), 2)}
 
 
 def _with_weights(student, weights: dict[str, torch.Tensor]):
@@ -167,25 +140,25 @@ def _with_weights(student, weights: dict[str, torch.Tensor]):
 def run_experiment(folder: Path, settings: LLMSettings = QUICK, progress: bool = True, *,
                    teacher=None, tokenizer=None) -> dict:
     """Run every student of the module docstring into ``folder``; return the results. ``teacher`` and
-    ``tokenizer`` default to ``llm.load_teacher()`` (tests pass the ones they already loaded)."""
+    ``tokenizer`` default to ``load_teacher()`` (tests pass the ones they already loaded)."""
     from transformers import Trainer
 
-    from .distill_trainer import DistillationTrainer, TokenBlockDataset, collate_token_blocks
+    from .trainer import DistillationTrainer, TokenBlockDataset, collate_token_blocks
 
     torch.manual_seed(0)
     build_start = time.perf_counter()
     if teacher is None or tokenizer is None:
-        teacher, tokenizer = llm.load_teacher()
-    train, held_out = llm.token_blocks(tokenizer, settings.block_size, progress=progress)
+        teacher, tokenizer = load_teacher()
+    train, held_out = token_blocks(tokenizer, settings.block_size, progress=progress)
     held_out = evaluation_blocks(held_out, settings.eval_blocks)
     start = time.perf_counter()
-    teacher_ppl = llm.perplexity(teacher, held_out, progress=progress)
-    teacher_top1 = llm.teacher_predictions(teacher, held_out, progress=progress)
+    teacher_ppl = perplexity(teacher, held_out, progress=progress)
+    teacher_top1 = teacher_predictions(teacher, held_out, progress=progress)
     results = {"settings": dataclasses.asdict(settings), "teacher": {
         "perplexity": round(teacher_ppl, 2), "eval_seconds": round(time.perf_counter() - start, 1),
         "parameters": sum(p.numel() for p in teacher.parameters())}, "runs": []}
-    base = llm.pruned_student(teacher, layers=settings.student_layers)
-    results["student"] = {"layers": list(settings.student_layers), "trainable": llm.trainable_parameters(base),
+    base = pruned_student(teacher, layers=settings.student_layers)
+    results["student"] = {"layers": list(settings.student_layers), "trainable": trainable_parameters(base),
                           "parameters": sum(p.numel() for p in base.parameters()),
                           **_evaluate(base, held_out, teacher_top1, progress)}
     n_blocks = settings.train_blocks
@@ -257,12 +230,12 @@ def run_experiment(folder: Path, settings: LLMSettings = QUICK, progress: bool =
             # sequence-level: the teacher's continuations of each block's first prompt_tokens
             start = time.perf_counter()
             prompts = blocks[:, :settings.prompt_tokens]
-            responses, real = llm.teacher_continuations(teacher, prompts, settings.block_size - settings.prompt_tokens,
+            responses, real = teacher_continuations(teacher, prompts, settings.block_size - settings.prompt_tokens,
                                                         batch_size=16, eos_token_id=tokenizer.eos_token_id,
                                                         progress=progress)
             generate_seconds = time.perf_counter() - start
-            llm.write_responses(folder / RESPONSES_FILE, tokenizer, prompts, responses, real)
-            input_ids, labels = llm.response_examples(prompts, responses, real)
+            write_responses(folder / RESPONSES_FILE, tokenizer, prompts, responses, real)
+            input_ids, labels = response_examples(prompts, responses, real)
             student = copy.deepcopy(base)
             clock = _Clock()
             trainer = Trainer(model=student, args=_training_args(folder / "tmp", settings, seed, settings.steps,
@@ -282,22 +255,11 @@ def run_experiment(folder: Path, settings: LLMSettings = QUICK, progress: bool =
     return results
 
 
-def experiment_key_inputs(settings: LLMSettings = QUICK) -> dict:
-    return {"recipe_version": RECIPE_VERSION, "settings": dataclasses.asdict(settings),
-            "teacher": llm.teacher_key_inputs(), "torch": torch_version(),
-            # every course_lib module the experiment's code imports, followed through their imports
-            # (artifacts.package_modules; docstrings and comments do not count)
-            "code": source_fingerprint(*package_modules(sys.modules[__name__]))}
-
-
-def experiment(settings: LLMSettings = QUICK, *, rebuild: bool = False, progress: bool = True) -> Path:
-    """The experiment's artifact folder, run first if missing (minutes of CPU: its results record the build time)."""
-    return cached_artifact(EXPERIMENT_NAME, experiment_key_inputs(settings),
-                           lambda folder: run_experiment(folder, settings, progress), rebuild=rebuild)
-
-
-def load_results(settings: LLMSettings = QUICK) -> dict:
-    return json.loads((experiment(settings) / RESULTS_FILE).read_text(encoding="utf-8"))
+EXPERIMENT = CachedExperiment(EXPERIMENT_NAME, RECIPE_VERSION, settings_field="llm", module=sys.modules[__name__],
+                              run=run_experiment, notebook="06",
+                              extra_key=lambda settings: {"teacher": teacher_key_inputs()})
+settings_for, experiment_key_inputs = EXPERIMENT.settings_for, EXPERIMENT.key_inputs
+experiment, load_results = EXPERIMENT.folder, EXPERIMENT.load_results
 
 
 STUDENTS = ("alone", "forward_kl", "responses")
@@ -313,7 +275,7 @@ def load_student(name: str, teacher, settings: LLMSettings = QUICK, seed: int | 
         raise ValueError(f"no {name!r} student for seed {seed}: seeds {settings.seeds}"
                          + (" (responses: the first only)" if name == "responses" else ""))
     suffix = "" if seed == settings.seeds[0] else f"_seed{seed}"
-    student = llm.pruned_student(teacher, layers=settings.student_layers)
+    student = pruned_student(teacher, layers=settings.student_layers)
     student.load_state_dict(torch.load(experiment(settings) / f"student_{name}{suffix}.pt"), strict=False)
     return student.eval()
 
@@ -328,12 +290,4 @@ def summary(results: dict) -> str:
 
 
 if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Build notebook 06's LLM distillation experiment (a cached artifact).")
-    parser.add_argument("--rebuild", action="store_true", help="run it again even if the artifact exists")
-    cli = parser.parse_args()
-    start = time.perf_counter()
-    folder = experiment(rebuild=cli.rebuild)
-    print(f"[llm_experiment] {folder} ({time.perf_counter() - start:.0f} s)")
-    print(summary(json.loads((folder / RESULTS_FILE).read_text(encoding="utf-8"))))
+    EXPERIMENT.main(summary)

@@ -1,7 +1,7 @@
 """LLM distillation with ``transformers.Trainer`` (notebook 06): one class that scales out.
 
 ``DistillationTrainer`` is a ``Trainer`` whose ``compute_loss`` is the token-level KD loss of
-:mod:`course_lib.llm_losses`; everything else (optimizer, scheduler, gradient accumulation,
+:mod:`course_lib.llm.losses`; everything else (optimizer, scheduler, gradient accumulation,
 logging, saving, and ``torchrun`` / ``accelerate`` launches with DDP, FSDP or DeepSpeed) is the
 Trainer's own. ``scripts/distill_llm.py`` runs it from the command line::
 
@@ -42,9 +42,9 @@ device; a DeepSpeed ZeRO-3 teacher that does not fit is not handled here (TRL pr
 ``deepspeed.initialize``).
 
 **Cached teacher.** Batches may carry ``teacher_topk_values`` / ``teacher_topk_indices``
-``[B, S, k]`` (``llm_losses.topk_teacher_logits`` of the teacher's logits over the same ``S``
+``[B, S, k]`` (``llm.losses.topk_teacher_logits`` of the teacher's logits over the same ``S``
 positions as ``input_ids``, unshifted): the trainer then distils from them with ``topk_kd_loss``
-(any divergence: see ``llm_losses.topk_divergence``) and needs no teacher (``teacher=None``). When a
+(any divergence: see ``llm.losses.topk_divergence``) and needs no teacher (``teacher=None``). When a
 batch carries them, they are used even if a teacher was given.
 
 **Logs.** Besides the Trainer's ``loss``, each log has ``kd`` (the divergence per real token, without
@@ -58,15 +58,16 @@ from numbers import Real
 from typing import Any
 
 import torch
+import transformers
 from torch import nn
 from torch.utils.data import Dataset
-import transformers
 
-from course_lib.llm import output_vocab_size
-from course_lib.llm_losses import DIVERGENCES, shift_for_causal_lm, token_kd_loss, topk_kd_loss
+from ..trainers import TeacherStudentTrainer, check_teacher
+from .losses import DIVERGENCES, shift_for_causal_lm, token_kd_loss, topk_kd_loss
+from .teacher import output_vocab_size
 
 __all__ = ["TOPK_KEYS", "DistillationTrainer", "TokenBlockDataset", "collate_token_blocks", "shifted_labels",
-           "count_real_tokens", "tiny_llama", "tiny_token_blocks"]
+           "count_real_tokens"]
 
 TOPK_KEYS = ("teacher_topk_values", "teacher_topk_indices")
 
@@ -144,7 +145,7 @@ def count_real_tokens(batch: dict, *, ignore_index: int = -100) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- the trainer
 
-class DistillationTrainer(transformers.Trainer):
+class DistillationTrainer(TeacherStudentTrainer):
     """A ``transformers.Trainer`` that distils ``teacher`` into ``model`` token by token.
 
     Arguments beyond the Trainer's (all keyword-only): ``teacher`` (a causal LM sharing the
@@ -152,9 +153,13 @@ class DistillationTrainer(transformers.Trainer):
     (``"forward_kl"``, ``"reverse_kl"``, ``"jsd"``), ``beta`` (the JSD's mixture weight),
     ``temperature``, ``alpha`` (weight of the KD term; ``1 - alpha`` goes to the CE),
     ``vocab_size`` (trim both vocabularies to it, for output matrices padded beyond the tokenizer),
-    ``ignore_index``. ``data_collator`` defaults to :func:`collate_token_blocks`. See the module
-    docstring for the loss, its normalisation under gradient accumulation and DDP, and the logs.
+    ``ignore_index``. ``data_collator`` defaults to :func:`collate_token_blocks`. The teacher's
+    handling, the loss normalisation and the logged parts are :class:`course_lib.trainers.TeacherStudentTrainer`'s
+    (the items are the real tokens); see the module docstring.
     """
+
+    teacher_columns = TOPK_KEYS
+    part_names = ("kd", "ce")
 
     def __init__(self, model: nn.Module | None = None, args: transformers.TrainingArguments | None = None, *,
                  teacher: nn.Module | None = None, divergence: str = "forward_kl", beta: float = 0.5,
@@ -168,9 +173,7 @@ class DistillationTrainer(transformers.Trainer):
             if isinstance(value, bool) or not isinstance(value, Real):
                 raise ValueError(f"{name} must be a number, got {value!r}")
         if teacher is not None:
-            if not isinstance(teacher, nn.Module):
-                raise TypeError(f"teacher must be a torch.nn.Module (a causal LM) or None, "
-                                f"got {type(teacher).__name__}")
+            check_teacher(teacher, model, "a torch.nn.Module (a causal LM)")
             t_rows, s_rows = output_vocab_size(teacher), output_vocab_size(model)
             if vocab_size is None and t_rows != s_rows:
                 raise ValueError(
@@ -178,37 +181,15 @@ class DistillationTrainer(transformers.Trainer):
                     f"output rows, the student ({type(model).__name__}) {s_rows}. If both use the same tokenizer and "
                     f"one output matrix is padded beyond it, pass vocab_size=len(tokenizer) to trim both; models with "
                     f"different tokenizers cannot be distilled token by token")
-            shared = {id(p) for p in teacher.parameters()} & {id(p) for p in model.parameters()}
-            if shared:
-                raise ValueError(f"teacher and student share {len(shared)} parameter tensors: freezing the teacher "
-                                 f"would freeze them in the student too. Copy the teacher (copy.deepcopy) first")
         kwargs.setdefault("data_collator", collate_token_blocks)
-        super().__init__(model=model, args=args, **kwargs)
+        super().__init__(model=model, args=args, teacher=teacher, **kwargs)
         self.divergence, self.beta, self.temperature, self.alpha = divergence, beta, temperature, alpha
         self.vocab_size, self.ignore_index = vocab_size, ignore_index
-        self.teacher = teacher
-        if teacher is not None:
-            teacher.eval().requires_grad_(False).to(self.args.device)
         self._validated = False                  # the loss checks its inputs' values until one batch passed
-        self._parts = None                       # [kd sum, ce sum, tokens] since the last log
 
-    # ---------------------------------------------------------------- data plumbing
-
-    def _set_signature_columns_if_needed(self) -> None:
-        """Keep the cached top-k columns: the Trainer drops item keys the model's forward lacks."""
-        super()._set_signature_columns_if_needed()
-        self._signature_columns += [k for k in TOPK_KEYS if k not in self._signature_columns]
-
-    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
-        """The Trainer's micro-batches of one optimizer step, with ``num_items_in_batch`` = their real
-        tokens by this loss's rule (summed over processes with ``average_tokens_across_devices``)."""
-        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
-        if not batches:
-            return batches, None
-        count = sum(count_real_tokens(b, ignore_index=self.ignore_index) for b in batches).to(device)
-        if self.args.average_tokens_across_devices and self.args.world_size > 1:
-            count = self.accelerator.gather(count).sum()
-        return batches, count
+    def count_items(self, batch: dict) -> torch.Tensor:
+        """The batch's real tokens, by this loss's rule (:func:`count_real_tokens`)."""
+        return count_real_tokens(batch, ignore_index=self.ignore_index)
 
     # ---------------------------------------------------------------- the loss
 
@@ -218,12 +199,13 @@ class DistillationTrainer(transformers.Trainer):
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None):
-        """The KD loss of this batch: its sum over real tokens divided by ``num_items_in_batch``
-        (training), or its mean over real tokens (``num_items_in_batch`` None, or ``model.eval()``)."""
+        """The KD loss of this batch: its mean over real tokens, weighted for the optimizer step by
+        :meth:`~course_lib.trainers.TeacherStudentTrainer.normalise` (training), or the mean itself
+        (``num_items_in_batch`` None, or ``model.eval()``)."""
         inputs = dict(inputs)
         labels = shifted_labels(inputs, ignore_index=self.ignore_index)
         inputs.pop("labels", None)
-        cached = [inputs.pop(k, None) for k in TOPK_KEYS]
+        cached = self.pop_teacher_columns(inputs)
         if (cached[0] is None) != (cached[1] is None):
             raise ValueError(f"the batch has only one of {TOPK_KEYS}: give both, or neither")
         if cached[0] is None and self.teacher is None:
@@ -245,62 +227,8 @@ class DistillationTrainer(transformers.Trainer):
             loss, parts = token_kd_loss(student, teacher, labels, divergence=self.divergence, beta=self.beta,
                                         **common)
         self._validated = self._validated or validate
+        tokens = count.clamp_min(1)
         if model.training:
-            self._record_parts(parts, count)
-        if num_items_in_batch is not None and model.training:
-            total = num_items_in_batch
-            loss = loss / (total.clamp_min(1) if torch.is_tensor(total) else max(total, 1))
-            if self.args.average_tokens_across_devices:
-                loss = loss * self.accelerator.num_processes   # DDP averages the gradients over processes
-            self.loss_is_scaled_for_ga = True                  # training_step must not divide by k again
-        else:
-            loss = loss / count.clamp_min(1)
-            self.loss_is_scaled_for_ga = False                 # a mean: training_step divides it by k
+            self.record_parts([parts["divergence"] / tokens, parts["ce"] / tokens], count)
+        loss = self.normalise(loss / tokens, count, num_items_in_batch, model)
         return (loss, outputs) if return_outputs else loss
-
-    # ---------------------------------------------------------------- logs
-
-    def _record_parts(self, parts: dict, count: torch.Tensor) -> None:
-        row = torch.stack([parts["divergence"].detach().float(), parts["ce"].detach().float(),
-                           count.detach().float()])
-        self._parts = row if self._parts is None else self._parts + row
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add ``kd`` and ``ce`` (per real token, all processes) to the training-loss logs."""
-        if "loss" in logs and self._parts is not None:
-            parts = self._parts.to(self.args.device)
-            if self.args.world_size > 1:
-                parts = self.accelerator.reduce(parts, reduction="sum")
-            kd, ce, tokens = parts.tolist()
-            logs = {**logs, "kd": kd / max(tokens, 1.0), "ce": ce / max(tokens, 1.0)}
-            self._parts = None
-        super().log(logs, start_time)
-
-
-# --------------------------------------------------------------------------- tiny models and data (tests, smoke runs)
-
-def tiny_llama(num_layers: int, *, seed: int = 0, vocab_size: int = 64, hidden_size: int = 32,
-               max_positions: int = 256) -> nn.Module:
-    """A small random ``LlamaForCausalLM`` (4 heads, 2 KV heads, untied embeddings), its weights
-    drawn from ``seed``: a teacher and a student built with the same ``vocab_size`` share a
-    vocabulary. For tests and smoke runs (``scripts/distill_llm.py --teacher tiny``)."""
-    config = transformers.LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size,
-                                      intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
-                                      num_attention_heads=4, num_key_value_heads=2,
-                                      max_position_embeddings=max_positions, tie_word_embeddings=False)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return transformers.LlamaForCausalLM(config)
-
-
-def tiny_token_blocks(n_blocks: int = 64, block_size: int = 32, *, vocab_size: int = 64, seed: int = 0) -> torch.Tensor:
-    """``[n_blocks, block_size]`` int64 tokens that a model can learn: a random permutation ``perm``
-    of the vocabulary (from ``seed``) is followed from a random first token, ``x[i + 1] = perm[x[i]]``,
-    so every token but the first is determined by the one before it (the CE can fall to 0)."""
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(vocab_size, generator=g)
-    blocks = torch.empty(n_blocks, block_size, dtype=torch.long)
-    blocks[:, 0] = torch.randint(vocab_size, (n_blocks,), generator=g)
-    for i in range(1, block_size):
-        blocks[:, i] = perm[blocks[:, i - 1]]
-    return blocks

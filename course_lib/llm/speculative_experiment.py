@@ -1,6 +1,6 @@
 """Notebook 06 part 2's measurements: speculative decoding with the real teacher as the target and
 part 1's students as drafts, built once as a cached artifact (``make setup``) like
-:mod:`course_lib.llm_experiment`, whose students it loads.
+:mod:`course_lib.llm.experiment`, whose students it loads.
 
 Greedy, batch 1, on this machine's threads (the papers' and ``transformers``' setting). Every
 speculative output is checked token for token against the target's own greedy output.
@@ -63,41 +63,22 @@ from pathlib import Path
 
 import torch
 
-from . import llm, llm_experiment, speculative as spec
-from .artifacts import package_modules, artifact_key, cached_artifact, source_fingerprint, torch_version
+from ..artifacts import artifact_key
+from ..experiments import CachedExperiment
+from ..profiles import PROFILES, LLMSettings, SpeculativeSettings
+from . import acceptance, kv_cache
+from . import experiment as llm_experiment
+from . import speculative as spec
+from .corpus import token_blocks
+from .students import pruned_student
+from .teacher import load_teacher
 
 EXPERIMENT_NAME = "speculative_decoding"
 RESULTS_FILE = "results.json"
 RECIPE_VERSION = 1
 
 
-@dataclasses.dataclass(frozen=True)
-class SpeculativeSettings:
-    prompts: int = 12                  # kept after the degeneracy screen (acceptance statistics)
-    live_prompts: int = 4              # of those, decoded for the wall-clock figures
-    candidates: int = 32               # held-out openings screened at most
-    prompt_tokens: int = 48
-    new_tokens: int = 32
-    max_repeat: float = 0.25           # a continuation with more repeated 4-grams is degenerate
-    simulate_k: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8)
-    live_k: int = 1                    # the wall-clock K for every draft (the best predicted, at these acceptances)
-    verify_tokens: tuple[int, ...] = (1, 2, 3, 4, 5, 7, 9)
-    assistant_tokens: int = 20         # transformers 5's assisted-generation defaults
-    confidence: float = 0.4
-    prompt_lookup: int = 10
-    timing_repeats: int = 7
-
-
-QUICK = SpeculativeSettings()
-
-
-def settings_for(profile) -> SpeculativeSettings:
-    """The quick profile's settings; the full profile (a GPU, the 360M/1.7B models) is not
-    implemented yet, as for part 1 (:func:`course_lib.llm_experiment.settings_for`)."""
-    if profile.name == "quick":
-        return QUICK
-    raise NotImplementedError(f"notebook 06 part 2 has no {profile.name!r}-profile settings yet; "
-                              f"run it with COURSE_PROFILE=quick")
+QUICK = PROFILES["quick"].speculative   # the settings make setup builds (profiles.SpeculativeSettings)
 
 
 def repeated_fraction(tokens: list[int], n: int = 4) -> float:
@@ -113,11 +94,11 @@ def repeated_fraction(tokens: list[int], n: int = 4) -> float:
 def forward_ms(model, prefix: torch.Tensor, new: int, repeats: int = 7) -> float:
     """Median milliseconds of one cached forward over the last ``new`` tokens of ``prefix`` after
     the others (what a decoding step, ``new = 1``, or a verify pass costs)."""
-    keyword = spec.cache_keyword(model)
+    keyword = kv_cache.cache_keyword(model)
     times = []
     with torch.no_grad():
         for _ in range(repeats):
-            cache = spec.new_cache(model)
+            cache = kv_cache.new_cache(model)
             model(input_ids=prefix[:, :-new], **{keyword: cache})
             start = time.perf_counter()
             model(input_ids=prefix[:, -new:], **{keyword: cache})
@@ -130,24 +111,24 @@ def verify_difference(model, prefix: torch.Tensor, new: int) -> float:
     ``new`` one-token cached steps (decoding) and by one cached forward over all ``new`` (a verify
     pass). Exact arithmetic gives 0; fp32 rounding gives ~1e-5; a larger value is how far the verify
     pass is from the function that plain decoding computes."""
-    keyword = spec.cache_keyword(model)
+    keyword = kv_cache.cache_keyword(model)
     start = prefix.shape[1] - new
     with torch.no_grad():
-        cache = spec.new_cache(model)
+        cache = kv_cache.new_cache(model)
         model(input_ids=prefix[:, :start], **{keyword: cache})
         steps = torch.cat([model(input_ids=prefix[:, i:i + 1], **{keyword: cache}).logits[0].float()
                            for i in range(start, prefix.shape[1])])
-        cache = spec.new_cache(model)
+        cache = kv_cache.new_cache(model)
         model(input_ids=prefix[:, :start], **{keyword: cache})
         verify = model(input_ids=prefix[:, start:], **{keyword: cache}).logits[0].float()
     return float((steps - verify).abs().max())
 
 
-def random_layers_student(teacher, settings: llm_experiment.LLMSettings):
+def random_layers_student(teacher, settings: LLMSettings):
     """The students' architecture with its trainable layers re-initialised (normal, std 0.02, as
     Llama's ``initializer_range``; norms at 1): an untrained student. Embeddings and output stay the
     teacher's, frozen, as in every student."""
-    student = llm.pruned_student(teacher, layers=settings.student_layers)
+    student = pruned_student(teacher, layers=settings.student_layers)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for _, p in student.named_parameters():
@@ -163,7 +144,7 @@ def _drafts(teacher, llm_settings) -> dict:
     second = llm_settings.seeds[1]
     return {
         "random layers": random_layers_student(teacher, llm_settings),
-        "pruned copy": llm.pruned_student(teacher, layers=llm_settings.student_layers).eval(),
+        "pruned copy": pruned_student(teacher, layers=llm_settings.student_layers).eval(),
         "alone": llm_experiment.load_student("alone", teacher, llm_settings),
         "forward KL": llm_experiment.load_student("forward_kl", teacher, llm_settings),
         "responses": llm_experiment.load_student("responses", teacher, llm_settings),
@@ -198,7 +179,7 @@ def _agreement_stats(draft, prompts, references, settings) -> dict:
                 setattr(total, f, getattr(total, f) + getattr(s, f))
         rows[label] = {"acceptance_rate": round(total.acceptance_rate, 4),
                        "tokens_per_call": round(total.tokens_per_target_call, 4),
-                       "tokens_per_call_theory": round(spec.expected_tokens_per_call(alpha, k), 4)
+                       "tokens_per_call_theory": round(acceptance.expected_tokens_per_call(alpha, k), 4)
                        if not adaptive else None,
                        "mean_drafted": round(total.drafted / total.target_calls, 3)}
     return {"alpha": round(alpha, 4), "tokens": int(sum(len(a) for a in agreements)), "by_k": rows,
@@ -241,9 +222,9 @@ def _generate_rate(model, prompts, new_tokens, **kwargs) -> float:
 
 def run_experiment(folder: Path, settings: SpeculativeSettings = QUICK, progress: bool = True, *,
                    teacher=None, tokenizer=None,
-                   llm_settings: llm_experiment.LLMSettings = llm_experiment.QUICK) -> dict:
+                   llm_settings: LLMSettings = llm_experiment.QUICK) -> dict:
     """Measure everything of the module docstring; write ``results.json`` into ``folder``."""
-    from .compress import quantize_dynamic_int8
+    from ..compress import quantize_dynamic_int8
 
     def say(message: str) -> None:
         if progress:
@@ -252,9 +233,9 @@ def run_experiment(folder: Path, settings: SpeculativeSettings = QUICK, progress
     build_start = time.perf_counter()
     torch.manual_seed(0)
     if teacher is None or tokenizer is None:
-        teacher, tokenizer = llm.load_teacher()
+        teacher, tokenizer = load_teacher()
     eos = tokenizer.eos_token_id
-    _, held_out = llm.token_blocks(tokenizer, llm_settings.block_size, progress=False)
+    _, held_out = token_blocks(tokenizer, llm_settings.block_size, progress=False)
     results: dict = {"settings": dataclasses.asdict(settings)}
 
     # prompts, screened for degenerate continuations of the target
@@ -373,9 +354,9 @@ def run_experiment(folder: Path, settings: SpeculativeSettings = QUICK, progress
                 continue
             needed[f"{name} K={kk}"] = {
                 "c": c, "v": v,
-                "break_even": _reachable(spec.required_acceptance(1.0, kk, c, v)),
-                "1.5x": _reachable(spec.required_acceptance(1.5, kk, c, v)),
-                "break_even_if_v_1": _reachable(spec.required_acceptance(1.0, kk, c, 1.0))}
+                "break_even": _reachable(acceptance.required_acceptance(1.0, kk, c, v)),
+                "1.5x": _reachable(acceptance.required_acceptance(1.5, kk, c, v)),
+                "break_even_if_v_1": _reachable(acceptance.required_acceptance(1.0, kk, c, 1.0))}
     results["required_acceptance"] = needed
     results["build_seconds"] = round(time.perf_counter() - build_start, 1)
     results["machine"] = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
@@ -383,17 +364,13 @@ def run_experiment(folder: Path, settings: SpeculativeSettings = QUICK, progress
     return results
 
 
-def experiment_key_inputs(settings: SpeculativeSettings = QUICK) -> dict:
-    return {"recipe_version": RECIPE_VERSION, "settings": dataclasses.asdict(settings),
-            "students": artifact_key(**llm_experiment.experiment_key_inputs()), "torch": torch_version(),
-            "code": source_fingerprint(*package_modules(sys.modules[__name__]))}
-
-
-def experiment(settings: SpeculativeSettings = QUICK, *, rebuild: bool = False, progress: bool = True) -> Path:
-    """The artifact folder, built first if missing (after part 1's; its results record the build time)."""
-    llm_experiment.experiment(progress=progress)
-    return cached_artifact(EXPERIMENT_NAME, experiment_key_inputs(settings),
-                           lambda folder: run_experiment(folder, settings, progress), rebuild=rebuild)
+EXPERIMENT = CachedExperiment(
+    EXPERIMENT_NAME, RECIPE_VERSION, settings_field="speculative", module=sys.modules[__name__],
+    run=run_experiment, notebook="06",
+    extra_key=lambda settings: {"students": artifact_key(**llm_experiment.experiment_key_inputs())},
+    built_first=lambda progress: llm_experiment.experiment(progress=progress))
+settings_for, experiment_key_inputs = EXPERIMENT.settings_for, EXPERIMENT.key_inputs
+experiment, load_results = EXPERIMENT.folder, EXPERIMENT.load_results
 
 
 def kept_prompts(held_out: torch.Tensor, results: dict) -> list[torch.Tensor]:
@@ -403,19 +380,5 @@ def kept_prompts(held_out: torch.Tensor, results: dict) -> list[torch.Tensor]:
     return [blocks[i][:settings["prompt_tokens"]][None] for i in results["prompts"]["candidate_indices"]]
 
 
-def load_results(settings: SpeculativeSettings = QUICK) -> dict:
-    return json.loads((experiment(settings) / RESULTS_FILE).read_text(encoding="utf-8"))
-
-
 if __name__ == "__main__":
-    import argparse
-
-    from .profiles import configure_threads
-
-    parser = argparse.ArgumentParser(description="Build notebook 06 part 2's speculative-decoding measurements.")
-    parser.add_argument("--rebuild", action="store_true", help="measure again even if the artifact exists")
-    cli = parser.parse_args()
-    configure_threads()
-    start = time.perf_counter()
-    folder = experiment(rebuild=cli.rebuild)
-    print(f"[speculative_experiment] {folder} ({time.perf_counter() - start:.0f} s)")
+    EXPERIMENT.main()

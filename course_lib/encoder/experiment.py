@@ -1,24 +1,24 @@
 """Notebook 08's DistilBERT case study, built once as a cached artifact (like
-:mod:`course_lib.llm_experiment`): the teacher fine-tuned, every student trained, latency measured.
+:mod:`course_lib.llm.experiment`): the teacher fine-tuned, every student trained, latency measured.
 
 A teacher fine-tuning takes minutes on a CPU, and the students several more, so the runs are made
 here, once, keyed by their inputs (:mod:`course_lib.artifacts`); the notebook loads the results,
 re-measures the saved models live and runs a short distillation itself.
 
-**The runs** (``DistilBertSettings``; quick profile). Reviews tokenised to ``max_length`` tokens,
+**The runs** (``EncoderSettings``; quick profile). Reviews tokenised to ``max_length`` tokens,
 batches of ``batch_size``, AdamW with linear decay after a ``warmup_ratio`` warm-up, all through
-:class:`course_lib.distilbert.EncoderDistillationTrainer` (the teacher's fine-tuning too: weights
+:class:`course_lib.encoder.EncoderDistillationTrainer` (the teacher's fine-tuning too: weights
 ``(0, 1, 0)`` is plain cross-entropy on the labels through the same code).
 
 - ``teacher``: all-MiniLM-L6-v2 with a new 2-class head, fine-tuned ``teacher_epochs`` epochs
   (the first seed). Its logits and its hidden states at the layers ``default_layer_map`` pairs with
-  the student's are cached once over the training set (:func:`distilbert.teacher_outputs`).
+  the student's are cached once over the training set (:func:`encoder.teacher_outputs`).
 - Students (3 layers; copied ones ``student_epochs`` epochs at ``student_lr``, random ones
   ``random_epochs`` at ``random_lr``), on every seed unless noted:
   ``copy + KD`` (teacher layers ``student_layers`` copied, DistilBERT's rule; triple loss with
   ``weights``, its cosine term over every pair of ``default_layer_map``: a multi-layer variant, not
   DistilBERT's last-hidden-state term), ``copy, labels only`` (same initialisation, CE only),
-  ``random, labels only`` (the same architecture re-initialised: :func:`distilbert.random_student`)
+  ``random, labels only`` (the same architecture re-initialised: :func:`encoder.random_student`)
   and, on the first seed,
   ``random + KD`` and the ablation of ``copy + KD``: each of the three terms dropped once.
   A seed sets the data order, the dropout and (random students) the initial weights.
@@ -63,9 +63,14 @@ from pathlib import Path
 
 import torch
 
-from . import distilbert as db
-from .artifacts import package_modules, cached_artifact, source_fingerprint, torch_version
-from .timing import best_of
+from ..experiments import CachedExperiment
+from ..modes import eval_mode
+from ..profiles import PROFILES, EncoderSettings
+from ..timing import best_of
+from .baselines import majority_baseline, tf_idf_baseline
+from .distillation import EncoderDistillationTrainer, default_layer_map, predict_labels, teacher_outputs
+from .reviews import encode_reviews, load_reviews
+from .students import ENCODER_PACKAGE, layer_copy_student, load_encoder, random_student
 
 EXPERIMENT_NAME = "distilbert_case_study"
 RESULTS_FILE = "results.json"
@@ -91,45 +96,17 @@ def class_collapse(predicted: torch.Tensor, classes: int = 2) -> tuple[float, bo
     return round(share, 4), share >= ONE_CLASS_SHARE
 
 
-@dataclasses.dataclass(frozen=True)
-class DistilBertSettings:
-    max_length: int = 64
-    batch_size: int = 32
-    teacher_epochs: int = 2
-    teacher_lr: float = 5e-5
-    student_epochs: int = 1
-    student_lr: float = 1e-4
-    random_epochs: int = 2                    # the randomly initialised students': from scratch needs more
-    random_lr: float = 5e-4                   # steps and a higher learning rate (module docstring)
-    warmup_ratio: float = 0.1
-    temperature: float = 2.0
-    weights: tuple[float, float, float] = db.DEFAULT_WEIGHTS
-    student_layers: tuple[int, ...] = (0, 2, 4)
-    seeds: tuple[int, ...] = (0, 1)
-    train_reviews: int | None = None          # None: all 4,000 (a subset only for tests)
-    test_reviews: int | None = None           # None: all 1,000
-    latency_length: int = 128
-    latency_repeats: int = 5
+QUICK = PROFILES["quick"].encoder      # the settings make setup builds (profiles.EncoderSettings)
 
 
-QUICK = DistilBertSettings()
-
-def settings_for(profile) -> DistilBertSettings:
-    """The quick profile's settings; the full profile (bert-base on SST-2, a GPU) is not implemented."""
-    if profile.name == "quick":
-        return QUICK
-    raise NotImplementedError(f"notebook 08 has no {profile.name!r}-profile settings yet (bert-base-uncased on "
-                              f"SST-2 needs a GPU and downloads); run it with COURSE_PROFILE=quick")
-
-
-def _ablation(settings: DistilBertSettings) -> dict[str, tuple[float, float, float]]:
+def _ablation(settings: EncoderSettings) -> dict[str, tuple[float, float, float]]:
     """``copy + KD`` with each term of ``weights`` dropped once (the two others unchanged)."""
     kd, ce, cos = settings.weights
     return {"copy + KD, no KL": (0.0, ce, cos), "copy + KD, no CE": (kd, 0.0, cos),
             "copy + KD, no cos": (kd, ce, 0.0)}
 
 
-def _args(folder: Path, settings: DistilBertSettings, seed: int, epochs: int, lr: float, progress: bool,
+def _args(folder: Path, settings: EncoderSettings, seed: int, epochs: int, lr: float, progress: bool,
           examples: int):
     from transformers import TrainingArguments
 
@@ -146,7 +123,7 @@ def _train(model, dataset, args, *, weights, layer_map, temperature, progress) -
     """Train ``model`` in place; ``(seconds, logged losses)``."""
     from transformers.trainer_callback import PrinterCallback
 
-    trainer = db.EncoderDistillationTrainer(model=model, args=args, train_dataset=dataset, teacher=None,
+    trainer = EncoderDistillationTrainer(model=model, args=args, train_dataset=dataset, teacher=None,
                                             layer_map=layer_map, temperature=temperature, weights=weights)
     if not progress:
         trainer.remove_callback(PrinterCallback)
@@ -163,15 +140,11 @@ def latency_ms(model, batch: int, length: int, repeats: int = 5, vocab: int = 30
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, vocab, (batch, length), generator=g)
     mask = torch.ones_like(ids)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return 1000 * best_of(lambda: model(input_ids=ids, attention_mask=mask), repeats=repeats, warmup=1)
-    finally:
-        model.train(was_training)
 
 
-def student_runs(settings: DistilBertSettings) -> list[tuple[str, int, str, tuple[float, float, float]]]:
+def student_runs(settings: EncoderSettings) -> list[tuple[str, int, str, tuple[float, float, float]]]:
     """``(name, seed, init, weights)`` of every student run, in the order they are made."""
     first = settings.seeds[0]
     runs = []
@@ -183,25 +156,25 @@ def student_runs(settings: DistilBertSettings) -> list[tuple[str, int, str, tupl
     return runs
 
 
-def run_experiment(folder: Path, settings: DistilBertSettings = QUICK, progress: bool = True) -> dict:
+def run_experiment(folder: Path, settings: EncoderSettings = QUICK, progress: bool = True) -> dict:
     """Every run of the module docstring into ``folder``; returns the results."""
     def say(message: str) -> None:
         if progress:
             print(f"[distilbert] {message}", flush=True)
 
     build_start = time.perf_counter()
-    train, test = db.load_reviews()
+    train, test = load_reviews()
     if settings.train_reviews is not None:
         train = train.subset(settings.train_reviews)
     if settings.test_reviews is not None:
         test = test.subset(settings.test_reviews)
     results: dict = {"settings": dataclasses.asdict(settings), "data": {"train": len(train), "test": len(test)},
-                     "baselines": {"majority": db.majority_baseline(train, test),
-                                   "tf_idf": db.tf_idf_baseline(train, test)}}
+                     "baselines": {"majority": majority_baseline(train, test),
+                                   "tf_idf": tf_idf_baseline(train, test)}}
     say(f"baselines: {results['baselines']}")
-    teacher, tokenizer = db.load_encoder(num_labels=2, seed=settings.seeds[0])
-    enc_train = db.encode_reviews(tokenizer, train, max_length=settings.max_length)
-    enc_test = db.encode_reviews(tokenizer, test, max_length=settings.max_length)
+    teacher, tokenizer = load_encoder(num_labels=2, seed=settings.seeds[0])
+    enc_train = encode_reviews(tokenizer, train, max_length=settings.max_length)
+    enc_test = encode_reviews(tokenizer, test, max_length=settings.max_length)
     real = enc_train.tensors["attention_mask"].sum(1).float()
     results["data"]["truncated_share"] = round(float((real == settings.max_length).float().mean()), 4)
 
@@ -212,7 +185,7 @@ def run_experiment(folder: Path, settings: DistilBertSettings = QUICK, progress:
                              temperature=settings.temperature, progress=progress)
     teacher.eval()
     labels = enc_test.tensors["labels"]
-    predicted = db.predict_labels(teacher, enc_test)
+    predicted = predict_labels(teacher, enc_test)
     results["test_labels"] = labels.tolist()
     results["teacher"] = {"accuracy": round(100 * float((predicted == labels).float().mean()), 2),
                           "predictions": predicted.tolist(),
@@ -222,16 +195,16 @@ def run_experiment(folder: Path, settings: DistilBertSettings = QUICK, progress:
     torch.save(teacher.state_dict(), folder / TEACHER_FILE)
 
     # its outputs, cached once for every student
-    layer_map = db.default_layer_map(len(settings.student_layers), teacher.config.num_hidden_layers)
+    layer_map = default_layer_map(len(settings.student_layers), teacher.config.num_hidden_layers)
     start = time.perf_counter()
-    cached = db.teacher_outputs(teacher, enc_train, layer_map)
+    cached = teacher_outputs(teacher, enc_train, layer_map)
     results["teacher"]["cache_seconds"] = round(time.perf_counter() - start, 1)
     results["layer_map"] = {str(k): v for k, v in layer_map.items()}
 
     results["runs"] = []
     for name, seed, init, weights in student_runs(settings):
-        student = (db.layer_copy_student(teacher, settings.student_layers) if init == "copy"
-                   else db.random_student(teacher, settings.student_layers, seed=seed))
+        student = (layer_copy_student(teacher, settings.student_layers) if init == "copy"
+                   else random_student(teacher, settings.student_layers, seed=seed))
         dataset = cached if weights[0] or weights[2] else enc_train
         epochs, lr = ((settings.student_epochs, settings.student_lr) if init == "copy"
                       else (settings.random_epochs, settings.random_lr))
@@ -239,7 +212,7 @@ def run_experiment(folder: Path, settings: DistilBertSettings = QUICK, progress:
                                                          len(enc_train)),
                                  weights=weights, layer_map=layer_map if dataset is cached else {},
                                  temperature=settings.temperature, progress=progress)
-        predicted = db.predict_labels(student, enc_test)
+        predicted = predict_labels(student, enc_test)
         share, one_class = class_collapse(predicted)
         row = {"name": name, "seed": seed, "init": init, "weights": list(weights), "epochs": epochs, "lr": lr,
                "accuracy": round(100 * float((predicted == labels).float().mean()), 2),
@@ -275,42 +248,23 @@ def run_experiment(folder: Path, settings: DistilBertSettings = QUICK, progress:
     return results
 
 
-def experiment_key_inputs(settings: DistilBertSettings = QUICK) -> dict:
-    return {"recipe_version": RECIPE_VERSION, "settings": dataclasses.asdict(settings), "torch": torch_version(),
-            "encoder": db.ENCODER_PACKAGE,
-            "code": source_fingerprint(*package_modules(sys.modules[__name__]))}
+EXPERIMENT = CachedExperiment(EXPERIMENT_NAME, RECIPE_VERSION, settings_field="encoder", module=sys.modules[__name__],
+                              run=run_experiment, notebook="08",
+                              extra_key=lambda settings: {"encoder": ENCODER_PACKAGE})
+settings_for, experiment_key_inputs = EXPERIMENT.settings_for, EXPERIMENT.key_inputs
+experiment, load_results = EXPERIMENT.folder, EXPERIMENT.load_results
 
 
-def experiment(settings: DistilBertSettings = QUICK, *, rebuild: bool = False, progress: bool = True) -> Path:
-    """The artifact folder, built first if missing."""
-    return cached_artifact(EXPERIMENT_NAME, experiment_key_inputs(settings),
-                           lambda folder: run_experiment(folder, settings, progress), rebuild=rebuild)
-
-
-def load_results(settings: DistilBertSettings = QUICK) -> dict:
-    return json.loads((experiment(settings) / RESULTS_FILE).read_text(encoding="utf-8"))
-
-
-def load_models(settings: DistilBertSettings = QUICK):
+def load_models(settings: EncoderSettings = QUICK):
     """``(teacher, student, tokenizer)``: the fine-tuned teacher and the first seed's ``copy + KD``
     student, rebuilt from the artifact's weights, in eval mode."""
     folder = experiment(settings)
-    teacher, tokenizer = db.load_encoder(num_labels=2, seed=settings.seeds[0])
+    teacher, tokenizer = load_encoder(num_labels=2, seed=settings.seeds[0])
     teacher.load_state_dict(torch.load(folder / TEACHER_FILE))
-    student = db.layer_copy_student(teacher, settings.student_layers)
+    student = layer_copy_student(teacher, settings.student_layers)
     student.load_state_dict(torch.load(folder / STUDENT_FILE))
     return teacher.eval(), student.eval(), tokenizer
 
 
 if __name__ == "__main__":
-    import argparse
-
-    from .profiles import configure_threads
-
-    parser = argparse.ArgumentParser(description="Build notebook 08's DistilBERT case study (a cached artifact).")
-    parser.add_argument("--rebuild", action="store_true", help="run it again even if the artifact exists")
-    cli = parser.parse_args()
-    configure_threads()
-    start = time.perf_counter()
-    folder = experiment(rebuild=cli.rebuild)
-    print(f"[distilbert_experiment] {folder} ({time.perf_counter() - start:.0f} s)")
+    EXPERIMENT.main()
