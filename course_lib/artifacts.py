@@ -250,9 +250,11 @@ def source_fingerprint(*objects: Any) -> str:
     return digest.hexdigest()[:KEY_LENGTH]
 
 
-# Not followed by package_modules: where files go, the keys themselves and the profiles' settings (an
-# experiment's settings are in its key already); editing them must not rebuild every artifact.
-NOT_CODE_OF_A_RUN = ("artifacts", "paths", "profiles", "netguard")
+# Not followed by package_modules: where files go, the keys themselves, the cached experiments' plumbing
+# (course_lib.experiments: caching, loading, the command line; what a run computes is its module's
+# run_experiment) and the profiles' settings (an experiment's settings are in its key already); editing
+# them must not rebuild every artifact.
+NOT_CODE_OF_A_RUN = ("artifacts", "paths", "profiles", "netguard", "experiments")
 
 
 def _is_module(dotted: str) -> bool:

@@ -19,7 +19,8 @@ An experiment module defines ``run_experiment(folder, settings, progress) -> res
 * **The key** (:mod:`course_lib.artifacts`): the recipe version (bump it for a change the code does
   not show), the settings, torch's major.minor, ``extra_key(settings)`` (e.g. the teacher's key) and
   the code of ``module`` and of every ``course_lib`` module it imports, followed through their
-  imports (:func:`course_lib.artifacts.package_modules`; docstrings and comments do not count).
+  imports (:func:`course_lib.artifacts.package_modules`; docstrings and comments do not count). This
+  module is plumbing (caching, loading, the command line), not code of a run: it is not in the key.
 * **The command line**: ``python -m <module> [--rebuild]`` builds it (``make setup``), with the
   threads configured and a one-line report.
 """
@@ -63,9 +64,11 @@ class CachedExperiment:
         ``NotImplementedError`` where that profile has none, rather than running another profile's."""
         settings = getattr(profile, self.settings_field)
         if settings is None:
+            planned = profile.planned.get(self.settings_field)
             raise NotImplementedError(
-                f"notebook {self.notebook}'s {self.name} experiment has no {profile.name!r}-profile settings "
-                f"yet; run it with COURSE_PROFILE=quick")
+                f"notebook {self.notebook}'s {self.name} experiment exists for the quick profile only (profile "
+                f"{profile.name!r}: " + (f"{planned} is not implemented yet" if planned else "no settings") +
+                "); run it with COURSE_PROFILE=quick")
         return settings
 
     def key_inputs(self, settings: Any = None) -> dict:

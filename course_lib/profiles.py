@@ -145,6 +145,8 @@ class Profile:
     llm: LLMSettings | None = None
     speculative: SpeculativeSettings | None = None
     encoder: EncoderSettings | None = None
+    # what a profile without one of those experiments would run there (said when it is asked for)
+    planned: dict[str, str] = field(default_factory=dict)
 
     def claim(self, key: str) -> Any:
         """The threshold of claim ``key`` in this profile; None when it is not asserted here."""
@@ -232,6 +234,9 @@ PROFILES: dict[str, Profile] = {
             ban_student="resnet18", ban_epochs=100,                                     # a ResNet, as in BAN
         ),
         allow_download=True,
+        planned={"llm": "SmolLM2-360M -> SmolLM2-135M from the hub, on a GPU",
+                 "speculative": "speculative decoding with the 360M/1.7B models, on a GPU",
+                 "encoder": "bert-base-uncased -> a 6-layer student on SST-2, on a GPU"},
         claims={
             "01.teacher_min_accuracy": 20.0,        # 100 classes: chance is 1%
             "01.top_pairs": 10,
