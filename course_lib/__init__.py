@@ -1,50 +1,27 @@
 """course_lib: the companion package of the knowledge-distillation course.
 
-Modules (one idea each; notebooks import one or two):
+Five layers (README, "How the package is organised"; ``tests/test_layers.py`` checks them): a module
+imports only from its own layer or a lower one, and there is no import cycle.
 
-- ``profiles``  quick/full settings, device choice, threads, the environment report
-- ``data``      Fashion-MNIST (Debian package) / CIFAR-100 (torchvision) as in-memory tensors
-- ``models``    the CNN teacher, the small CNN student and a small ViT, parameter counts
-- ``losses``    ``kd_loss`` (forward or reverse KL, masks for sequences), tempered softmax, entropy
-- ``stacking``  several models of one architecture trained as one module (grouped layers or vmap)
-- ``engine``    ``fit``: one train / distill / evaluate loop; a replaceable per-run objective
-                (Hinton KD by default), per-run cached teacher logits, multi-head models, history,
-                tqdm; ``extra_loss`` adds terms whose parameters are optimised with the students
-- ``timing``    best-of-k wall-clock measurements, the epoch cost of distillation
-- ``deit``      DeiT: a ViT with a real distillation token and head, hard/soft DeiT losses, an objective
-- ``hooks``     ``FeatureCapture``: intermediate features by module path, hooks always removed;
-                ``cache_features``: a frozen teacher's features, computed once
-- ``features``  feature-based KD: FitNets hints (regressors on the student side, trained with it),
-                attention transfer (paper and authors' code forms), relational KD (distance, angle)
-- ``teachers``  the cached, re-evaluated teacher of each profile (a keyed artifact)
-- ``online``    born-again generations, deep mutual learning, ensembles
-- ``compress``  deployment, measured: bytes on disk, latency, accuracy; int8 (torch, ONNX Runtime), ONNX
-- ``llm``       the offline LLM teacher (SmolLM2-135M-Instruct from GGUF, cached), pruned and fresh
-                students sharing its tokenizer, Shakespeare token blocks, perplexity, top-1 agreement
-- ``llm_losses`` token-level KD for LLMs over real tokens only: forward / reverse KL, generalised JSD,
-                cached top-k teacher logits, vocabulary checks
-- ``speculative`` speculative decoding (batch 1): a draft proposes K tokens, the target verifies them
-                in one KV-cached pass; greedy and exact sampling, adaptive draft length, statistics,
-                the expected tokens per call and speedup, greedy rounds predicted from one draft forward
-- ``distill_trainer`` ``DistillationTrainer``: a ``transformers.Trainer`` subclass for token-level
-                LLM distillation (live or cached top-k teacher), used by ``scripts/distill_llm.py``
-- ``llm_experiment``, ``speculative_experiment``  notebook 06's students and its speculative-decoding
-                measurements, built once by ``make setup`` (keyed artifacts)
-- ``distilbert`` DistilBERT's recipe on MiniLM: layer-copy and re-initialised students, the triple
-                loss (soft KL + CE + hidden-state cosine), a Trainer subclass, the fine-food reviews
-                and their baselines (majority, TF-IDF + logistic regression in torch)
-- ``distilbert_experiment`` notebook 08's runs (teacher, students, ablation, latency), built once by
-                ``make setup`` (a keyed artifact)
-- ``paths``     where files go: the repository in a checkout, else the working directory and the
-                user's cache folder (``COURSE_CACHE``, ``COURSE_RESULTS`` override)
-- ``artifacts`` heavy artifacts cached under a key of the settings, data and code that built them
-- ``analysis``, ``plots``  soft-target statistics and the notebooks' figures
-- ``results``   ``record(notebook, name, value)`` -> build/results.json -> report and README table
-- ``grading``   a package: solutions -> exercises generator (``generate``), the autograder
-                (``grader``; checks in ``grading/checks/``) and class gradebooks (``report``);
-                student code runs in an isolated child process (``sandbox``, ``runner``, which
-                never imports course_lib)
-- ``netguard``  blocks non-loopback sockets when ``COURSE_OFFLINE=1``
+- **foundation**: ``paths`` (where files go), ``validation`` (clear errors for bad input), ``modes``
+  (``eval_mode()``), ``netguard`` (no network when ``COURSE_OFFLINE=1``), ``profiles`` (quick/full
+  settings, the cached experiments' included, devices, threads), ``artifacts`` (keyed caches),
+  ``results`` (the results report), ``plots``, ``experiments`` (``CachedExperiment``: the protocol of
+  the three cached experiments), ``trainers`` (``TeacherStudentTrainer``: the teacher-student
+  ``transformers.Trainer`` base: teacher checks and freezing, cached columns, one loss normalisation)
+- **image core** (notebooks 01-04): ``data`` (Fashion-MNIST / CIFAR-100 as tensors), ``losses``
+  (``kd_loss``), ``vit`` and ``deit`` (a ViT; DeiT's distillation token and losses), ``models`` (the
+  CNNs, ``build_model``), ``stacking`` (several models trained as one), ``engine`` (``fit``: the one
+  train / distill / evaluate loop), ``hooks`` (``FeatureCapture``), ``timing``, ``teachers`` (the
+  cached image teacher), ``analysis``
+- **methods**: ``features`` (FitNets hints, attention transfer, RKD; 03), ``online`` (born-again,
+  mutual learning, ensembles; 05), ``compress`` (deployment measured: size, latency, int8, ONNX; 07)
+- **applications**: ``llm/`` (notebook 06: the GGUF teacher, students, corpus, evaluation,
+  sequence-level KD's responses, token-level losses, the ``DistillationTrainer``, speculative
+  decoding's acceptance rule, KV caches and generators, and the two cached experiments) and
+  ``encoder/`` (notebook 08: MiniLM and its students, the reviews, the triple loss and its Trainer,
+  baselines, the cached case study)
+- **grading**: ``grading/`` (the exercise generator, the sandboxed autograder, its checks, gradebooks)
 
 How the later notebooks fit: feature distillation and attention transfer are ``extra_loss``
 modules reading ``FeatureCapture`` features (adapters on the student side, trained with it);

@@ -43,6 +43,10 @@ Choices, with torch 2.14.1:
   the machine it runs on.
 * Parity between torch and ORT is a relative error (max |difference| / max |torch logit|) and top-1
   agreement: absolute differences mean nothing when logits are tiny or huge.
+
+Longer than the package's ~500-line guide because it is one idea: one measured comparison of
+deployment variants (size, latency, accuracy and parity are taken the same way for every variant,
+float, int8, ONNX), which notebook 07 and its exercises read as a whole.
 """
 from __future__ import annotations
 

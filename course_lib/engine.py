@@ -28,6 +28,10 @@ Speed, what makes a seeds-by-methods grid affordable on a CPU:
 Teachers are deep-copied, frozen and kept in eval mode (``freeze``): a teacher is never the same
 object as a student. Models may return several outputs (a tuple of logits, e.g. a class head and a
 distillation head): every head is evaluated, and the prediction is the mean of their logits.
+
+Longer than the package's ~500-line guide because it is one idea: the one loop every image
+notebook trains through (runs, objectives, cached teacher logits, evaluation and history share its
+state); split, each part would need the others' internals.
 """
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ After a round both caches may hold rejected drafts; they are cropped back to the
 whole sequence. ``transformers`` changed ``crop``'s argument: in 4.x ``crop(n)`` kept the first
 ``n`` positions (a negative ``n`` removed ``-n``); in 5.x (5.24 here) a positive argument raises
 and ``crop(-n)`` removes the last ``n``. ``crop(-n)`` means the same in both, so that is what
-:func:`crop_cache` calls (``tests/test_speculative.py`` pins it). The forward's cache argument is
+:func:`crop_cache` calls (``tests/llm/test_speculative.py`` pins it). The forward's cache argument is
 ``cache=`` in transformers 5.x (``past_key_values=`` still works there but warns, FutureWarning,
 until its removal in 5.40); :func:`cache_keyword` reads the model's signature and uses whichever
 name it has, so no warning is emitted in either version.

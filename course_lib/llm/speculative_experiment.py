@@ -28,7 +28,7 @@ counted; repetitive text flatters drafts and prompt lookup alike. ``prompts`` ar
   are: in fp32 by rounding only; in bf16 by rounding at 8 bits of mantissa, with different kernels
   for one and several tokens (near-tied argmaxes can flip); in dynamic int8 each forward quantizes
   its activations with one scale computed from all its tokens: a different function
-  (``tests/test_speculative.py`` pins it). So fp32 outputs are checked equal to greedy; bf16 and
+  (``tests/llm/test_speculative.py`` pins it). So fp32 outputs are checked equal to greedy; bf16 and
   int8 outputs are counted (``identical_outputs``), not checked.
 - Each draft's step as a fraction ``c`` of the target's step.
 - Acceptance for every ``K`` of ``simulate_k`` and for the adaptive length, **exactly and without

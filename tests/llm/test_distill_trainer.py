@@ -21,7 +21,7 @@ from course_lib.llm.trainer import (DistillationTrainer, TokenBlockDataset, coll
                                     count_real_tokens)
 from course_lib.llm.losses import shift_for_causal_lm, token_kd_loss, topk_kd_loss, topk_teacher_logits  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "distill_llm.py"
 V, S = 64, 12
 LENGTHS = (12, 4, 9, 2)          # real tokens per row: right padding in very different amounts
