@@ -67,7 +67,7 @@ def accept_drafts(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor,
     ``torch.rand(K)``), and it returns the distribution to draw the next token from rather than a
     token, so that it can be checked exactly. A round then outputs ``drafts[:n]`` followed by
     ``torch.multinomial(distribution, 1)``. The grader also simulates many one-draft rounds with
-    your function and checks that the output token follows ``p``. (``course_lib.llm.speculative``'s
+    your function and checks that the output token follows ``p``. (``course_lib.llm.acceptance``'s
     ``speculative_accept`` and ``residual_distribution`` do the same with a ``torch.Generator``.)
 
     Args:

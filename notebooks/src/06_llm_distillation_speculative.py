@@ -666,7 +666,7 @@ record_many("06_llm_distillation_speculative", {
 #
 # Open `exercises/ex06_speculative.py`: the acceptance / residual step, the expected tokens per
 # target call. Grade with the cell below or `python -m course_lib.grading exercises --only ex06_speculative`.
-# `course_lib.llm.speculative` is printed *after* this exercise.
+# `course_lib.llm.acceptance` is printed *after* this exercise.
 
 # %% code skip
 self_check("ex06_speculative")

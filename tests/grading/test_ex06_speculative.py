@@ -1,6 +1,6 @@
 """The ex06_speculative checks (speculative sampling's verification step, the expected tokens per target
 call, the expected speedup) fail wrong answers, and name their mistakes; their references are
-course_lib.llm.speculative's speculative_accept (its acceptance test, with the uniforms given),
+course_lib.llm.acceptance's speculative_accept (its acceptance test, with the uniforms given),
 residual_distribution, expected_tokens_per_call and expected_speedup.
 
 The generic tests (test_grader.py, test_discovery.py) grade solutions/ and exercises/ as a whole;

@@ -1,6 +1,6 @@
 """Checks for exercises/ex06_speculative.py (20 points).
 
-References: ``course_lib.llm.speculative``: the acceptance test of ``speculative_accept`` (draft ``i`` passes
+References: ``course_lib.llm.acceptance``: the acceptance test of ``speculative_accept`` (draft ``i`` passes
 iff ``u_i * q_i(x) < p_i(x)``) with the uniforms given instead of drawn, ``residual_distribution`` at the
 first rejection and the last row of ``p`` when every draft passes, for the verification step;
 ``expected_tokens_per_call`` and ``expected_speedup`` for the theory. Besides the values: every draft
