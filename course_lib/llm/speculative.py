@@ -12,8 +12,17 @@ left to right; the first rejected one is replaced by a token of the target's cho
 are thrown away; if all ``K`` pass, the target's ``K+1``-th distribution gives one more token for
 free (the *bonus* token). So each target call yields between 1 and ``K + 1`` tokens.
 
-**Greedy mode** (``temperature=0``): a draft token passes iff it is the target's argmax; the
-replacement is the target's argmax. The output is exactly the target's own greedy output.
+**Parameters.** The generators take two objects besides the models and the prompt: a
+:class:`DraftPolicy` (how many tokens the draft proposes per round: ``k``, the adaptive length,
+the confidence stop) and a :class:`Sampling` (how the target's token is chosen: ``temperature``,
+``top_k``, ``top_p`` and the ``generator`` every random number comes from; :data:`GREEDY`, the
+default, is ``Sampling()``). Both are frozen dataclasses that validate themselves when built. E.g.
+``speculative_generate(target, draft, prompt, 64, DraftPolicy(k=3), Sampling(temperature=0.7,
+generator=g))``.
+
+**Greedy mode** (``Sampling(temperature=0)``, :data:`GREEDY`): a draft token passes iff it is the
+target's argmax; the replacement is the target's argmax. The output is exactly the target's own
+greedy output.
 
 **Sampling mode** (``temperature > 0``): ``p`` is the target's distribution (at ``temperature``,
 after top-k / top-p filtering) and ``q`` the distribution the draft token was drawn from (by
@@ -45,11 +54,11 @@ and ``crop(-n)`` removes the last ``n``. ``crop(-n)`` means the same in both, so
 until its removal in 5.40); :func:`cache_keyword` reads the model's signature and uses whichever
 name it has, so no warning is emitted in either version.
 
-**Adaptive draft length.** With ``adaptive=True`` the number of drafts changes between rounds by
-the rule of ``transformers``' assisted generation (``num_assistant_tokens_schedule="heuristic"``,
+**Adaptive draft length.** With ``DraftPolicy(adaptive=True)`` the number of drafts changes between
+rounds by the rule of ``transformers``' assisted generation (``num_assistant_tokens_schedule="heuristic"``,
 ``generation/candidate_generator.py``): +2 after a round where every draft was accepted, -1
 otherwise, here kept within ``[1, max_k]`` (``max_k`` defaults to ``2 * k``; transformers has no
-upper bound). Independently, ``confidence_threshold`` stops drafting within a round as soon as the
+upper bound). Independently, ``DraftPolicy(confidence_threshold=...)`` stops drafting within a round as soon as the
 draft's probability for the token it just proposed (its top probability, in greedy mode) falls
 below the threshold (transformers' ``assistant_confidence_threshold``; fixed here, while
 transformers re-tunes it from an ROC curve of past acceptances when scikit-learn is installed).
@@ -67,8 +76,9 @@ target's temperature loses acceptance). :func:`speculative_sample` runs that sch
 (``draft_at``). What biases the output is judging a draft token with probabilities it was not drawn
 from, e.g. drawn at 0.7 and judged with its probabilities at 1: :func:`speculative_sample`'s
 ``judge_draft_at``, kept so that the notebook and the tests can measure the bias. (It is the same
-computation as :func:`speculative_generate`'s ``draft_temperature``, which names the temperature
-the draft is *judged* at, not the one it samples at.) :func:`one_draft_outcome` gives the output
+computation as :func:`speculative_generate`'s keyword-only ``draft_temperature``, which names the
+temperature the draft is *judged* at, not the one it samples at; it is not part of :class:`Sampling`,
+being a demonstration of a mistake, not a way to sample.) :func:`one_draft_outcome` gives the output
 distribution and the acceptance of one draft token under either scheme exactly, by enumeration.
 
 **The source article's faults**, and where this module differs:
@@ -76,8 +86,8 @@ distribution and the acceptance of one draft token under either scheme exactly, 
 - its residual ``max(0, p - q)`` is normalised only implicitly, by ``torch.multinomial`` (an
   all-zero residual, e.g. when ``p`` and ``q`` round to the same fp16 values, raises);
   :func:`residual_distribution` normalises explicitly and falls back on ``p``;
-- neither model keeps a KV cache, so every step re-reads the whole sequence; ``use_cache=False``
-  reproduces that loop (the same tokens, more time);
+- neither model keeps a KV cache, so every step re-reads the whole sequence; the generators'
+  keyword-only ``use_cache=False`` reproduces that loop (the same tokens, more time);
 - batch size 1 only (so is this module: rows of a batch accept different numbers of drafts);
 - its "expected 60-80%" acceptance is quoted, not measured; acceptance depends on the pair and the
   text, and :func:`greedy_agreement` measures it.
@@ -92,7 +102,7 @@ Theorem 3.8, with ``v`` added).
 
 :func:`greedy_generate` is the baseline: the target alone, KV-cached, greedy. Both generators
 return the whole sequence (prompt + new tokens, ``[1, n]``, as ``model.generate`` does). Sampling
-draws every random number from ``generator`` on the CPU (probabilities are moved there), so a run
+draws every random number from ``Sampling.generator`` on the CPU (probabilities are moved there), so a run
 is reproducible from the generator's seed.
 
 ``import course_lib.llm.speculative`` does not import transformers; building a cache does.
@@ -112,8 +122,80 @@ from .acceptance import _check_k, _filtered_probs, _greedy_accept, _speculative_
 from .kv_cache import _CachedModel
 from .teacher import output_vocab_size
 
-__all__ = ["SpeculativeStats", "greedy_generate", "speculative_generate", "speculative_sample", "greedy_agreement",
-           "simulate_greedy"]
+__all__ = ["Sampling", "GREEDY", "DraftPolicy", "SpeculativeStats", "greedy_generate", "speculative_generate",
+           "speculative_sample", "greedy_agreement", "simulate_greedy"]
+
+
+# --------------------------------------------------------------------------- parameters
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the target's tokens are chosen: ``temperature`` (0: greedy, the argmax), then ``top_k`` /
+    ``top_p`` filtering (sampling only), every random number drawn from ``generator`` (``None``: torch's
+    default generator). Validated when built; frozen. Two ``Sampling`` compare equal when their
+    numbers are (the generator, a stateful object, is left out of the comparison)."""
+
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    generator: torch.Generator | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        temperature, top_k, top_p = self.temperature, self.top_k, self.top_p
+        if isinstance(temperature, bool) or not isinstance(temperature, Real) or not math.isfinite(temperature) \
+                or temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature!r}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1):
+            raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
+        if top_p is not None and (not isinstance(top_p, Real) or not 0.0 < top_p <= 1.0):
+            raise ValueError(f"top_p must be None or in (0, 1], got {top_p!r}")
+        if temperature == 0 and (top_k is not None or top_p is not None):
+            raise ValueError("top_k / top_p filter a sampling distribution: they need temperature > 0 "
+                             "(greedy decoding takes the argmax, which filtering does not change)")
+
+    @property
+    def greedy(self) -> bool:
+        """``temperature == 0``: the argmax, no random numbers."""
+        return self.temperature == 0
+
+
+GREEDY = Sampling()
+"""The default :class:`Sampling`: greedy decoding."""
+
+
+@dataclass(frozen=True)
+class DraftPolicy:
+    """How many tokens the draft proposes per round. ``k``: the draft length (of the first round, when
+    ``adaptive``). ``adaptive``: move it by transformers' heuristic (+2 after a round where every draft
+    was accepted, -1 otherwise) within ``[1, max_k]``; ``max_k`` defaults to ``2 * k`` (resolved when
+    built, so ``DraftPolicy(k=3) == DraftPolicy(k=3, max_k=6)``). ``confidence_threshold``: stop
+    drafting within a round when the draft's probability for the token it just proposed falls below
+    it. Validated when built; frozen."""
+
+    k: int = 4
+    adaptive: bool = False
+    max_k: int | None = None
+    confidence_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_k(self.k)
+        if self.max_k is None:
+            object.__setattr__(self, "max_k", 2 * self.k)
+        _check_k(self.max_k, "max_k")
+        if self.max_k < self.k:
+            raise ValueError(f"max_k ({self.max_k}) must be >= k ({self.k})")
+        threshold = self.confidence_threshold
+        if threshold is not None and (not isinstance(threshold, Real) or not 0.0 <= threshold <= 1.0):
+            raise ValueError(f"confidence_threshold must be None or in [0, 1], got {threshold!r}")
+
+
+def _check_parameters(policy, sampling) -> None:
+    """A TypeError unless ``policy`` is a :class:`DraftPolicy` and ``sampling`` a :class:`Sampling`."""
+    if not isinstance(policy, DraftPolicy):
+        raise TypeError(f"policy must be a DraftPolicy (e.g. DraftPolicy(k=4)), got {type(policy).__name__}")
+    if not isinstance(sampling, Sampling):
+        raise TypeError(f"sampling must be a Sampling (e.g. Sampling(temperature=0.7) or GREEDY), "
+                        f"got {type(sampling).__name__}")
 
 
 # --------------------------------------------------------------------------- statistics
@@ -208,12 +290,12 @@ def greedy_generate(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: i
     return tokens, time.perf_counter() - start
 
 
-def _propose(draft: _CachedModel, tokens: torch.Tensor, n: int, temperature: float, q_temperature: float,
-             top_k: int | None, top_p: float | None, generator: torch.Generator | None,
+def _propose(draft: _CachedModel, tokens: torch.Tensor, n: int, sampling: Sampling, q_temperature: float,
              confidence_threshold: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Up to ``n`` draft tokens, drawn one forward pass at a time (greedy when ``temperature == 0``),
+    """Up to ``n`` draft tokens, drawn one forward pass at a time (greedy when ``sampling.greedy``),
     and, when sampling, the draft's distributions ``q`` ``[len, V]`` they are judged with (at
-    ``q_temperature``; the same as ``temperature`` unless the biased rule is asked for)."""
+    ``q_temperature``; the same as ``sampling.temperature`` unless the biased rule is asked for)."""
+    temperature, top_k, top_p, generator = sampling.temperature, sampling.top_k, sampling.top_p, sampling.generator
     drafts, qs = [], []
     sequence = tokens
     for _ in range(n):
@@ -239,57 +321,38 @@ def _propose(draft: _CachedModel, tokens: torch.Tensor, n: int, temperature: flo
 
 @torch.no_grad()
 def speculative_generate(target: nn.Module, draft: nn.Module, input_ids: torch.Tensor, max_new_tokens: int,
-                         k: int = 4, temperature: float = 0.0, top_k: int | None = None,
-                         top_p: float | None = None, generator: torch.Generator | None = None,
-                         adaptive: bool = False, eos_token_id: int | Sequence[int] | None = None, *,
-                         max_k: int | None = None, confidence_threshold: float | None = None,
+                         policy: DraftPolicy = DraftPolicy(), sampling: Sampling = GREEDY,
+                         eos_token_id: int | Sequence[int] | None = None, *,
                          draft_temperature: float | None = None,
                          use_cache: bool = True) -> tuple[torch.Tensor, SpeculativeStats]:
     """Generate up to ``max_new_tokens`` tokens after ``input_ids`` (``[n]`` or ``[1, n]``) from
-    ``target``, with ``draft`` proposing ``k`` tokens per round (see the module's docstring).
+    ``target``, with ``draft`` proposing tokens by ``policy`` (a :class:`DraftPolicy`: ``k`` per
+    round, or an adaptive length, and a confidence stop; see the module's docstring).
 
-    ``temperature=0``: greedy, the target's own greedy output. ``temperature > 0``: samples from the
-    target's distribution at that temperature after ``top_k`` / ``top_p`` filtering, exactly; every
-    random number comes from ``generator``. ``adaptive``: the draft length moves within
-    ``[1, max_k]`` (default ``2 * k``) by transformers' heuristic; ``confidence_threshold``: stop
-    drafting when the draft's probability for its proposal falls below it. A round never drafts more
+    ``sampling`` (a :class:`Sampling`): :data:`GREEDY` (the default), the target's own greedy output;
+    ``temperature > 0``, samples from the target's distribution at that temperature after ``top_k`` /
+    ``top_p`` filtering, exactly, every random number from its ``generator``. A round never drafts more
     than the tokens still wanted minus one, so no accepted token is thrown away at the end. Stops
     after an ``eos_token_id`` (an int or a list).
 
-    Two options for demonstration: ``draft_temperature`` (sampling only) is the temperature the
-    draft's tokens are JUDGED at, although they were drawn at ``temperature``: judging a token with
-    probabilities it was not drawn from biases the output (a draft that draws and is judged at its
-    own temperature is exact: :func:`speculative_sample`); ``use_cache=False`` runs both models over
-    the whole sequence at every step, as the source article's loop does (same tokens, slower).
+    Two keyword-only options for demonstration: ``draft_temperature`` (sampling only) is the
+    temperature the draft's tokens are JUDGED at, although they were drawn at ``sampling.temperature``:
+    judging a token with probabilities it was not drawn from biases the output (a draft that draws
+    and is judged at its own temperature is exact: :func:`speculative_sample`); ``use_cache=False``
+    runs both models over the whole sequence at every step, as the source article's loop does (same
+    tokens, slower).
 
     Returns ``(tokens [1, n + new], SpeculativeStats)``."""
     tokens = _prompt(input_ids)
     _check_max_new_tokens(max_new_tokens)
-    _check_k(k)
-    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not math.isfinite(temperature) \
-            or temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1):
-        raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, Real) or not 0.0 < top_p <= 1.0):
-        raise ValueError(f"top_p must be None or in (0, 1], got {top_p!r}")
-    if temperature == 0 and (top_k is not None or top_p is not None):
-        raise ValueError("top_k / top_p filter a sampling distribution: they need temperature > 0 "
-                         "(greedy decoding takes the argmax, which filtering does not change)")
+    _check_parameters(policy, sampling)
+    temperature, top_k, top_p, generator = sampling.temperature, sampling.top_k, sampling.top_p, sampling.generator
     if draft_temperature is not None:
-        if temperature == 0:
+        if sampling.greedy:
             raise ValueError("draft_temperature only applies when sampling (temperature > 0)")
         if isinstance(draft_temperature, bool) or not isinstance(draft_temperature, Real) \
                 or not math.isfinite(draft_temperature) or draft_temperature <= 0:
             raise ValueError(f"draft_temperature must be > 0, got {draft_temperature!r}")
-    if max_k is None:
-        max_k = 2 * k
-    _check_k(max_k, "max_k")
-    if max_k < k:
-        raise ValueError(f"max_k ({max_k}) must be >= k ({k})")
-    if confidence_threshold is not None and (not isinstance(confidence_threshold, Real)
-                                             or not 0.0 <= confidence_threshold <= 1.0):
-        raise ValueError(f"confidence_threshold must be None or in [0, 1], got {confidence_threshold!r}")
     target_vocab, draft_vocab = output_vocab_size(target), output_vocab_size(draft)
     if target_vocab != draft_vocab:
         raise ValueError(f"the draft's vocabulary ({draft_vocab} logits) differs from the target's "
@@ -301,13 +364,12 @@ def speculative_generate(target: nn.Module, draft: nn.Module, input_ids: torch.T
     tokens = tokens.to(_device(target))
     target_run, draft_run = _CachedModel(target, use_cache), _CachedModel(draft, use_cache)
     stats = SpeculativeStats()
-    k_now = k
+    k_now = policy.k
     start = time.perf_counter()
     while stats.generated < max_new_tokens:
         # 1. the draft proposes (never more than the tokens still wanted, minus the target's own one)
         wanted = min(k_now, max_new_tokens - stats.generated - 1)
-        drafts, q = _propose(draft_run, tokens, wanted, temperature, q_temperature, top_k, top_p,
-                             generator, confidence_threshold)
+        drafts, q = _propose(draft_run, tokens, wanted, sampling, q_temperature, policy.confidence_threshold)
         # 2. the target scores its unseen tokens and all drafts in one forward pass: p_1 .. p_{K+1}
         target_logits = target_run.logits(torch.cat([tokens, drafts[None]], dim=1), len(drafts) + 1)
         # 3. accept a prefix of the drafts, then one token of the target's
@@ -335,46 +397,46 @@ def speculative_generate(target: nn.Module, draft: nn.Module, input_ids: torch.T
         if stopped:
             break
         # 5. adaptive draft length (transformers' heuristic): +2 if every draft passed, else -1
-        if adaptive and len(drafts) > 0:
-            k_now = min(k_now + 2, max_k) if accepted == len(drafts) else max(1, k_now - 1)
+        if policy.adaptive and len(drafts) > 0:
+            k_now = min(k_now + 2, policy.max_k) if accepted == len(drafts) else max(1, k_now - 1)
     stats.seconds = time.perf_counter() - start
     stats.target_calls, stats.draft_calls = target_run.calls, draft_run.calls
     return tokens, stats
 
 
 def speculative_sample(target: nn.Module, draft: nn.Module, input_ids: torch.Tensor, max_new_tokens: int,
-                       k: int = 4, temperature: float = 1.0, *, draft_at: float | None = None,
-                       judge_draft_at: float | None = None, **options) -> tuple[torch.Tensor, SpeculativeStats]:
-    """Speculative sampling (``temperature > 0``) with the draft at a temperature of its own.
+                       policy: DraftPolicy = DraftPolicy(), sampling: Sampling = Sampling(temperature=1.0), *,
+                       draft_at: float | None = None, judge_draft_at: float | None = None,
+                       eos_token_id: int | Sequence[int] | None = None,
+                       use_cache: bool = True) -> tuple[torch.Tensor, SpeculativeStats]:
+    """Speculative sampling (``sampling.temperature > 0``) with the draft at a temperature of its own.
 
-    ``temperature``: the target's (the output follows the target's distribution at it, after
-    ``top_k`` / ``top_p``). ``draft_at`` (default ``temperature``): the draft draws its tokens at this
-    temperature AND is judged with its probabilities at it, as the source article does with 1 against
-    the target's 0.7: exact, only the acceptance changes. ``judge_draft_at`` (default ``draft_at``):
-    judge the draft's tokens with its probabilities at this temperature instead of the one they were
-    drawn at: biased, kept to measure the bias. ``options``: :func:`speculative_generate`'s (``top_k``,
-    ``top_p``, ``generator``, ``adaptive``, ``eos_token_id``, ``max_k``, ``confidence_threshold``,
-    ``use_cache``).
+    ``sampling``: the target's (the output follows the target's distribution at its ``temperature``,
+    after its ``top_k`` / ``top_p``; random numbers from its ``generator``). ``draft_at`` (default
+    ``sampling.temperature``): the draft draws its tokens at this temperature AND is judged with its
+    probabilities at it, as the source article does with 1 against the target's 0.7: exact, only the
+    acceptance changes. ``judge_draft_at`` (default ``draft_at``): judge the draft's tokens with its
+    probabilities at this temperature instead of the one they were drawn at: biased, kept to measure
+    the bias. ``policy``, ``eos_token_id``, ``use_cache``: as in :func:`speculative_generate`.
 
     A temperature is a scale on the logits: ``softmax(z / t_d) = softmax((z * t / t_d) / t)``. So the
     draft's logits are multiplied by ``t / t_d`` (a forward hook on ``draft``, removed on return) and
-    :func:`speculative_generate` runs at ``temperature``; its ``draft_temperature`` is set to the
-    judging temperature on that scale, ``judge_draft_at * t / t_d``. ``draft`` must then not be
+    :func:`speculative_generate` runs at ``t = sampling.temperature``; its ``draft_temperature`` is set
+    to the judging temperature on that scale, ``judge_draft_at * t / t_d``. ``draft`` must then not be
     ``target`` itself (pass a copy)."""
-    if "draft_temperature" in options:
-        raise TypeError("speculative_sample takes draft_at (draws and is judged at it) and judge_draft_at "
-                        "(judged at it, the biased rule), not draft_temperature")
+    _check_parameters(policy, sampling)
+    temperature = sampling.temperature
     for name, value in (("temperature", temperature), ("draft_at", draft_at), ("judge_draft_at", judge_draft_at)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value)
                                   or value <= 0):
             raise ValueError(f"{name} must be > 0 (speculative_sample samples; greedy decoding is "
-                             f"speculative_generate with temperature=0), got {value!r}")
+                             f"speculative_generate with sampling=GREEDY), got {value!r}")
     draft_at = temperature if draft_at is None else draft_at
     scale = temperature / draft_at
     judged = None if judge_draft_at is None or judge_draft_at == draft_at else judge_draft_at * scale
     if scale == 1:
-        return speculative_generate(target, draft, input_ids, max_new_tokens, k, temperature,
-                                    draft_temperature=judged, **options)
+        return speculative_generate(target, draft, input_ids, max_new_tokens, policy, sampling, eos_token_id,
+                                    draft_temperature=judged, use_cache=use_cache)
     if draft is target:
         raise ValueError("draft_at rescales the draft's logits: pass a copy of the target as the draft, "
                          "not the target itself")
@@ -385,8 +447,8 @@ def speculative_sample(target: nn.Module, draft: nn.Module, input_ids: torch.Ten
 
     handle = draft.register_forward_hook(rescale)
     try:
-        return speculative_generate(target, draft, input_ids, max_new_tokens, k, temperature,
-                                    draft_temperature=judged, **options)
+        return speculative_generate(target, draft, input_ids, max_new_tokens, policy, sampling, eos_token_id,
+                                    draft_temperature=judged, use_cache=use_cache)
     finally:
         handle.remove()
 
@@ -413,10 +475,9 @@ def greedy_agreement(draft: nn.Module, sequence: torch.Tensor, prompt_length: in
     return (logits.argmax(-1) == tokens[0, prompt_length:]).cpu()
 
 
-def simulate_greedy(agreement: torch.Tensor, k: int, adaptive: bool = False,
-                    max_k: int | None = None) -> SpeculativeStats:
-    """The statistics :func:`speculative_generate` (greedy, fixed ``k`` or ``adaptive``, no
-    confidence stop) would report for the continuation behind ``agreement``
+def simulate_greedy(agreement: torch.Tensor, policy: DraftPolicy) -> SpeculativeStats:
+    """The statistics :func:`speculative_generate` (greedy, with ``policy``: a fixed ``k`` or the
+    adaptive length, no confidence stop) would report for the continuation behind ``agreement``
     (:func:`greedy_agreement`), without running either model: ``target_calls``, ``draft_calls``,
     ``drafted``, ``accepted``, ``generated``, the per-round lists; ``seconds`` stays 0.
 
@@ -424,10 +485,15 @@ def simulate_greedy(agreement: torch.Tensor, k: int, adaptive: bool = False,
     accepts the run of agreements from its first position (at most the drafted count), then adds
     the target's token; the adaptive length moves +2 / -1 within ``[1, max_k]``. The
     continuation's last token is taken as the last wanted one (``max_new_tokens = len(agreement)``,
-    or an end-of-sequence token there)."""
-    _check_k(k)
-    max_k = 2 * k if max_k is None else max_k
-    _check_k(max_k, "max_k")
+    or an end-of-sequence token there). A ``policy`` with a ``confidence_threshold`` raises: the
+    confidence stop needs the draft's probabilities, which ``agreement`` does not hold."""
+    if not isinstance(policy, DraftPolicy):
+        raise TypeError(f"policy must be a DraftPolicy (e.g. DraftPolicy(k=4)), got {type(policy).__name__}")
+    if policy.confidence_threshold is not None:
+        raise ValueError("simulate_greedy cannot simulate a confidence_threshold: the stop depends on the "
+                         "draft's probabilities, which the agreement vector does not hold (use a DraftPolicy "
+                         "without one, or run speculative_generate)")
+    k, adaptive, max_k = policy.k, policy.adaptive, policy.max_k
     agree = [bool(a) for a in torch.as_tensor(agreement).reshape(-1).tolist()]
     n, position, k_now = len(agree), 0, k
     stats = SpeculativeStats()

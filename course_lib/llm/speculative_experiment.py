@@ -170,32 +170,33 @@ def _agreement_stats(draft, prompts, references, settings) -> dict:
     agreements = [spec.greedy_agreement(draft, ref, p.shape[1]) for p, ref in zip(prompts, references)]
     alpha = float(torch.cat(agreements).float().mean())
     rows = {}
-    configs = [(str(k), k, False) for k in settings.simulate_k] + [("adaptive", 2, True)]
-    for label, k, adaptive in configs:
+    policies = [(str(k), spec.DraftPolicy(k=k)) for k in settings.simulate_k] + [
+        ("adaptive", spec.DraftPolicy(k=2, adaptive=True))]
+    for label, policy in policies:
         total = spec.SpeculativeStats()
         for a in agreements:
-            s = spec.simulate_greedy(a, k, adaptive=adaptive)
+            s = spec.simulate_greedy(a, policy)
             for f in ("target_calls", "drafted", "accepted", "generated"):
                 setattr(total, f, getattr(total, f) + getattr(s, f))
         rows[label] = {"acceptance_rate": round(total.acceptance_rate, 4),
                        "tokens_per_call": round(total.tokens_per_target_call, 4),
-                       "tokens_per_call_theory": round(acceptance.expected_tokens_per_call(alpha, k), 4)
-                       if not adaptive else None,
+                       "tokens_per_call_theory": round(acceptance.expected_tokens_per_call(alpha, policy.k), 4)
+                       if not policy.adaptive else None,
                        "mean_drafted": round(total.drafted / total.target_calls, 3)}
     return {"alpha": round(alpha, 4), "tokens": int(sum(len(a) for a in agreements)), "by_k": rows,
             "agreements": agreements}
 
 
-def _live(target, draft, prompts, references, new_tokens, eos, check: bool = True,
-          **kwargs) -> tuple[dict, spec.SpeculativeStats]:
-    """Decode every prompt; the totals. ``check``: raise unless every output is its reference (the
-    target's own greedy output); else count the identical ones (``identical_outputs``)."""
+def _live(target, draft, prompts, references, new_tokens, eos, policy: spec.DraftPolicy,
+          check: bool = True) -> tuple[dict, spec.SpeculativeStats]:
+    """Decode every prompt greedily with ``policy``; the totals. ``check``: raise unless every output is
+    its reference (the target's own greedy output); else count the identical ones (``identical_outputs``)."""
     total, identical = spec.SpeculativeStats(), 0
     for prompt, reference in zip(prompts, references):
-        out, stats = spec.speculative_generate(target, draft, prompt, new_tokens, eos_token_id=eos, **kwargs)
+        out, stats = spec.speculative_generate(target, draft, prompt, new_tokens, policy, eos_token_id=eos)
         identical += torch.equal(out, reference)
         if check and not torch.equal(out, reference):
-            raise AssertionError(f"speculative output differs from the target's greedy output ({kwargs})")
+            raise AssertionError(f"speculative output differs from the target's greedy output ({policy})")
         for f in ("target_calls", "drafted", "accepted", "generated", "seconds"):
             setattr(total, f, getattr(total, f) + getattr(stats, f))
         total.draft_lengths += stats.draft_lengths
@@ -300,8 +301,8 @@ def run_experiment(folder: Path, settings: SpeculativeSettings = QUICK, progress
     k = settings.live_k
     results["live"] = {}
     for name in LIVE_DRAFTS:
-        row, total = _live(teacher, drafts[name], live, live_refs, settings.new_tokens, eos, k=k)
-        predicted = [spec.simulate_greedy(a, k) for a in agreements[name][:len(live)]]
+        row, total = _live(teacher, drafts[name], live, live_refs, settings.new_tokens, eos, spec.DraftPolicy(k=k))
+        predicted = [spec.simulate_greedy(a, spec.DraftPolicy(k=k)) for a in agreements[name][:len(live)]]
         row["matches_simulation"] = total.accepted_counts == [c for s in predicted for c in s.accepted_counts]
         row["speedup"] = round(row["tokens_per_second"] / fp32_rate, 3)
         results["live"][f"{name} K={k}"] = row
@@ -309,13 +310,13 @@ def run_experiment(folder: Path, settings: SpeculativeSettings = QUICK, progress
 
     # transformers' default rule, in our loop and in transformers; prompt lookup
     distilled = drafts["forward KL"]
-    rule = {"k": settings.assistant_tokens, "confidence_threshold": settings.confidence}
-    row, _ = _live(teacher, distilled, live, live_refs, settings.new_tokens, eos, **rule)
+    rule = spec.DraftPolicy(k=settings.assistant_tokens, confidence_threshold=settings.confidence)
+    row, _ = _live(teacher, distilled, live, live_refs, settings.new_tokens, eos, rule)
     row["speedup"] = round(row["tokens_per_second"] / fp32_rate, 3)
     results["live"][f"forward KL, {settings.assistant_tokens} drafts, confidence stop {settings.confidence}"] = row
     say(f"forward KL with transformers' default rule, our loop: {row}")
-    row, _ = _live(teacher, distilled, live, live_refs, settings.new_tokens, eos, k=k, adaptive=True,
-                   confidence_threshold=settings.confidence)
+    row, _ = _live(teacher, distilled, live, live_refs, settings.new_tokens, eos,
+                   spec.DraftPolicy(k=k, adaptive=True, confidence_threshold=settings.confidence))
     row["speedup"] = round(row["tokens_per_second"] / fp32_rate, 3)
     results["live"][f"forward KL, adaptive from K={k}, confidence stop {settings.confidence}"] = row
     say(f"forward KL adaptive from K={k} with the confidence stop: {row}")
@@ -335,7 +336,7 @@ def run_experiment(folder: Path, settings: SpeculativeSettings = QUICK, progress
                 "alpha": round(float(torch.cat([spec.greedy_agreement(draft, r, p.shape[1])
                                                 for p, r in zip(live, refs)]).float().mean()), 4)}
         for kk in (1, 2):
-            row, _ = _live(target, draft, live, refs, settings.new_tokens, eos, check=False, k=kk)
+            row, _ = _live(target, draft, live, refs, settings.new_tokens, eos, spec.DraftPolicy(k=kk), check=False)
             row["speedup_over_own_greedy"] = round(row["tokens_per_second"] / rate, 3)
             row["speedup_over_fp32_greedy"] = round(row["tokens_per_second"] / fp32_rate, 3)
             pair[f"K={kk}"] = row

@@ -455,24 +455,26 @@ print("acceptance.residual_distribution normalises explicitly and falls back on 
 
 # %% code subslide
 from course_lib.llm import speculative_experiment
+from course_lib.llm.speculative import DraftPolicy
 
 spec_results = speculative_experiment.load_results(speculative_experiment.settings_for(profile))
 prompt = speculative_experiment.kept_prompts(held_out, spec_results)[0]
 draft = llm_experiment.load_student("forward_kl", teacher, SETTINGS)
 reference, seconds = spec.greedy_generate(teacher, prompt, 24, eos_token_id=tokenizer.eos_token_id)
-out, stats = spec.speculative_generate(teacher, draft, prompt, 24, k=2, eos_token_id=tokenizer.eos_token_id)
+policy = DraftPolicy(k=2)                                            # 2 drafts per round; greedy by default
+out, stats = spec.speculative_generate(teacher, draft, prompt, 24, policy, eos_token_id=tokenizer.eos_token_id)
 print("prompt:      ...", repr(tokenizer.decode(prompt[0, -24:])))
 print("continuation:   ", repr(tokenizer.decode(out[0, prompt.shape[1]:])))
 print(f"identical to the target's greedy output: {torch.equal(out, reference)}; {stats.target_calls} target calls "
       f"for {stats.generated} tokens, {stats.accepted} of {stats.drafted} drafts accepted")
 print(f"target alone {(reference.shape[1] - prompt.shape[1]) / seconds:.1f} tokens/s, speculative "
       f"{stats.tokens_per_second:.1f} tokens/s")
-no_cache, slow = spec.speculative_generate(teacher, draft, prompt, 24, k=2, eos_token_id=tokenizer.eos_token_id,
+no_cache, slow = spec.speculative_generate(teacher, draft, prompt, 24, policy, eos_token_id=tokenizer.eos_token_id,
                                           use_cache=False)           # the article's loop: no KV cache
 print(f"without KV caches (the article): same tokens {torch.equal(no_cache, out)}, {slow.tokens_per_second:.1f} "
       f"tokens/s")
 agreement = spec.greedy_agreement(draft, reference, prompt.shape[1])
-simulated = spec.simulate_greedy(agreement, 2)
+simulated = spec.simulate_greedy(agreement, policy)
 print("one draft forward over the target's output predicts the rounds:",
       simulated.accepted_counts == stats.accepted_counts)
 assert torch.equal(out, reference) and torch.equal(no_cache, out)

@@ -2,8 +2,10 @@
 the target's own greedy output and transformers' assisted generation; sampling reproduces the
 target's exact distribution of the first tokens, also with the draft at a temperature of its own
 (the source article's scheme), while judging a draft with probabilities it was not drawn from does not;
-the KV caches after a rejection and crop equal a fresh forward; statistics, theory, errors."""
+the KV caches after a rejection and crop equal a fresh forward; statistics, theory, errors; the
+parameter objects (Sampling, DraftPolicy)."""
 import copy
+import dataclasses
 import importlib.metadata
 import math
 import warnings
@@ -14,6 +16,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from course_lib.llm import acceptance, kv_cache, speculative as spec  # noqa: E402
+from course_lib.llm.speculative import GREEDY, DraftPolicy, Sampling  # noqa: E402
 from course_lib.llm.tiny import tiny_llama  # noqa: E402
 
 V = 32
@@ -68,7 +71,7 @@ def test_greedy_equals_target_greedy(greedy_models, draft_name):
         plain = target.generate(ids(prompt), max_new_tokens=20, do_sample=False, eos_token_id=None, pad_token_id=0)
         assert torch.equal(expected, plain)                      # the baseline is the target's greedy
         for k in (1, 2, 4, 6):
-            out, stats = spec.speculative_generate(target, draft, ids(prompt), 20, k=k)
+            out, stats = spec.speculative_generate(target, draft, ids(prompt), 20, DraftPolicy(k=k))
             assert torch.equal(out, expected), (prompt, k)
             assert stats.generated == 20
             rates.append(stats.acceptance_rate)
@@ -82,12 +85,14 @@ def test_greedy_variants_give_the_same_tokens(greedy_models):
     target, drafts = greedy_models
     for prompt in PROMPTS[:2]:
         expected, _ = spec.greedy_generate(target, ids(prompt), 16)
-        for kw in ({"use_cache": False}, {"adaptive": True}, {"adaptive": True, "confidence_threshold": 0.9}):
-            out, _ = spec.speculative_generate(target, drafts["close"], ids(prompt), 16, k=3, **kw)
-            assert torch.equal(out, expected), kw
+        for policy, kw in ((DraftPolicy(k=3), {"use_cache": False}), (DraftPolicy(k=3, adaptive=True), {}),
+                           (DraftPolicy(k=3, adaptive=True, confidence_threshold=0.9), {})):
+            out, _ = spec.speculative_generate(target, drafts["close"], ids(prompt), 16, policy, **kw)
+            assert torch.equal(out, expected), (policy, kw)
         eos = int(expected[0, len(prompt) + 5])                  # stop at the 6th new token's value
         cut, _ = spec.greedy_generate(target, ids(prompt), 16, eos_token_id=eos)
-        out, stats = spec.speculative_generate(target, drafts["close"], ids(prompt), 16, k=4, eos_token_id=[eos])
+        out, stats = spec.speculative_generate(target, drafts["close"], ids(prompt), 16, DraftPolicy(k=4),
+                                               eos_token_id=[eos])
         assert torch.equal(out, cut) and int(out[0, -1]) == eos and out.shape[1] <= len(prompt) + 6
 
 
@@ -99,7 +104,7 @@ def test_greedy_equals_assisted_generation(greedy_models):
             # the pinned transformers supports assisted generation: an error here is a failure, not a skip
             assisted = target.generate(ids(prompt), assistant_model=drafts[name], do_sample=False,
                                        max_new_tokens=20, pad_token_id=0)
-            out, _ = spec.speculative_generate(target, drafts[name], ids(prompt), 20, k=4, eos_token_id=eos)
+            out, _ = spec.speculative_generate(target, drafts[name], ids(prompt), 20, DraftPolicy(k=4), GREEDY, eos)
             assert torch.equal(out, assisted), (name, prompt)
 
 
@@ -129,12 +134,14 @@ def tv(counts, probs):
     return float((counts / counts.sum() - probs).abs().sum() / 2)
 
 
-def sample_first_tokens(target, draft, prompt, runs, max_new_tokens, seed, sampler=spec.speculative_generate, **kw):
+def sample_first_tokens(target, draft, prompt, runs, max_new_tokens, seed, policy, temperature, top_k=None,
+                        top_p=None, sampler=spec.speculative_generate, **kw):
     g = torch.Generator().manual_seed(seed)
+    sampling = Sampling(temperature, top_k, top_p, generator=g)
     first, pairs = torch.zeros(V), torch.zeros(V, V)
     drafted = accepted = 0
     for _ in range(runs):
-        out, stats = sampler(target, draft, ids(prompt), max_new_tokens, generator=g, **kw)
+        out, stats = sampler(target, draft, ids(prompt), max_new_tokens, policy, sampling, **kw)
         x1, x2 = out[0, len(prompt):len(prompt) + 2].tolist()
         first[x1] += 1
         pairs[x1, x2] += 1
@@ -145,11 +152,11 @@ def sample_first_tokens(target, draft, prompt, runs, max_new_tokens, seed, sampl
 @pytest.mark.parametrize("case", [
     # a draft that disagrees strongly (an independent model): nearly every token comes from the residual
     # (2 tokens wanted: one draft per round, then the residual or the bonus token)
-    dict(draft="random", prompt=PROMPTS[0], runs=1500, k=2, new=2, kw={}),
+    dict(draft="random", prompt=PROMPTS[0], runs=1500, policy=DraftPolicy(k=2), new=2, kw={}),
     # a draft that agrees about half the time, top-k and top-p on both, adaptive length, confidence stop
     # (3 tokens wanted: 2 drafts in the first round)
-    dict(draft="close", prompt=PROMPTS[1], runs=1200, k=2, new=3,
-         kw=dict(top_k=12, top_p=0.95, adaptive=True, confidence_threshold=0.3)),
+    dict(draft="close", prompt=PROMPTS[1], runs=1200, policy=DraftPolicy(k=2, adaptive=True, confidence_threshold=0.3),
+         new=3, kw=dict(top_k=12, top_p=0.95)),
 ])
 def test_sampling_matches_target_distribution(sampling_models, case):
     target, drafts = sampling_models
@@ -157,7 +164,7 @@ def test_sampling_matches_target_distribution(sampling_models, case):
     kw = case["kw"]
     p1, p12 = exact_pair_distribution(target, case["prompt"], temperature, kw.get("top_k"), kw.get("top_p"))
     first, pairs, rate = sample_first_tokens(target, drafts[case["draft"]], case["prompt"], case["runs"], case["new"],
-                                             seed=1, k=case["k"], temperature=temperature, **kw)
+                                             seed=1, policy=case["policy"], temperature=temperature, **kw)
     # the drafts are as (dis)agreeing as intended, so acceptance, residual and bonus all occur
     assert (rate < 0.25) if case["draft"] == "random" else (0.3 < rate < 0.75), rate
     assert tv(first, p1) < tv_bound(p1, case["runs"])
@@ -173,19 +180,21 @@ def test_draft_at_its_own_temperature_is_exact(sampling_models):
     target, drafts = sampling_models
     draft, prompt, runs, temperature = drafts["self"], PROMPTS[1], 1500, 0.7
     p1, p12 = exact_pair_distribution(target, prompt, temperature)
-    first, pairs, rate = sample_first_tokens(target, draft, prompt, runs, 2, seed=3, k=1, temperature=temperature,
-                                             draft_at=1.0, sampler=spec.speculative_sample)
+    first, pairs, rate = sample_first_tokens(target, draft, prompt, runs, 2, seed=3, policy=DraftPolicy(k=1),
+                                             temperature=temperature, draft_at=1.0, sampler=spec.speculative_sample)
     assert not draft._forward_hooks                              # the rescaling hook is gone
     assert tv(first, p1) < tv_bound(p1, runs)
     assert tv(pairs.flatten(), p12.flatten()) < tv_bound(p12, runs)
-    _, _, same = sample_first_tokens(target, draft, prompt, 200, 2, seed=3, k=1, temperature=temperature)
+    _, _, same = sample_first_tokens(target, draft, prompt, 200, 2, seed=3, policy=DraftPolicy(k=1),
+                                     temperature=temperature)
     with torch.no_grad():
         q1 = acceptance.filtered_probs(draft(ids(prompt)).logits[0, -1], 1.0)
     expected = float(acceptance.expected_acceptance(p1, q1))               # the first draft's, exactly
     assert same == 1.0 and expected < 0.95, (same, expected)
     assert abs(rate - expected) < 0.1 and rate < 0.95, (rate, expected)
     with pytest.raises(ValueError, match="copy"):
-        spec.speculative_sample(target, target, ids(prompt), 2, temperature=0.7, draft_at=1.0)
+        spec.speculative_sample(target, target, ids(prompt), 2, DraftPolicy(k=4), Sampling(temperature=0.7),
+                                draft_at=1.0)
 
 
 def test_judging_with_other_probabilities_is_biased(sampling_models):
@@ -202,14 +211,15 @@ def test_judging_with_other_probabilities_is_biased(sampling_models):
     biased, _ = acceptance.one_draft_outcome(p, drawn, judged)
     bound = tv_bound(p, runs)
     assert tv(biased, p) > 2 * bound                             # the bias is well above the noise
-    first, _, _ = sample_first_tokens(target, draft, prompt, runs, 2, seed=2, k=1, temperature=temperature,
-                                      judge_draft_at=1.0, sampler=spec.speculative_sample)
+    first, _, _ = sample_first_tokens(target, draft, prompt, runs, 2, seed=2, policy=DraftPolicy(k=1),
+                                      temperature=temperature, judge_draft_at=1.0, sampler=spec.speculative_sample)
     assert tv(first, p) > bound                                  # ... and this test sees it
     assert tv(first, biased) < tv_bound(biased, runs)            # it is exactly the predicted bias
-    same, _, _ = sample_first_tokens(target, draft, prompt, runs, 2, seed=2, k=1, temperature=temperature,
-                                     draft_temperature=1.0)
+    same, _, _ = sample_first_tokens(target, draft, prompt, runs, 2, seed=2, policy=DraftPolicy(k=1),
+                                     temperature=temperature, draft_temperature=1.0)
     assert torch.equal(same, first)                              # speculative_generate's name for it
-    honest, _, _ = sample_first_tokens(target, draft, prompt, runs, 2, seed=2, k=1, temperature=temperature)
+    honest, _, _ = sample_first_tokens(target, draft, prompt, runs, 2, seed=2, policy=DraftPolicy(k=1),
+                                       temperature=temperature)
     assert tv(honest, p) < bound                                 # the same run without the mistake passes
 
 
@@ -317,9 +327,9 @@ def test_no_deprecation_warnings(greedy_models):
     target, drafts = greedy_models
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        spec.speculative_generate(target, drafts["close"], ids(PROMPTS[0]), 8, k=3)
-        spec.speculative_generate(target, drafts["close"], ids(PROMPTS[0]), 8, k=3, temperature=0.8,
-                                  generator=torch.Generator().manual_seed(0))
+        spec.speculative_generate(target, drafts["close"], ids(PROMPTS[0]), 8, DraftPolicy(k=3))
+        spec.speculative_generate(target, drafts["close"], ids(PROMPTS[0]), 8, DraftPolicy(k=3),
+                                  Sampling(temperature=0.8, generator=torch.Generator().manual_seed(0)))
         spec.greedy_generate(target, ids(PROMPTS[0]), 8)
     bad = [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
     assert not bad, [str(w.message) for w in bad]
@@ -332,8 +342,10 @@ def test_no_deprecation_warnings(greedy_models):
 
 def test_stats(greedy_models):
     target, drafts = greedy_models
-    for name, kw in (("close", {}), ("random", {}), ("close", {"adaptive": True}), ("close", {"use_cache": False})):
-        _, stats = spec.speculative_generate(target, drafts[name], ids(PROMPTS[1]), 30, k=4, **kw)
+    for name, adaptive, kw in (("close", False, {}), ("random", False, {}), ("close", True, {}),
+                               ("close", False, {"use_cache": False})):
+        _, stats = spec.speculative_generate(target, drafts[name], ids(PROMPTS[1]), 30,
+                                             DraftPolicy(k=4, adaptive=adaptive), **kw)
         assert stats.generated == 30 == stats.accepted + stats.target_calls
         assert stats.tokens_per_target_call == stats.generated / stats.target_calls
         assert stats.target_calls == len(stats.draft_lengths) == len(stats.accepted_counts)
@@ -342,11 +354,12 @@ def test_stats(greedy_models):
         assert all(0 <= a <= d for a, d in zip(stats.accepted_counts, stats.draft_lengths))
         assert stats.acceptance_rate == stats.accepted / stats.drafted
         assert stats.seconds > 0 and stats.tokens_per_second == stats.generated / stats.seconds
-        if not kw:
+        if not adaptive and not kw:
             assert max(stats.draft_lengths) == 4
-    _, stats = spec.speculative_generate(target, drafts["self"], ids(PROMPTS[1]), 40, k=2, adaptive=True, max_k=6)
+    _, stats = spec.speculative_generate(target, drafts["self"], ids(PROMPTS[1]), 40,
+                                         DraftPolicy(k=2, adaptive=True, max_k=6))
     assert stats.draft_lengths[:3] == [2, 4, 6] and max(stats.draft_lengths) == 6     # +2 per all-accepted round
-    _, stats = spec.speculative_generate(target, drafts["random"], ids(PROMPTS[1]), 20, k=4, adaptive=True)
+    _, stats = spec.speculative_generate(target, drafts["random"], ids(PROMPTS[1]), 20, DraftPolicy(k=4, adaptive=True))
     assert stats.draft_lengths[:4] == [4, 3, 2, 1] and min(stats.draft_lengths[:-1]) == 1   # -1, not below 1
     empty = spec.SpeculativeStats()
     assert math.isnan(empty.acceptance_rate) and math.isnan(empty.tokens_per_target_call)
@@ -399,7 +412,7 @@ def test_dynamic_int8_makes_the_verify_pass_another_function(greedy_models):
     assert "lm_head" in replaced and output_vocab_size(q_target) == V
     one, four = _position_logits(q_target, tokens, 4, 1), _position_logits(q_target, tokens, 4, 4)
     assert (one - four).abs().max() > 1e-3
-    out, stats = spec.speculative_generate(q_target, q_target, ids(PROMPTS[0]), 8, k=2)   # it runs
+    out, stats = spec.speculative_generate(q_target, q_target, ids(PROMPTS[0]), 8, DraftPolicy(k=2))   # it runs
     assert out.shape == (1, len(PROMPTS[0]) + 8) and stats.generated == 8
 
 
@@ -426,8 +439,9 @@ def test_simulated_rounds_equal_the_generators_statistics(greedy_models, draft_n
         agreement = spec.greedy_agreement(draft, expected, len(prompt))
         assert agreement.shape == (16,) and agreement.dtype == torch.bool
         for k, adaptive in [(1, False), (2, False), (3, False), (5, False), (2, True), (1, True)]:
-            _, live = spec.speculative_generate(target, draft, ids(prompt), 16, k=k, adaptive=adaptive)
-            simulated = spec.simulate_greedy(agreement, k, adaptive=adaptive)
+            policy = DraftPolicy(k=k, adaptive=adaptive)
+            _, live = spec.speculative_generate(target, draft, ids(prompt), 16, policy)
+            simulated = spec.simulate_greedy(agreement, policy)
             for field in ("target_calls", "draft_calls", "drafted", "accepted", "generated", "draft_lengths",
                           "accepted_counts"):
                 assert getattr(simulated, field) == getattr(live, field), (draft_name, prompt, k, adaptive, field)
@@ -437,14 +451,16 @@ def test_simulated_rounds_equal_the_generators_statistics(greedy_models, draft_n
 
 def test_simulate_greedy_limits():
     always, never = torch.ones(10, dtype=torch.bool), torch.zeros(10, dtype=torch.bool)
-    s = spec.simulate_greedy(always, 4)             # rounds of 5 tokens: 5 + 5 (the last drafts 4 of the 5 left)
+    s = spec.simulate_greedy(always, DraftPolicy(k=4))   # rounds of 5 tokens: 5 + 5 (the last drafts 4 of the 5 left)
     assert (s.target_calls, s.generated, s.draft_lengths, s.accepted_counts) == (2, 10, [4, 4], [4, 4])
-    s = spec.simulate_greedy(never, 3)              # every round: 1 token of the target's
+    s = spec.simulate_greedy(never, DraftPolicy(k=3))    # every round: 1 token of the target's
     assert (s.target_calls, s.generated, s.accepted) == (10, 10, 0) and s.draft_lengths == [3] * 7 + [2, 1, 0]
-    s = spec.simulate_greedy(always, 1, adaptive=True, max_k=4)
+    s = spec.simulate_greedy(always, DraftPolicy(k=1, adaptive=True, max_k=4))
     assert s.draft_lengths == [1, 3, 3] and s.generated == 10     # 2 + 4 + 4 tokens
-    with pytest.raises(ValueError):
-        spec.simulate_greedy(always, 0)
+    with pytest.raises(ValueError, match="confidence_threshold"):   # the agreement holds no probabilities
+        spec.simulate_greedy(always, DraftPolicy(k=2, confidence_threshold=0.4))
+    with pytest.raises(TypeError, match=r"policy must be a DraftPolicy \(e.g. DraftPolicy\(k=4\)\), got int"):
+        spec.simulate_greedy(always, 4)
 
 
 def test_errors(greedy_models):
@@ -452,10 +468,6 @@ def test_errors(greedy_models):
     draft, prompt = drafts["close"], ids(PROMPTS[0])
     run = lambda **kw: spec.speculative_generate(**{"target": target, "draft": draft, "input_ids": prompt,
                                                     "max_new_tokens": 4, **kw})
-    with pytest.raises(ValueError, match="k .* >= 1"):
-        run(k=0)
-    with pytest.raises(ValueError, match="temperature must be >= 0"):
-        run(temperature=-0.5)
     with pytest.raises(ValueError, match="batch size 1"):
         run(input_ids=torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="empty"):
@@ -464,24 +476,87 @@ def test_errors(greedy_models):
         run(input_ids=torch.zeros(1, 3))
     with pytest.raises(ValueError, match=r"draft's vocabulary \(48 logits\) differs from the target's \(32\)"):
         run(draft=llama(3, 1.0, layers=2, hidden=32, vocab=48))
-    with pytest.raises(ValueError, match="need temperature > 0"):
-        run(top_k=5)
-    with pytest.raises(ValueError, match="top_p"):
-        run(temperature=1.0, top_p=0.0)
     with pytest.raises(ValueError, match="draft_temperature only applies"):
         run(draft_temperature=1.0)
-    sample = lambda **kw: spec.speculative_sample(target, draft, prompt, 4, **kw)
-    with pytest.raises(ValueError, match="draft_at must be > 0"):
-        sample(temperature=0.7, draft_at=0.0)
-    with pytest.raises(ValueError, match="temperature must be > 0"):
-        sample(temperature=0)
-    with pytest.raises(TypeError, match="judge_draft_at"):
-        sample(temperature=0.7, draft_temperature=1.0)
-    with pytest.raises(ValueError, match="max_k"):
-        run(k=4, max_k=2)
+    with pytest.raises(ValueError, match="draft_temperature must be > 0"):
+        run(sampling=Sampling(temperature=0.7), draft_temperature=0.0)
     with pytest.raises(ValueError, match="max_new_tokens"):
         run(max_new_tokens=-1)
-    with pytest.raises(ValueError, match="confidence_threshold"):
-        run(confidence_threshold=1.5)
+    # the parameters are objects: a bare int or dict is a TypeError that names the class to build
+    with pytest.raises(TypeError, match=r"policy must be a DraftPolicy \(e.g. DraftPolicy\(k=4\)\), got int"):
+        run(policy=4)
+    with pytest.raises(TypeError, match="sampling must be a Sampling .*got float"):
+        run(sampling=0.7)
+    with pytest.raises(TypeError, match="policy must be a DraftPolicy .*got dict"):
+        run(policy={"k": 4})
+    with pytest.raises(TypeError):                               # the old keywords are gone
+        run(k=4)
+    sample = lambda *args, **kw: spec.speculative_sample(target, draft, prompt, 4, *args, **kw)
+    with pytest.raises(ValueError, match="draft_at must be > 0"):
+        sample(sampling=Sampling(temperature=0.7), draft_at=0.0)
+    with pytest.raises(ValueError, match=r"temperature must be > 0 \(speculative_sample samples;"):
+        sample(sampling=GREEDY)
+    with pytest.raises(TypeError, match="draft_temperature"):    # speculative_sample has draft_at / judge_draft_at
+        sample(sampling=Sampling(temperature=0.7), draft_temperature=1.0)
+    with pytest.raises(TypeError, match="sampling must be a Sampling"):
+        sample(DraftPolicy(), 0.7)
     out, _ = run(input_ids=torch.tensor(PROMPTS[0]))             # a 1-D prompt is batch 1
     assert out.shape == (1, len(PROMPTS[0]) + 4)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: Sampling(temperature=-0.5), r"temperature must be >= 0 \(0: greedy\)"),
+    (lambda: Sampling(temperature=float("nan")), "temperature must be >= 0"),
+    (lambda: Sampling(temperature=True), "temperature must be >= 0"),
+    (lambda: Sampling(temperature=1.0, top_k=0), "top_k must be None or an int >= 1"),
+    (lambda: Sampling(temperature=1.0, top_k=2.0), "top_k must be None or an int >= 1"),
+    (lambda: Sampling(temperature=1.0, top_p=0.0), r"top_p must be None or in \(0, 1\]"),
+    (lambda: Sampling(temperature=1.0, top_p=1.5), r"top_p must be None or in \(0, 1\]"),
+    (lambda: Sampling(top_k=5), "top_k / top_p filter a sampling distribution: they need temperature > 0"),
+    (lambda: Sampling(top_p=0.9), "they need temperature > 0"),
+    (lambda: DraftPolicy(k=0), "k .* >= 1"),
+    (lambda: DraftPolicy(k=True), "k .* >= 1"),
+    (lambda: DraftPolicy(k=2.0), "k .* >= 1"),
+    (lambda: DraftPolicy(k=4, max_k=0), "max_k .* >= 1"),
+    (lambda: DraftPolicy(k=4, max_k=2), r"max_k \(2\) must be >= k \(4\)"),
+    (lambda: DraftPolicy(confidence_threshold=1.5), r"confidence_threshold must be None or in \[0, 1\]"),
+    (lambda: DraftPolicy(confidence_threshold=-0.1), r"confidence_threshold must be None or in \[0, 1\]"),
+])
+def test_parameter_objects_validate_when_built(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_parameter_objects():
+    """max_k defaults to 2k (resolved when built), equality by value, frozen, greedy, the generator left
+    out of the comparison."""
+    assert DraftPolicy().k == 4 and DraftPolicy().max_k == 8
+    assert DraftPolicy(k=3).max_k == 6 and DraftPolicy(k=3, max_k=3).max_k == 3
+    assert DraftPolicy(k=3) == DraftPolicy(k=3, max_k=6) != DraftPolicy(k=3, max_k=7)
+    assert DraftPolicy(k=3) != DraftPolicy(k=3, adaptive=True)
+    assert hash(DraftPolicy(k=3)) == hash(DraftPolicy(k=3, max_k=6))
+    assert DraftPolicy(confidence_threshold=0.0).confidence_threshold == 0.0       # the closed ends are allowed
+    assert Sampling() == GREEDY and GREEDY.greedy and GREEDY.generator is None
+    hot = Sampling(temperature=0.7, top_k=10, top_p=0.9, generator=torch.Generator().manual_seed(0))
+    assert not hot.greedy and Sampling(temperature=1.0, top_p=1.0).top_p == 1.0
+    assert hot == Sampling(temperature=0.7, top_k=10, top_p=0.9)                   # the generator is not compared
+    assert hot != Sampling(temperature=0.7, top_k=10)
+    for obj, name, value in ((DraftPolicy(), "k", 2), (DraftPolicy(), "max_k", 3), (GREEDY, "temperature", 1.0),
+                             (hot, "generator", None)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, name, value)
+    assert {"Sampling", "DraftPolicy", "GREEDY"} <= set(spec.__all__)
+
+
+def test_policy_object_gives_the_greedy_output(greedy_models):
+    """``speculative_generate(..., DraftPolicy(k=3))`` is the target's greedy output, the same tokens and
+    statistics as with ``GREEDY`` spelled out and as the default policy's tokens."""
+    target, drafts = greedy_models
+    for prompt in PROMPTS[:2]:
+        expected, _ = spec.greedy_generate(target, ids(prompt), 12)
+        out, stats = spec.speculative_generate(target, drafts["close"], ids(prompt), 12, DraftPolicy(k=3))
+        again, stats_again = spec.speculative_generate(target, drafts["close"], ids(prompt), 12,
+                                                       policy=DraftPolicy(k=3), sampling=GREEDY)
+        default, _ = spec.speculative_generate(target, drafts["close"], ids(prompt), 12)
+        assert torch.equal(out, expected) and torch.equal(again, expected) and torch.equal(default, expected)
+        assert max(stats.draft_lengths) <= 3 and stats.accepted_counts == stats_again.accepted_counts
