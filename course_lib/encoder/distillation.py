@@ -175,7 +175,8 @@ class EncoderDistillationTrainer(TeacherStudentTrainer):
 
     **Normalisation and logs** are :class:`course_lib.trainers.TeacherStudentTrainer`'s, the items
     being the examples: under gradient accumulation each micro-batch's mean is weighted by its share
-    of the step's examples, so unequal micro-batches (the last one of an epoch) weigh per example.
+    of the step's examples, so unequal micro-batches (the last one of an epoch) weigh per example (the
+    ``cos`` term, a mean over a micro-batch's real tokens, is weighted by its examples too).
     Besides ``loss``, the logs have ``kl``, ``ce`` and ``cos`` (unweighted, ``kl`` without ``T^2``),
     averaged over the examples since the last log.
     """

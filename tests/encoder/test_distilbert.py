@@ -333,6 +333,40 @@ def test_trainer_step_moves_the_student_and_leaves_the_teacher_frozen(tmp_path):
     assert math.isfinite(metrics["eval_loss"])
 
 
+def _one_sgd_step(tmp_path, name, **kw):
+    """The gradient of one optimizer step (SGD at lr 1, no clipping, no dropout) on 4 reviews."""
+    teacher = tiny_teacher(dropout=0.0)
+    student = db.random_student(teacher, (0, 2, 4), seed=1)
+    args = training_args(tmp_path / name, max_steps=1, optim="sgd", learning_rate=1.0, max_grad_norm=0.0,
+                         weight_decay=0.0, **kw)
+    trainer = db.EncoderDistillationTrainer(model=student, teacher=teacher, args=args,
+                                            train_dataset=tiny_dataset(n=4), temperature=2.0, weights=(0.5, 0.5, 0.0))
+    start = {k: v.clone() for k, v in student.named_parameters()}
+    trainer.train()
+    return trainer, {k: start[k] - v.detach() for k, v in student.named_parameters()}
+
+
+def test_accumulating_unequal_micro_batches_weighs_every_review_alike(tmp_path):
+    """One normalisation for both trainers (course_lib.trainers): micro-batches of 3 and 1 reviews
+    accumulated give the gradient of one batch of 4, not the mean of the two micro-batches' means. (KD and CE
+    terms: per-review means. The cos term averages over a batch's real tokens, so under accumulation it is
+    weighted per review, not per token: the class docstring says so.)"""
+    _, big = _one_sgd_step(tmp_path, "big", per_device_train_batch_size=4, gradient_accumulation_steps=1)
+    trainer, acc = _one_sgd_step(tmp_path, "acc", per_device_train_batch_size=3, gradient_accumulation_steps=2)
+    for k in big:
+        assert torch.allclose(acc[k], big[k], rtol=1e-4, atol=1e-6), k
+    # the test has power: the old per-micro-batch rule ((mean of 3 + mean of 1) / 2) gives another gradient
+    model, data = trainer.model, tiny_dataset(n=4)
+    model.zero_grad()
+    parts = [{k: v[rows] for k, v in data.tensors.items()} for rows in (slice(0, 3), slice(3, 4))]
+    model.train()
+    naive = sum(trainer.compute_loss(model, b) for b in parts) / 2       # no num_items_in_batch: plain means
+    naive.backward()
+    step = torch.cat([p.grad.flatten() for p in model.parameters()])
+    exact = torch.cat([big[k].flatten() for k, _ in model.named_parameters()])
+    assert (step - exact).norm() > 0.02 * exact.norm()
+
+
 def test_cached_teacher_outputs_give_the_live_teachers_loss(tmp_path):
     teacher = tiny_teacher()
     student = db.random_student(teacher, (0, 2, 4), seed=1).eval()            # no dropout: comparable
