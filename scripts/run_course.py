@@ -90,6 +90,7 @@ def execute(path: Path, timeout: int = CELL_TIMEOUT):
     """Execute a notebook in ``notebooks/``; returns (executed node, seconds, error or None)."""
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.util import run_sync
 
     nb = nbformat.read(str(path), as_version=4)
     client = NotebookClient(
@@ -105,6 +106,11 @@ def execute(path: Path, timeout: int = CELL_TIMEOUT):
         client.execute(env=kernel_environment())
     except Exception as exc:  # CellExecutionError, timeouts, dead kernels: keep going
         error = exc
+    finally:
+        # nbclient shuts down only kernels whose manager it created (owns_km); this one is ours, so an
+        # executed notebook's kernel (torch, its data, ~1 GB) would otherwise live until the run ends
+        if client.km is not None and client.km.has_kernel:
+            run_sync(client.km.shutdown_kernel)(now=True)
     return nb, time.perf_counter() - start, error
 
 
