@@ -196,7 +196,7 @@ def test_experiment_keys_see_every_module_their_runs_call():
         return {m.__name__.removeprefix("course_lib.") for m in A.package_modules(module)}
 
     assert {"llm.experiment", "llm.teacher", "llm.students", "llm.losses", "losses", "llm.trainer",
-            "trainers", "experiments"} <= names(llm_experiment)
+            "trainers"} <= names(llm_experiment)
     assert {"llm.speculative_experiment", "llm.speculative", "llm.acceptance", "llm.kv_cache", "llm.experiment",
             "compress"} <= names(speculative_experiment)
     assert {"encoder.experiment", "encoder.students", "encoder.distillation", "encoder.reviews",

@@ -70,13 +70,15 @@ class GradeReport:
                 e, t = self.by_module()[module]
                 lines.append(f"{module}  ({e}/{t})")
             message = _with_flags(r)
-            message = message if verbose or len(message) <= width else message[: width - 3] + "..."
+            message = message if verbose else shorten(message, width)
             lines.append(f"  {r.check:<{name_w - 2}}  {r.points:>6}  {r.earned:>6}  {message}")
             if verbose and r.details:
                 lines += ["      " + d for d in r.details.rstrip().splitlines()]
         lines.append(f"{'TOTAL':<{name_w}}  {self.total:>6}  {self.earned:>6}  {100 * self.fraction:.1f}%")
         if self.isolation:
             lines.append(f"isolation: {ISOLATION_TEXT[self.isolation]}")
+        if not verbose and any(r.earned < r.points for r in self.rows):
+            lines.append(MORE_DETAILS)
         return "\n".join(lines)
 
     __str__ = table
@@ -90,6 +92,24 @@ class GradeReport:
                 for r in self.rows]
         total = f"| **total** | **{self.total}** | **{self.earned}** | **{100 * self.fraction:.1f}%** |"
         return "\n".join(head + body + [total])
+
+
+MORE_DETAILS = ("some checks failed: run with -v for the full messages and tracebacks "
+                "(python -m course_lib.grading -v ..., or print(report.table(verbose=True)) in a notebook)")
+HINT_SEPARATOR = " - "          # checks write "<what>: expected ..., got ... - <what the mistake is>"
+
+
+def shorten(message: str, width: int = 72, keep: int = 24) -> str:
+    """``message`` in about ``width`` characters for the terminal table, never cutting its hint: the
+    text after the last ``" - "`` (a check's "that is what ... gives") stays whole, and the numbers
+    before it are shortened instead (at least ``keep`` characters of them are kept)."""
+    if len(message) <= width:
+        return message
+    head, sep, hint = message.rpartition(HINT_SEPARATOR)
+    if not sep:
+        return message[: width - 3] + "..."
+    room = max(keep, width - len(sep) - len(hint) - 3)
+    return (head if len(head) <= room else head[:room] + "...") + sep + hint
 
 
 def _with_flags(row: Row) -> str:

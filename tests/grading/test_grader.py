@@ -320,3 +320,22 @@ def test_class_checks_solutions_kept_elsewhere(tmp_path, capsys):
     assert grading.main(["class", str(submissions), "--out", str(tmp_path / "other.csv"), "--only", "ex02",
                          "--solutions", str(private)]) == 2
     assert not (tmp_path / "other.csv").exists()
+
+
+# --------------------------------------------------------------------------- the terminal table
+
+def test_the_table_shortens_the_numbers_never_the_hint():
+    from course_lib.grading.report import MORE_DETAILS, GradeReport, Row, shorten
+
+    hint = "that is what KLDivLoss's default reduction='mean' (divides by B*C, not B) gives"
+    message = f"kd_loss at T=4, alpha=0.9 on a [16, 10] batch: expected 1.234567, got 0.123456 - {hint}"
+    short = shorten(message, 72)
+    assert short.endswith(" - " + hint) and "..." in short and short.startswith("kd_loss at T=4")
+    assert shorten("short message - a hint", 72) == "short message - a hint"
+    plain = "x" * 100                                          # no hint: cut at the width
+    assert shorten(plain, 72) == "x" * 69 + "..."
+    rows = [Row("ex02_kd_loss", "kd_loss_value", "kd_loss", 3, 0, message), Row("ex02_kd_loss", "kd_loss_grad", "kd_loss", 2, 2, "ok")]
+    table = GradeReport(Path("exercises"), rows).table()
+    assert hint in table and table.rstrip().endswith(MORE_DETAILS)
+    assert MORE_DETAILS not in GradeReport(Path("exercises"), rows).table(verbose=True)
+    assert MORE_DETAILS not in GradeReport(Path("exercises"), rows[1:]).table()        # nothing failed
