@@ -81,16 +81,22 @@ def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
 
 
 def kd_gradient(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Closed-form gradient of the per-example forward KL with respect to the student's logits.
+    """The gradient of the per-example forward KL with respect to the student's logits, in closed form.
 
-        d KL(p_t^T || p_s^T) / d z_s[k] = (p_s^T[k] - p_t^T[k]) / T
+    Row ``b`` of the result is ``d KL(p_t^T || p_s^T)_b / d z_s[b]``: how example ``b``'s own KL
+    changes with each of its ``C`` student logits (no ``T^2`` factor and no averaging over the batch).
+    Derive it on paper from ``p_s^T = softmax(z_s / T)`` (the chain rule through the log-softmax and
+    the ``1/T`` inside it; the teacher's terms do not depend on ``z_s``), then compute your expression
+    directly from the two tempered softmaxes. The grader checks values only and cannot tell how they
+    were computed: ``torch.autograd`` here scores the points and teaches nothing.
 
-    (Hinton 2015, eq. 2; no ``T^2`` factor here and no averaging over the batch: row ``b`` is the
-    gradient of example ``b``'s own KL.) Derive it and compute it directly from the two tempered
-    softmaxes. (The grader checks values only and cannot tell how they were computed: using
-    ``torch.autograd`` here scores the points and teaches nothing.) Consequences worth checking yourself: each row sums to
-    0, and for large ``T`` with zero-mean logits, ``T^2 * gradient -> (z_s - z_t) / C`` (eq. 4):
-    the gradient shrinks like ``1/T^2``, which is why the loss multiplies the KL by ``T^2``.
+    Check your derivation before you submit; the grader checks the same consequences:
+
+    - it agrees with a finite difference (or ``torch.autograd``) of the per-example KL;
+    - each row sums to 0 (why must it? think of adding one constant to every logit);
+    - for zero-mean logits and a large ``T``, ``T^2`` times it tends to ``(z_s - z_t) / C``
+      (Hinton et al. 2015, eq. 4): the soft gradients shrink like ``1/T^2``, which is why the loss
+      multiplies the KL by ``T^2``.
 
     Args:
         student_logits: ``[B, C]``, ``z_s``.

@@ -137,3 +137,28 @@ def test_cli_sync_exit_codes(tmp_path, capsys):
         f.write("\n\ndef extra():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n")
     assert grading.main(["check-sync", "--src", str(src), "--dst", str(dst)]) == 1
     assert "out of date" in capsys.readouterr().out
+
+
+def _squeezed(text: str) -> str:
+    return "".join(text.split())
+
+
+def test_no_stub_states_the_closed_form_it_asks_for():
+    """A check module's CLOSED_FORMS names what a function asks students to derive; the generated stub
+    (module docstring and the function's docstring) must not give it away, spaces ignored."""
+    import importlib
+
+    scanned = 0
+    for path in sorted(exercises_dir().glob("ex*.py")):
+        checks = importlib.import_module(f"course_lib.grading.checks.{path.stem}")
+        forms = getattr(checks, "CLOSED_FORMS", {})
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docs = {node.name: ast.get_docstring(node) or "" for node in tree.body if isinstance(node, ast.FunctionDef)}
+        for function, expressions in forms.items():
+            assert function in docs, f"{path.name}: CLOSED_FORMS names {function}, which the stub lacks"
+            text = _squeezed((ast.get_docstring(tree) or "") + docs[function])
+            for expression in expressions:
+                assert _squeezed(expression) not in text, f"{path.name}: {function}'s stub states {expression!r}"
+                scanned += 1
+    assert scanned >= 4                                      # the scan has something to scan
+    assert _squeezed("(p_s - p_t) / T") in _squeezed("gives (p_s -  p_t)/T here")   # and spaces do not hide it

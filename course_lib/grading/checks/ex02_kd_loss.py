@@ -16,6 +16,11 @@ from course_lib.grading.checks.registry import check
 
 M = "ex02_kd_loss"
 
+# What a function asks students to derive: its stub must not state it (tests/grading/test_generate.py
+# scans the generated exercise file, spaces ignored).
+CLOSED_FORMS = {"kd_gradient": ["(p_s^T[k] - p_t^T[k]) / T", "(p_s - p_t) / T", "(p_s^T - p_t^T) / T",
+                                "(softmax(z_s / T) - softmax(z_t / T)) / T"]}
+
 
 def _batch(seed: int, b: int = 8, c: int = 10):
     """Student logits, teacher logits (sharper) and targets."""
