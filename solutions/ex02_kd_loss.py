@@ -18,12 +18,12 @@ examples, ``C`` classes); ``y`` the true classes ``[B]``; ``T > 0`` the temperat
 
 The two KL divergences between the tempered distributions (per example, summed over classes):
 
-    forward  KL(p_t || p_s) = sum_k p_t[k] * (log p_t[k] - log p_s[k])    (Hinton's loss; mass-covering)
-    reverse  KL(p_s || p_t) = sum_k p_s[k] * (log p_s[k] - log p_t[k])    (mode-seeking)
+    forward  KL(p_t || p_s) = sum_k p_t[k] * (log p_t[k] - log p_s[k])
+    reverse  KL(p_s || p_t) = sum_k p_s[k] * (log p_s[k] - log p_t[k])
 
-A common mistake: ``nn.KLDivLoss()(F.log_softmax(z_s / T), F.softmax(z_t / T))`` computes the
-*forward* one, KL(teacher || student), even though many write-ups call it KL(student || teacher);
-and its default ``reduction="mean"`` divides by ``B * C`` instead of ``B`` (use ``"batchmean"``).
+The ladder (notebook 02's exercise cell gives points and times): ``reverse_kl`` (warm-up), ``kd_loss``
+(core), ``kd_gradient`` and ``logit_matching_limit`` (stretch: derivations on paper, checked by
+their consequences). The grader names the common mistakes after a wrong answer.
 """
 import torch
 import torch.nn.functional as F
@@ -31,15 +31,19 @@ import torch.nn.functional as F
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
             temperature: float, alpha: float) -> torch.Tensor:
-    """Hinton's knowledge-distillation loss (Hinton, Vinyals & Dean 2015, arXiv:1503.02531).
+    """Hinton's knowledge-distillation loss (Hinton, Vinyals & Dean 2015, arXiv:1503.02531), as notebook 02's
+    section "The loss" defines it, averaged over the batch.
 
-        L = alpha * T^2 * KL(p_t^T || p_s^T) + (1 - alpha) * CE(y, softmax(z_s))
+    Contract: a weighted sum of two terms, weights ``alpha`` and ``1 - alpha``:
 
-    averaged over the batch: ``L = (1/B) * sum_b L_b``. The KL is the *forward* one (teacher first),
-    computed at temperature ``T``; the cross-entropy ``CE(y, softmax(z_s)) = -log softmax(z_s)[y]``
-    uses the hard labels at temperature 1. The ``T^2`` factor keeps the soft term's contribution
-    to the gradient roughly unchanged as ``T`` changes (the soft gradients shrink like ``1/T^2``;
-    Hinton et al. 2015, section 2).
+    - the soft term: the forward KL (teacher first) between the tempered distributions, scaled by the
+      factor that keeps its gradient's size unchanged as ``T`` changes (the notebook measures why it
+      is needed);
+    - the hard term: the cross-entropy with the true labels, at temperature 1.
+
+    What must hold (the grader checks these and the values): ``alpha = 0`` is plain cross-entropy
+    whatever ``T``; a student equal to its teacher has a soft term of 0; the gradient's norm with
+    respect to the student logits barely changes between ``T = 10`` and ``T = 20`` at ``alpha = 1``.
 
     Args:
         student_logits: ``[B, C]``, the student's logits ``z_s`` (gradients flow through them).
@@ -62,13 +66,11 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
 
 
 def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """The reverse (mode-seeking) KL between tempered distributions, averaged over the batch.
+    """The reverse KL, ``KL(p_s^T || p_t^T)`` (student first), averaged over the batch: just the divergence,
+    no scale factor and no cross-entropy term.
 
-        R = (1/B) * sum_b KL(p_s^T || p_t^T)_b,   KL(p_s || p_t) = sum_k p_s[k] * (log p_s[k] - log p_t[k])
-
-    No ``T^2`` factor and no cross-entropy term: just the divergence. It differs from the forward
-    KL whenever the two distributions differ: e.g. ``p_s = [0.9, 0.1]``, ``p_t = [0.5, 0.5]`` gives
-    ``KL(p_s || p_t) = 0.368`` but ``KL(p_t || p_s) = 0.511``.
+    Worked example to test yours with: ``p_s = [0.9, 0.1]`` and ``p_t = [0.5, 0.5]`` (at ``T = 1``) give
+    ``KL(p_s || p_t) = 0.368`` and ``KL(p_t || p_s) = 0.511``: the two directions differ.
 
     Args:
         student_logits: ``[B, C]``, ``z_s``.
@@ -115,4 +117,35 @@ def kd_gradient(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temp
     p_s = torch.softmax(student_logits / temperature, dim=-1)
     p_t = torch.softmax(teacher_logits / temperature, dim=-1)
     return (p_s - p_t) / temperature
+    ### END SOLUTION
+
+
+def logit_matching_limit(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """What the soft term ``T^2 * KL(p_t^T || p_s^T)`` of one example tends to as ``T -> infinity``, in closed form.
+
+    Hinton et al. (2015, section 2.1) show that at high temperature distillation becomes matching the
+    logits: derive the limit on paper from your ``kd_gradient`` (or from a first-order expansion of
+    ``softmax(z / T)`` around the uniform distribution), then compute it directly from the logits.
+    Hinton assumes zero-mean logits; your expression must hold for ANY logits (think again of adding
+    one constant to every logit of a row: what does that change?).
+
+    Consequences to check yours with (the grader checks them and the values):
+
+    - it is ``>= 0``, and 0 when the two rows differ by a constant (``z_s = z_t + 3``);
+    - it agrees with ``T^2 * KL(p_t^T || p_s^T)`` computed directly at ``T = 10,000`` (in float64);
+    - it scales like the square of the logits: doubling both ``z_s`` and ``z_t`` multiplies it by 4.
+
+    Args:
+        student_logits: ``[B, C]``, ``z_s``.
+        teacher_logits: ``[B, C]``, ``z_t``.
+
+    Returns:
+        Tensor ``[B]``: the limit for each example (no averaging over the batch).
+    """
+    ### BEGIN SOLUTION
+    # Instructor's note: p^T = (1 + (z - mean z) / T) / C + O(1/T^2), so T^2 KL -> (1/2C) sum_k (d_k - mean d)^2
+    # with d = z_s - z_t; students who assume zero-mean logits forget the centring (the grader names it).
+    d = student_logits - teacher_logits
+    d = d - d.mean(dim=-1, keepdim=True)
+    return (d ** 2).sum(dim=-1) / (2 * d.shape[-1])
     ### END SOLUTION

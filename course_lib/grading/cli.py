@@ -74,10 +74,25 @@ def _main_class(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv.pop(0) if argv and argv[0] in ("grade", "class", "generate", "check-sync") else "grade"
+    command = argv.pop(0) if argv and argv[0] in ("grade", "class", "generate", "check-sync", "table") \
+        else "grade"
     prog = f"python -m course_lib.grading {command}"
     if command == "class":
         return _main_class(argv)
+    if command == "table":
+        parser = argparse.ArgumentParser(prog=prog, description=(
+            "Print the exercise table (function, level, points, time, task) of exercise files, for their "
+            "notebook's exercise cell."))
+        parser.add_argument("modules", nargs="+", help="exercise file stems, e.g. ex02_kd_loss")
+        args = parser.parse_args(argv)
+        from course_lib.grading.checks import CHECK_MODULES, exercise_table
+        unknown = [m for m in args.modules if m not in CHECK_MODULES]
+        if unknown:
+            print(f"error: unknown exercise files {unknown}; known: {CHECK_MODULES}", file=sys.stderr)
+            return 2
+        for module in args.modules:
+            print(f"{module}:\n{exercise_table(module)}\n")
+        return 0
     if command in ("generate", "check-sync"):
         parser = argparse.ArgumentParser(prog=prog, description=(
             "Write exercises/ from solutions/." if command == "generate"
@@ -102,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m course_lib.grading", description=(
         "Grade a folder of answers (each file in its own child process) and print a score table. Exit "
-        "status 0 unless --min-score is given and not reached. Other commands: class, generate, check-sync."))
+        "status 0 unless --min-score is given and not reached. Other commands: class, generate, check-sync, table."))
     parser.add_argument("folder", nargs="?", default=None, help="folder to grade (default: <repo>/exercises)")
     parser.add_argument("--min-score", type=float, default=None, metavar="FRACTION",
                         help="exit 1 if the earned fraction of points is below FRACTION (0..1)")

@@ -97,6 +97,11 @@ class RemoteFunction:
     def __call__(self, *args, **kwargs):
         return self._call("plain", args, kwargs, 0).value
 
+    def sibling(self, name: str) -> RemoteFunction:
+        """The same file's function ``name``, called in the same child under the same deadline (a
+        check's hint may test a function the one under test depends on: ``helpers.fix_first``)."""
+        return RemoteFunction(self._child, name, self._flags, self._deadline, self._limit)
+
     def value_and_grad(self, *args, wrt: int = 0, grad_outputs: torch.Tensor | None = None, **kwargs):
         """``(result, gradient)``: the gradient with respect to argument ``wrt`` of the 0-dim result,
         or with ``grad_outputs`` (a tensor of the result's shape) of ``(result * grad_outputs).sum()``."""

@@ -545,10 +545,18 @@ assert not torch.allclose(a, b)
 # %% md slide
 # ## Exercises (graded)
 #
-# Open `exercises/ex02_kd_loss.py`: implement `kd_loss`, `reverse_kl` and `kd_gradient` (the
-# closed-form gradient of the soft term). Grade with the cell below or
-# `python -m course_lib.grading exercises --only ex02`. The course's own `kd_loss` is printed
-# *after* this exercise: try first, then compare.
+# Open `exercises/ex02_kd_loss.py` (its docstrings give each function's contract, not the formula).
+# The two stretch tasks are derivations on paper, graded by their consequences.
+#
+# | function | level | points | time | task |
+# |---|---|---:|---:|---|
+# | `reverse_kl` | warm-up | 3 | ~10 min | implement |
+# | `kd_loss` | core | 9 | ~20 min | implement |
+# | `kd_gradient` | stretch | 5 | ~25 min | derive |
+# | `logit_matching_limit` | stretch | 3 | ~20 min | derive |
+#
+# Grade with the cell below or `python -m course_lib.grading exercises --only ex02`; a wrong answer
+# gets a hint naming its mistake. The course's own `kd_loss` is printed *after* this exercise.
 
 # %% code skip
 from course_lib.grading import self_check

@@ -156,6 +156,12 @@ MUTATIONS = {
     "kd_gradient_without_1_over_T": (
         {"ex02_kd_loss": [("return (p_s - p_t) / temperature", "return p_s - p_t")]},
         {"kd_gradient_matches_autograd", "kd_gradient_high_temperature_limit"}, "1/T"),
+    "logit_matching_uncentred": (
+        {"ex02_kd_loss": [("    d = d - d.mean(dim=-1, keepdim=True)\n", "")]},
+        {"logit_matching_limit_matches_reference"}, "zero-mean formula"),
+    "logit_matching_without_the_half": (
+        {"ex02_kd_loss": [("return (d ** 2).sum(dim=-1) / (2 * d.shape[-1])", "return (d ** 2).mean(dim=-1)")]},
+        {"logit_matching_limit_matches_reference", "logit_matching_limit_consequences"}, "twice too large"),
     "softmax_ignores_temperature": (
         {"ex01_dark_knowledge": [("torch.softmax(logits / temperature, dim=-1)", "torch.softmax(logits, dim=-1)")]},
         {"softmax_matches_reference", "softmax_temperature_limits"}, None),

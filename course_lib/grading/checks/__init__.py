@@ -38,15 +38,38 @@ import importlib
 import pkgutil
 
 from course_lib.grading.base import ModuleReport, StudentError
-from course_lib.grading.checks.helpers import (as_tensor, build, close, close_naming, expect_value_error, matches,
-                                               module_arg, randint, randn, scalar, student_error, tensors_close,
-                                               value_naming)
-from course_lib.grading.checks.registry import CHECKS, KINDS, Check, check
+from course_lib.grading.checks.helpers import (as_tensor, build, choice, close, close_naming, expect_value_error,
+                                               fix_first, matches, module_arg, randint, randn, scalar, student_error,
+                                               tensors_close, value_naming)
+from course_lib.grading.checks.registry import ASKS, CHECKS, KINDS, LEVELS, Check, Task, check
 
 CHECK_MODULES = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name.startswith("ex"))
 for _name in CHECK_MODULES:
     importlib.import_module(f"{__name__}.{_name}")
 
-__all__ = ["CHECKS", "CHECK_MODULES", "KINDS", "Check", "ModuleReport", "StudentError", "as_tensor", "build", "check",
-           "close", "close_naming", "expect_value_error", "matches", "module_arg", "randint", "randn", "scalar",
-           "student_error", "tensors_close", "value_naming"]
+
+
+def tasks(module: str) -> dict[str, Task]:
+    """The ``TASKS`` of a check module (graded function -> ``Task``), in the ladder's order."""
+    table = getattr(importlib.import_module(f"{__name__}.{module}"), "TASKS", {})
+    return dict(sorted(table.items(), key=lambda item: LEVELS.index(item[1].level)))
+
+
+def exercise_table(module: str) -> str:
+    """The markdown table of ``module``'s tasks the notebook's exercise cell shows (function, level,
+    points, estimated minutes, what it asks), from ``TASKS`` and the checks' points: a test keeps
+    the notebook's copy equal to it (``python -m course_lib.grading table exNN`` prints it)."""
+    points: dict[str, int] = {}
+    for c in CHECKS:
+        if c.module == module:
+            points[c.function] = points.get(c.function, 0) + c.points
+    rows = ["| function | level | points | time | task |", "|---|---|---:|---:|---|"]
+    for function, task in tasks(module).items():
+        rows.append(f"| `{function}` | {task.level} | {points.get(function, 0)} | ~{task.minutes} min | {task.asks} |")
+    return "\n".join(rows)
+
+
+__all__ = ["ASKS", "CHECKS", "CHECK_MODULES", "KINDS", "LEVELS", "Check", "ModuleReport", "StudentError", "Task",
+           "as_tensor", "build", "check", "choice", "close", "close_naming", "exercise_table", "expect_value_error",
+           "fix_first", "matches", "module_arg", "randint", "randn", "scalar", "student_error", "tasks",
+           "tensors_close", "value_naming"]

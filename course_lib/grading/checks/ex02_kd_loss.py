@@ -11,14 +11,20 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import losses as reference
-from course_lib.grading.checks.helpers import as_tensor, close, matches, randint, randn, scalar
-from course_lib.grading.checks.registry import check
+from course_lib.grading.checks.helpers import as_tensor, close, close_naming, matches, randint, randn, scalar
+from course_lib.grading.checks.registry import Task, check
 
 M = "ex02_kd_loss"
 
 # What a function asks students to derive: its stub must not state it (tests/grading/test_generate.py
 # scans the generated exercise file, spaces ignored).
-CLOSED_FORMS = {"kd_gradient": ["(p_s^T[k] - p_t^T[k]) / T", "(p_s - p_t) / T", "(p_s^T - p_t^T) / T",
+TASKS = {"reverse_kl": Task("warm-up", 10, "implement"), "kd_loss": Task("core", 20, "implement"),
+         "kd_gradient": Task("stretch", 25, "derive"), "logit_matching_limit": Task("stretch", 20, "derive")}
+
+CLOSED_FORMS = {"kd_loss": ["alpha * T^2", "T^2 * KL", "T ** 2 * KL", "(1 - alpha) * CE"],
+                "logit_matching_limit": ["/ (2C)", "/ (2 * C)", "/(2*C)", "d - mean", "d_k - mean", "(z_s - z_t)^2",
+                                         "(z_s - z_t) ** 2"],
+                "kd_gradient": ["(p_s^T[k] - p_t^T[k]) / T", "(p_s - p_t) / T", "(p_s^T - p_t^T) / T",
                                 "(softmax(z_s / T) - softmax(z_t / T)) / T"]}
 
 
@@ -57,7 +63,7 @@ def _kd_close(got, zs, zt, y, t, alpha, what):
 
 # --------------------------------------------------------------------------- kd_loss
 
-@check(M, "kd_loss", points=4)
+@check(M, "kd_loss", points=3)
 def kd_loss_matches_reference(kd_loss):
     """alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE, batch mean, over a grid of T and alpha."""
     for seed, t, alpha in [(40, 1.0, 0.5), (43, 2.0, 0.9), (46, 4.0, 0.3), (49, 8.0, 0.7), (52, 3.0, 1.0)]:
@@ -101,7 +107,7 @@ def kd_loss_is_forward_kl(kd_loss):
         if abs(got - forward / 2) < 1e-4 else "")
 
 
-@check(M, "kd_loss", points=2, kind="property")
+@check(M, "kd_loss", points=1, kind="property")
 def kd_loss_gradient_scale_is_temperature_independent(kd_loss):
     """With the T^2 factor, the soft-term gradient keeps its size as T doubles (10 -> 20)."""
     zs, zt, y = _batch(61)
@@ -145,7 +151,7 @@ def reverse_kl_matches_reference(reverse_kl):
         close(torch.tensor(got), expected, f"T={t}")
 
 
-@check(M, "reverse_kl", points=2)
+@check(M, "reverse_kl", points=1)
 def reverse_kl_properties(reverse_kl):
     """Hand example KL([0.9, 0.1] || [0.5, 0.5]) = 0.368; 0 for identical logits; >= 0; -> 0 as T -> inf."""
     zs = torch.log(torch.tensor([[0.9, 0.1]]))
@@ -195,3 +201,43 @@ def kd_gradient_high_temperature_limit(kd_gradient):
     t = 100.0
     g = as_tensor(kd_gradient(zs, zt, t), f"T={t}")
     close(t * t * g, (zs - zt) / 6, f"T^2 * gradient at T={t}", atol=0.05)
+
+
+# --------------------------------------------------------------------------- logit_matching_limit
+
+def _limit(zs: torch.Tensor, zt: torch.Tensor) -> torch.Tensor:
+    d = zs.double() - zt.double()
+    d = d - d.mean(-1, keepdim=True)
+    return (d ** 2).sum(-1) / (2 * d.shape[-1])
+
+
+@check(M, "logit_matching_limit", points=2)
+def logit_matching_limit_matches_reference(logit_matching_limit):
+    """(1/2C) * sum_k (d_k - mean d)^2 with d = z_s - z_t, per example, on logits whose rows do not have zero mean."""
+    zs, zt, _ = _batch(95, b=6, c=9)
+    zs = zs + torch.arange(6.0).unsqueeze(1)                     # rows with different, non-zero means
+    expected = _limit(zs, zt).float()
+    d = zs - zt
+    c = zs.shape[-1]
+    close_naming(logit_matching_limit(zs, zt), expected, {
+        "Hinton's zero-mean formula applied to logits whose rows do not have zero mean (adding one constant "
+        "to a row changes no softmax, so it cannot change the limit)": (d ** 2).sum(-1) / (2 * c),
+        "a limit twice too large (check the second-order term of the expansion)": 2 * expected,
+        "a limit without the 1/C (each class has probability about 1/C at high T)": expected * c,
+        "the batch sum of the limit instead of one value per example": expected.sum().expand(6),
+    }, "6 examples, 9 classes")
+
+
+@check(M, "logit_matching_limit", points=1)
+def logit_matching_limit_consequences(logit_matching_limit):
+    """0 for rows that differ by a constant; equals T^2 * KL at T = 10,000 (float64); x4 when the logits double."""
+    zs, zt, _ = _batch(97, b=4, c=5)
+    shifted = as_tensor(logit_matching_limit(zt + 3.0, zt), "z_s = z_t + 3")
+    close(shifted, torch.zeros(4), "z_s = z_t + 3 (a constant shift changes no softmax: expected 0)", atol=1e-5)
+    t = 1e4
+    direct = t * t * reference.soft_target_kl(zs.double(), zt.double(), t)
+    close(as_tensor(logit_matching_limit(zs, zt), "T^2 KL at T=10,000"), direct.float(),
+          "against T^2 * KL(p_t^T || p_s^T) computed at T = 10,000", atol=1e-3, rtol=1e-3)
+    base = as_tensor(logit_matching_limit(zs, zt), "base")
+    close(as_tensor(logit_matching_limit(2 * zs, 2 * zt), "doubled logits"), 4 * base,
+          "doubling both logits (expected 4 times the limit)")

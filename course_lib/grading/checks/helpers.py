@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from course_lib.grading import runner as _runner
-from course_lib.grading.base import StudentError
+from course_lib.grading.base import MissingFunction, StudentError
 
 
 def randn(*shape: int, seed: int, scale: float = 1.0, dtype=torch.float32) -> torch.Tensor:
@@ -86,6 +86,33 @@ def value_naming(got, expected: float, mistakes: dict[str, float], what: str) ->
     mistake = matches(value, real, tol=1e-5)
     hint = f" - that is what {mistake} gives" if mistake else ""
     raise AssertionError(f"{what}: expected {expected:.6g}, got {value:.6g}{hint}")
+
+
+def choice(answer, what: str, correct: str, wrong: dict[str, str]) -> None:
+    """A multiple-choice answer: ``answer`` must be the key ``correct``. ``wrong`` maps every other
+    key to the hint a student sees after choosing it (why that choice fails; never the right key).
+    An answer that is none of the keys fails with the list of keys."""
+    keys = sorted([correct, *wrong])
+    if not isinstance(answer, str) or answer not in keys:
+        raise AssertionError(f"{what}: return one of {keys} (a str), got {answer!r}")
+    if answer != correct:
+        raise AssertionError(f"{what}: {answer!r} is not it - {wrong[answer]}")
+
+
+def fix_first(f, name: str, args: tuple, expected: float, tol: float = 1e-6) -> str:
+    """A hint for an error carried over from another function of the same file: `` - your name() is
+    wrong (...), fix it first`` when the answer's ``name(*args)`` (called in the same child) is not
+    ``expected``; "" when it is right, missing or unimplemented."""
+    try:
+        got = f.sibling(name)(*args)
+        value = float(got)
+    except (StudentError, MissingFunction, TypeError, ValueError, AssertionError):
+        return ""
+    if abs(value - expected) <= tol * max(1.0, abs(expected)):
+        return ""
+    shown = ", ".join(f"{a!r}" for a in args)
+    return (f" - your {name}({shown}) is wrong too ({value:.6g}, expected {expected:.6g}): "
+            f"if you call it here, fix it first")
 
 
 def student_error() -> type:

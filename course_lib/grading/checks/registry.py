@@ -23,6 +23,29 @@ class Check:
 
 CHECKS: list[Check] = []
 KINDS = ("value", "property", "rejects")
+LEVELS = ("warm-up", "core", "stretch")
+ASKS = ("implement", "derive", "predict", "choose", "apply")
+
+
+@dataclass(frozen=True)
+class Task:
+    """What one graded function asks of a student, for the notebook's exercise table.
+
+    A check module's ``TASKS`` maps each graded function to one: ``level`` on the notebook's ladder
+    (each notebook has a warm-up, a core task and a stretch), ``minutes`` the estimated time of a
+    student who worked through the notebook, and ``asks`` what the task is: ``implement`` (a
+    contract the notebook's code shows), ``derive`` (a result on paper, checked by its
+    consequences), ``predict`` (a number before the notebook measures it), ``choose`` (a choice
+    with a reason: a function returning a choice key) or ``apply`` (the idea on a case the notebook
+    did not show). ``tests/grading/test_ladder.py`` checks the tables against the notebooks.
+    """
+    level: str
+    minutes: int
+    asks: str
+
+    def __post_init__(self):
+        if self.level not in LEVELS or self.asks not in ASKS or self.minutes <= 0:
+            raise ValueError(f"bad task {self}: level in {LEVELS}, asks in {ASKS}, minutes > 0")
 
 
 def check(module: str, function: str, points: int, kind: str = "value"):
