@@ -34,41 +34,25 @@ def accept_drafts(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor,
     """Speculative sampling's verification step: how many drafts the target accepts, and the
     distribution the round's last token is drawn from.
 
-    Draft ``i``, the token ``x = drafts[i]`` (drawn from ``q[i]``), is accepted iff
+    Contract (the rule of notebook 06's slide "One round"; its equations are yours to turn into code):
 
-        u_i < min(1, p[i, x] / q[i, x])          (u_i = uniforms[i], a uniform number in [0, 1))
+    - draft ``i``, the token ``x = drafts[i]``, is accepted with probability ``min(1, p[i, x] / q[i, x])``,
+      decided by the given uniform ``u_i = uniforms[i]``: accepted iff ``u_i`` is below that
+      probability. Two cases the ratio does not cover must still work: ``q[i, x] = 0`` (the draft "could
+      not" have proposed it: accepted iff ``p[i, x] > 0``) and ``p[i, x] = 0`` (never accepted, whatever
+      ``u_i``); no division may produce ``inf`` or ``NaN``;
+    - the drafts are checked in order; at the FIRST rejected draft ``i`` the round stops (later drafts
+      are thrown away, even those that would pass) and the function returns ``(i, r_i)``, where ``r_i``
+      is the distribution that makes the round's token at position ``i`` follow ``p[i]`` exactly,
+      whatever ``q[i]`` (the notebook states it; check on paper that it does). When ``r_i`` is
+      undefined (``p[i] <= q[i]`` everywhere: for distributions, ``p[i] == q[i]`` up to rounding, where
+      a rejection had probability ~0), return ``p[i]``;
+    - if all ``K`` drafts pass, return ``(K, p[K])``, the bonus distribution (the last row). With
+      ``K = 0`` that is ``(0, p[0])``.
 
-    that is, with probability ``min(1, p_i(x) / q_i(x))``: always when the target gives ``x`` at least
-    the draft's probability, less often the more the draft over-rated it. Test it as
-    ``u_i * q[i, x] < p[i, x]``, without dividing: ``q[i, x]`` may be 0 (a token the draft "could not"
-    propose is then accepted iff the target gives it a probability > 0), and a token the target gives
-    probability 0 is never accepted, whatever ``u_i``. The drafts are checked in order, ``i = 0, 1, ...``:
-
-    - at the FIRST rejected draft ``i`` the round stops (the later drafts are thrown away, even those
-      that would pass) and the function returns ``(i, r_i)``, the residual distribution
-
-          r_i = max(0, p[i] - q[i]) / sum_v max(0, p[i, v] - q[i, v])
-
-      (element-wise ``max``, normalised to sum to 1). The replacement token is drawn from ``r_i``,
-      NOT from ``p[i]``: the acceptance step already produced every token ``x`` with probability
-      ``q_i(x) min(1, p_i(x) / q_i(x)) = min(p_i(x), q_i(x))``, and the residual adds exactly the
-      missing mass, ``min(p, q) + (1 - alpha) r = min(p, q) + max(0, p - q) = p`` with
-      ``alpha = sum_v min(p_i(v), q_i(v))`` the probability of accepting. So the output follows the
-      target's distribution exactly, whatever the draft (a bad draft costs speed, never quality);
-      drawing from ``p[i]`` instead gives too much weight to the tokens the draft already proposes
-      too often. If the residual sums to 0 (``p[i] <= q[i]`` everywhere: for distributions, only
-      ``p[i] == q[i]`` up to rounding, where a rejection had probability ~0), return ``p[i]`` instead
-      of dividing by 0;
-    - if all ``K`` drafts pass, return ``(K, p[K])``: the *bonus* token is drawn from the target's
-      distribution after the last draft, the last row of ``p`` (not ``p[K - 1]``, which judged the
-      last draft). With ``K = 0`` (nothing drafted) that is ``(0, p[0])``.
-
-    The function draws no random numbers: the uniforms are given (a generator passes
-    ``torch.rand(K)``), and it returns the distribution to draw the next token from rather than a
-    token, so that it can be checked exactly. A round then outputs ``drafts[:n]`` followed by
-    ``torch.multinomial(distribution, 1)``. The grader also simulates many one-draft rounds with
-    your function and checks that the output token follows ``p``. (``course_lib.llm.acceptance``'s
-    ``speculative_accept`` and ``residual_distribution`` do the same with a ``torch.Generator``.)
+    The function draws no random numbers (the uniforms are given) and returns the distribution to
+    draw the next token from rather than a token, so that it can be checked exactly. The grader also
+    simulates many one-draft rounds with your function and checks that the output token follows ``p``.
 
     Args:
         p: ``[K+1, V]``, the target's distributions: row ``i < K`` judges draft ``i``, row ``K`` is the
@@ -80,8 +64,8 @@ def accept_drafts(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor,
     Returns:
         ``(n_accepted, distribution)``: a Python ``int`` in ``0..K``, the number of leading drafts
         accepted, and a ``[V]`` tensor of ``p``'s dtype, the distribution of the round's last token:
-        the normalised residual ``r_n`` at the first rejection (``p[n]`` if it sums to 0), ``p[K]`` when
-        every draft passed. The inputs are left unchanged.
+        ``r_n`` at the first rejection (``p[n]`` where ``r_n`` is undefined), ``p[K]`` when every draft
+        passed. The inputs are left unchanged.
 
     Raises:
         ValueError: if ``p`` or ``q`` is not 2-D, ``p`` is not ``[K+1, V]`` for ``q`` ``[K, V]`` (one row
@@ -94,21 +78,14 @@ def accept_drafts(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor,
 
 def expected_tokens_per_call(alpha: float, k: int) -> float:
     """The mean number of tokens one round (one target call) yields, with ``k`` drafts per round and a
-    per-token acceptance probability ``alpha``.
+    per-token acceptance probability ``alpha``, in closed form.
 
-    Model (Leviathan et al. 2023, eq. 1): each draft is accepted with probability ``alpha``,
+    Model (Leviathan et al. 2023, section 3.1): each draft is accepted with probability ``alpha``,
     independently, as long as the drafts before it were; the round stops at the first rejection and
     always ends with ONE token of the target's (the replacement of the rejected draft, or the bonus
-    token when all ``k`` passed). So the round yields ``j + 1`` tokens when ``j`` drafts pass, at
-    least ``j`` drafts pass with probability ``alpha^j``, and
-
-        E[tokens] = 1 + alpha + alpha^2 + ... + alpha^k = (1 - alpha^(k+1)) / (1 - alpha)
-
-    The closed form is 0 / 0 at ``alpha = 1``: there every draft passes and the round yields ``k + 1``
-    tokens (handle ``alpha == 1`` before dividing). At ``alpha = 0`` it is 1 (only the target's
-    token): plain decoding's one token per target call. It is not ``(1 - alpha^k) / (1 - alpha)``
-    (that forgets the target's own token) nor ``1 + k * alpha`` (a rejection ends the round: the
-    drafts after it do not count even if they would have passed).
+    token when all ``k`` passed). Derive the mean from this model (how likely is it that at least
+    ``j`` drafts pass?). What must hold: ``k + 1`` at ``alpha = 1`` (make sure your expression does
+    not divide by zero there), 1 at ``alpha = 0``, and it grows with ``alpha`` and with ``k``.
 
     Args:
         alpha: the acceptance probability per draft token, in ``[0, 1]``.
@@ -129,16 +106,10 @@ def expected_speedup(alpha: float, k: int, cost_ratio: float, verify_cost: float
 
     Time is counted in target steps (one target forward over one token = 1). A round costs ``k``
     draft steps of ``c = cost_ratio`` each and one verify pass of the target over the ``k + 1`` new
-    positions, ``v = verify_cost`` (1 in the papers' idealisation, where reading ``k + 1`` tokens
-    costs the same as one; more on a CPU). It yields ``expected_tokens_per_call(alpha, k)`` tokens,
-    which plain decoding would produce in as many target steps, so (Leviathan et al. 2023,
-    Theorem 3.8, with ``v`` added)
-
-        speedup = E[tokens] / (k * c + v),    E[tokens] = (1 - alpha^(k+1)) / (1 - alpha)   (k + 1 at alpha = 1)
-
-    Above 1: faster than the target alone; below 1: slower (at ``alpha = 0`` it is ``1 / (k c + v)``).
-    Both costs count: the drafts run one after another (``k`` of them, not one) and the verify pass
-    is not free. (You may call your ``expected_tokens_per_call``.)
+    positions, ``v = verify_cost`` (notebook 06's ``v_{K+1}``: 1 in the papers' idealisation, more on a
+    CPU), and yields ``expected_tokens_per_call(alpha, k)`` tokens on average, which plain decoding
+    would take as many target steps to produce. Above 1: faster than the target alone; below 1:
+    slower. You may call your ``expected_tokens_per_call``.
 
     Args:
         alpha: the acceptance probability per draft token, in ``[0, 1]``.
@@ -155,3 +126,46 @@ def expected_speedup(alpha: float, k: int, cost_ratio: float, verify_cost: float
     """
     # YOUR CODE HERE
     raise NotImplementedError("Exercise: implement expected_speedup()")
+
+
+def break_even_alpha(k: int, cost_ratio: float, verify_cost: float = 1.0) -> float | None:
+    """The acceptance probability at which speculative decoding starts to pay: the ``alpha`` in ``[0, 1]``
+    where ``expected_speedup(alpha, k, cost_ratio, verify_cost)`` equals 1.
+
+    A new use of the model above (notebook 06 measures alpha, c and v on this CPU; this asks what
+    alpha a draft would need). There is no closed form for ``k > 1``: solve it numerically (the
+    speedup grows with ``alpha``, so a bisection to ``1e-6`` is enough). Cases to handle:
+
+    - if the speedup is already ``>= 1`` at ``alpha = 0``, return ``0.0``;
+    - if it stays below 1 even at ``alpha = 1`` (every draft accepted), no draft of this cost pays:
+      return ``None``.
+
+    You may call your ``expected_speedup``.
+
+    Args:
+        k: the number of drafts per round, an int ``>= 1``.
+        cost_ratio: ``c >= 0``, a draft step's time over a target step's.
+        verify_cost: ``v > 0``, the verify pass's time over a target step's.
+
+    Returns:
+        A Python ``float`` in ``[0, 1]`` (within ``1e-5``), or ``None``.
+    """
+    # YOUR CODE HERE
+    raise NotImplementedError("Exercise: implement break_even_alpha()")
+
+
+def replacement_drawn_from_the_target() -> str:
+    """A choice, with the reason worked out on paper: the source article replaces a rejected draft with
+    a token drawn from the target's ``p_i`` instead of the residual. With one draft per round, what
+    does the round's output token then follow?
+
+    - ``"exact"``: still ``p_i`` exactly, only slower;
+    - ``"over"``: tokens the draft proposes MORE often than the target (``q_i(x) > p_i(x)``) come out too often;
+    - ``"under"``: tokens the draft proposes LESS often than the target (``q_i(x) < p_i(x)``) come out too often;
+    - ``"draft"``: the draft's ``q_i``.
+
+    Work it out: add up ``P(output = x)`` over the two ways ``x`` can come out (drafted and accepted;
+    or a rejection, then drawn). Return the key (a ``str``).
+    """
+    # YOUR CODE HERE
+    raise NotImplementedError("Exercise: implement replacement_drawn_from_the_target()")

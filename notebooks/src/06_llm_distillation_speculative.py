@@ -666,8 +666,17 @@ record_many("06_llm_distillation_speculative", {
 # %% md slide
 # ## Exercises (graded): part 2
 #
-# Open `exercises/ex06_speculative.py`: the acceptance / residual step, the expected tokens per
-# target call. Grade with the cell below or `python -m course_lib.grading exercises --only ex06_speculative`.
+# Open `exercises/ex06_speculative.py`: the theory first, then a choice, then the verification step.
+#
+# | function | level | points | time | task |
+# |---|---|---:|---:|---|
+# | `expected_tokens_per_call` | warm-up | 3 | ~10 min | derive |
+# | `expected_speedup` | core | 4 | ~10 min | implement |
+# | `break_even_alpha` | core | 2 | ~20 min | apply |
+# | `replacement_drawn_from_the_target` | core | 1 | ~10 min | choose |
+# | `accept_drafts` | stretch | 10 | ~35 min | implement |
+#
+# Grade with the cell below or `python -m course_lib.grading exercises --only ex06_speculative`.
 # `course_lib.llm.acceptance` is printed *after* this exercise.
 
 # %% code skip

@@ -100,14 +100,6 @@ MUTATIONS = {
     "tokens_alpha_one_gives_k": (
         "expected_tokens_per_call", [("return float(k + 1)", "return float(k)")], {"tokens_limits"},
         "k at alpha = 1"),
-    "tokens_k_zero_accepted": (
-        "expected_tokens_per_call", [("if k < 1:\n        raise ValueError(f\"k (the drafts",
-                                      "if k < 0:\n        raise ValueError(f\"k (the drafts")],
-        {"tokens_reject_bad_inputs"}, "k=0: expected ValueError"),
-    "tokens_alpha_above_one_accepted": (
-        "expected_tokens_per_call", [("if not 0 <= alpha <= 1:\n        raise ValueError(f\"alpha (the",
-                                      "if alpha < 0:\n        raise ValueError(f\"alpha (the")],
-        {"tokens_reject_bad_inputs"}, "alpha=1.5: expected ValueError"),
     "speedup_without_the_verify_pass": (
         "expected_speedup", [(SPEEDUP, "return tokens / (k * cost_ratio)")], SPEEDUP_VALUES,
         "the verify pass left out"),
@@ -139,6 +131,21 @@ MUTATIONS = {
     "speedup_free_verify_accepted": (
         "expected_speedup", [("if verify_cost <= 0:", "if verify_cost < 0:")], {"speedup_rejects_bad_inputs"},
         "verify_cost=0: expected ValueError"),
+    "break_even_never_none": (
+        "break_even_alpha", [("    if speedup(1.0) < 1:\n        return None\n", "")],
+        {"break_even_matches_reference"}, "no acceptance rate makes this draft pay"),
+    "break_even_zero_is_none": (
+        "break_even_alpha", [("    if speedup(0.0) >= 1:\n        return 0.0\n", "    if speedup(0.0) >= 1:\n        return None\n")],
+        {"break_even_matches_reference"}, "some alpha pays"),
+    "break_even_bisection_backwards": (
+        "break_even_alpha", [("if speedup(middle) < 1:", "if speedup(middle) > 1:")],
+        {"break_even_matches_reference"}, "the speedup at your alpha is"),
+    "choice_exact": (
+        "replacement_drawn_from_the_target", [('return "over"', 'return "exact"')], {"replacement_choice"},
+        "only the residual makes it exact"),
+    "choice_not_a_key": (
+        "replacement_drawn_from_the_target", [('return "over"', 'return "B"')], {"replacement_choice"},
+        "return one of ['draft', 'exact', 'over', 'under']"),
 }
 
 GROUPS = [
@@ -149,9 +156,10 @@ GROUPS = [
     ["accept_test_reversed", "tokens_infinitely_many_drafts", "speedup_k_plus_one_draft_steps"],
     ["accept_u_ignored", "tokens_alpha_one_divides_by_zero", "speedup_cost_per_token"],
     ["accept_count_plus_one", "tokens_alpha_one_gives_k", "speedup_tokens_without_the_targets_token"],
-    ["accept_judged_with_the_next_row", "tokens_k_zero_accepted", "speedup_alpha_ignored"],
-    ["accept_every_passing_draft_counted", "tokens_alpha_above_one_accepted", "speedup_alpha_one_divides_by_zero"],
-    ["accept_bonus_from_the_previous_row", "speedup_negative_cost_accepted"],
+    ["accept_judged_with_the_next_row", "speedup_alpha_ignored", "break_even_never_none", "choice_exact"],
+    ["accept_every_passing_draft_counted", "speedup_alpha_one_divides_by_zero", "break_even_zero_is_none",
+     "choice_not_a_key"],
+    ["accept_bonus_from_the_previous_row", "speedup_negative_cost_accepted", "break_even_bisection_backwards"],
     ["accept_bonus_from_the_last_residual", "speedup_free_verify_accepted"],
     ["accept_divides_by_q"],
     ["accept_no_fallback"],
@@ -163,7 +171,23 @@ class TestMutations(MutationTests):
     module = MODULE
     mutations = MUTATIONS
     groups = GROUPS
-    points = {"accept_drafts": 12, "expected_tokens_per_call": 4, "expected_speedup": 4}
+    points = {"accept_drafts": 10, "expected_tokens_per_call": 3, "expected_speedup": 4, "break_even_alpha": 2,
+              "replacement_drawn_from_the_target": 1}
+
+
+def test_a_speedup_that_calls_a_wrong_tokens_function_is_told_to_fix_that_first(tmp_path):
+    """An error carried over from expected_tokens_per_call: expected_speedup's message says so."""
+    from _mutations import grade_text
+    text = SOLUTION.read_text().replace(TOKENS, "return (1 - alpha ** k) / (1 - alpha)")
+    text = text.replace(SPEEDUP_TOKENS, "tokens = expected_tokens_per_call(alpha, k)")
+    report = grade_text(tmp_path, MODULE, SOLUTION.name, text)
+    messages = " ".join(r.message for r in report.rows if r.check == "speedup_matches_formula")
+    assert "your expected_tokens_per_call(0.8, 4) is wrong too" in messages and "fix it first" in messages, messages
+    (tmp_path / "right").mkdir()
+    right = grade_text(tmp_path / "right", MODULE, SOLUTION.name,
+                       SOLUTION.read_text().replace(SPEEDUP, "return tokens / (k * cost_ratio)"))
+    messages = " ".join(r.message for r in right.rows if r.check == "speedup_matches_formula")
+    assert "fix it first" not in messages and "the verify pass left out" in messages, messages
 
 
 # --------------------------------------------------------------------------- the references and the inputs

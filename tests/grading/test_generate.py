@@ -34,8 +34,11 @@ def test_exercises_keep_everything_but_the_solutions():
         assert "### BEGIN SOLUTION" not in exercise and "### END SOLUTION" not in exercise
         assert solution.count("### BEGIN SOLUTION") == exercise.count('raise NotImplementedError("Exercise: ')
 
-        def docs(text):  # the docstrings (the task statements) survive unchanged
-            return {n.name: ast.get_docstring(n) for n in ast.walk(ast.parse(text)) if isinstance(n, ast.FunctionDef)}
+        def docs(text):  # the docstrings (the task statements) survive unchanged; functions defined inside a
+            # solution region are part of the answer, not tasks: only module- and class-level ones count
+            tree = ast.parse(text)
+            nodes = [*tree.body, *(n for c in tree.body if isinstance(c, ast.ClassDef) for n in c.body)]
+            return {n.name: ast.get_docstring(n) for n in nodes if isinstance(n, ast.FunctionDef)}
         assert docs(solution) == docs(exercise)
         assert all(docs(solution).values())
 
