@@ -18,8 +18,8 @@ or from the repository root with ``python -m course_lib.grading exercises --only
 Notation. DistilBERT (Sanh et al. 2019, arXiv:1910.01108) makes its student from the teacher: the
 same architecture with fewer encoder layers, *initialised* from the teacher's embeddings and from a
 chosen subset of its layers (every other one: 0, 2, 4, 7, 9, 11 of BERT-base's 12), then trained on
-three terms, ``L = w_kd * T^2 * KL(p_t^T || p_s^T) + w_ce * CE(y, p_s) + w_cos * (1 - cos(h_s, h_t))``.
-A model's weights are its *state dict*: a dict from tensor names to tensors. In a
+three terms (notebook 08, "The triple loss"). A model's weights are its *state dict*: a dict from tensor
+names to tensors. In a
 ``transformers.BertForSequenceClassification`` the names are ``bert.embeddings.*`` (token,
 position and token-type embeddings and their LayerNorm), ``bert.encoder.layer.{i}.*`` for encoder
 layer ``i = 0 .. n-1`` (16 tensors each: attention, feed-forward, two LayerNorms),
@@ -37,24 +37,16 @@ import torch.nn.functional as F  # noqa: F401 (for your answers: the stubs in ex
 def student_layer_sources(teacher_keys: list[str], kept_layers: Sequence[int]) -> dict[str, str]:
     """DistilBERT's initialisation as a list of copies: ``{student tensor name: teacher tensor name}``.
 
-    The student is the teacher's architecture with ``len(kept_layers)`` encoder layers. Its encoder
-    layer ``j`` starts as a copy of the teacher's layer ``kept_layers[j]``, so every teacher tensor
-
-        bert.encoder.layer.{kept_layers[j]}.<rest>   becomes   bert.encoder.layer.{j}.<rest>
-
-    (same ``<rest>``: ``attention.self.query.weight``, ``output.LayerNorm.bias``, ...): the student's
-    layers are numbered ``0 .. len(kept_layers) - 1``, in the order of ``kept_layers``, NOT with the
-    teacher's numbers (a ``BertForSequenceClassification`` with 3 layers has no ``layer.4``). The
-    teacher's other layers are left out. Every tensor that does not belong to an encoder layer (the
-    embeddings, the pooler, the classifier) is copied as it is: it maps to itself. A tensor belongs
-    to encoder layer ``i`` iff its name starts with ``bert.encoder.layer.{i}.`` (with the final dot:
-    ``bert.encoder.layer.1`` is also the start of ``bert.encoder.layer.10.``). The teacher has
-    ``n`` encoder layers, ``n`` = 1 + the largest ``i`` among the names.
+    The student is the teacher's architecture with ``len(kept_layers)`` encoder layers, numbered
+    ``0 .. len(kept_layers) - 1``: its layer ``j`` starts as a copy of the teacher's layer
+    ``kept_layers[j]`` (every tensor of that layer, under the same name inside the layer). The
+    teacher's other layers are left out; every tensor outside the encoder layers (the embeddings, the
+    pooler, the classifier) is copied as it is. The teacher has ``n`` encoder layers, ``n`` = 1 + the
+    largest layer index among the names; BERT-base has 12 (indices with two digits).
 
     The notebook then builds the student with ``student.load_state_dict({s: teacher_state[t] for s, t
     in sources.items()})``: ``load_state_dict`` *copies* the values into the student's own tensors,
-    so training the student never changes the teacher. (``course_lib.encoder.layer_copy_map`` and
-    ``layer_copy_student`` do the same from a model.)
+    so training the student never changes the teacher.
 
     Example: a 6-layer teacher, ``kept_layers = (0, 2, 4)``: ``bert.encoder.layer.2.output.dense.weight``
     becomes the student's ``bert.encoder.layer.1.output.dense.weight``, ``classifier.bias`` stays
@@ -82,26 +74,16 @@ def hidden_cosine_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tenso
                        attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """DistilBERT's cosine loss between the student's and the teacher's hidden states, over the real tokens.
 
-    For each token ``(b, i)`` compare the two ``H``-dimensional vectors by their direction,
+    Contract: each real token ``(b, i)`` contributes ``1 - cos`` of the angle between its two
+    ``H``-dimensional vectors (the student's and the teacher's at that token), and the loss is the
+    mean of these over the real tokens of the whole batch, every real token weighing the same
+    (a long review counts more than a short one; padding counts not at all).
 
-        d[b, i] = 1 - cos(h_s[b, i], h_t[b, i]),    cos(u, v) = (u . v) / (|u| |v|)
-
-    (the cosine over the *features*, the last dimension: ``F.cosine_similarity(..., dim=-1)``; its
-    default ``dim=1`` is the tokens of a ``[B, S, H]`` tensor), and average over the ``N`` real
-    tokens of the batch:
-
-        loss = (1 / N) * sum_{b, i : attention_mask[b, i] = 1} d[b, i]
-
-    a mean over every real token of every sequence (not a mean of per-sequence means, which weighs a
-    short review as much as a long one; not over all ``B * S`` positions, which counts the padding;
-    not a sum). ``d`` lies in ``[0, 2]``: 0 when the two vectors point the same way (whatever their
-    lengths), 1 when orthogonal, 2 when opposite; so does the loss. Without a mask every token is
-    real: the mean over all ``B * S`` positions. If the mask has no real token, return 0 (a 0-dim
-    tensor: the sum over no token divided by ``max(N, 1)``), not NaN.
-
-    The teacher is a fixed target: detach it (``teacher_hidden.detach()``) so that no gradient reaches
-    it; padding tokens get no gradient either. (``course_lib.encoder.hidden_cosine_loss`` does the
-    same for one layer pair, and averages this loss over several pairs.)
+    What must hold (the grader checks these and the values): the loss lies in ``[0, 2]``; it is 0
+    when every teacher vector is the student's times a positive number, 2 when every one points the
+    opposite way; changing the hidden states at padding changes nothing; without a mask every token
+    is real; a mask with no real token gives 0 (a 0-dim tensor), not NaN. The teacher is a fixed
+    target: no gradient may reach ``teacher_hidden``, nor the student's padding positions.
 
     Args:
         student_hidden: ``[B, S, H]``, the student's hidden states (one layer's output).
@@ -124,27 +106,20 @@ def triple_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | Non
                 student_hidden: torch.Tensor | None, teacher_hidden: torch.Tensor | None,
                 attention_mask: torch.Tensor | None = None, temperature: float = 2.0,
                 weights: Sequence[float] = (0.5, 0.5, 1.0)) -> torch.Tensor:
-    """DistilBERT's triple loss for a classifier:
+    """DistilBERT's triple loss for a classifier, as notebook 08's section "The triple loss" defines it:
+    the weighted sum ``w_kd * KD + w_ce * CE + w_cos * COS`` with ``(w_kd, w_ce, w_cos) = weights``, where
 
-        total = w_kd * T^2 * KL + w_ce * CE + w_cos * COS,      (w_kd, w_ce, w_cos) = weights
+    * ``KD`` is ex02's soft term: the forward KL of the tempered distributions (teacher first), scaled
+      as in Hinton's loss, averaged over the ``B`` examples;
+    * ``CE`` the cross-entropy of the student's plain logits (temperature 1) with the labels, batch mean;
+    * ``COS`` the cosine loss of the paired hidden states over the real tokens, as ``hidden_cosine_loss``
+      (you may call it).
 
-    * ``KL``: the forward KL divergence ``KL(p_t || p_s) = sum_c p_t(c) (log p_t(c) - log p_s(c))`` of
-      the tempered distributions ``p_s = softmax(z_s / T)``, ``p_t = softmax(z_t / T)`` over the
-      classes (the last dimension), averaged over the ``B`` examples. The ``T^2`` multiplies the KL
-      only: it keeps the KL's gradient, which shrinks as ``1 / T^2``, on the scale of the CE's
-      (Hinton et al. 2015). The teacher's distribution goes first. (With ``F.kl_div(input, target)``,
-      ``input`` is the student's log-probabilities, ``target`` the teacher's probabilities, and its
-      ``reduction="batchmean"`` is this mean; its default ``"mean"`` divides by ``B * C``.)
-    * ``CE``: the cross-entropy of the student's *plain* logits (``T = 1``) with the labels, averaged
-      over the batch (``F.cross_entropy(student_logits, labels)``).
-    * ``COS``: the cosine loss of the paired hidden states over the real tokens of
-      ``attention_mask``, exactly as ``hidden_cosine_loss`` above (you may call it).
-
-    A term whose weight is 0 is not computed, and its inputs may then be ``None`` (weights
-    ``(0, 1, 0)`` is plain fine-tuning on the labels: no teacher needed). The teacher is a fixed
-    target: detach its logits and hidden states, so that no gradient reaches them. DistilBERT used
-    ``(5, 2, 1)`` and ``T = 2`` (with a masked-LM CE); the course's default is ``(0.5, 0.5, 1.0)``.
-    (``course_lib.encoder.triple_loss`` returns the same total, and the three terms.)
+    Input cases (all checked): a term whose weight is 0 is not computed, and its inputs may then be
+    ``None`` (weights ``(0, 1, 0)`` is plain fine-tuning: no teacher needed; ``(1, 0, 0)`` needs no
+    labels and no hidden states); ``attention_mask=None`` means every token is real. The teacher is a
+    fixed target: no gradient may reach its logits or hidden states. DistilBERT used ``(5, 2, 1)`` and
+    ``T = 2`` (with a masked-LM CE); the course's default is ``(0.5, 0.5, 1.0)``.
 
     Args:
         student_logits: ``[B, C]``, the student's class logits ``z_s``.
@@ -167,3 +142,46 @@ def triple_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | Non
     """
     # YOUR CODE HERE
     raise NotImplementedError("Exercise: implement triple_loss()")
+
+
+def bert_classifier_parameters(vocab_size: int, max_positions: int, type_vocab_size: int, hidden: int,
+                               intermediate: int, layers: int, classes: int) -> int:
+    """The number of parameters of a ``transformers.BertForSequenceClassification``, predicted from its
+    configuration before any model is built.
+
+    Work it out from the architecture the module docstring names: the embeddings (token, position,
+    token-type, and their LayerNorm), ``layers`` encoder layers (self-attention with its output
+    projection and LayerNorm, then a feed-forward block ``hidden -> intermediate -> hidden`` with its
+    LayerNorm), the pooler (one ``hidden x hidden`` dense layer) and the classifier (``hidden ->
+    classes``). Every linear layer has a bias, every LayerNorm a weight and a bias. Notebook 08's
+    section "Size, speed and accuracy" then measures the teacher and the student: check your
+    prediction against it (BERT-base: vocabulary 30,522, 512 positions, 2 token types, hidden 768,
+    intermediate 3,072, 12 layers, 2 classes).
+
+    Args:
+        vocab_size, max_positions, type_vocab_size: the three embedding tables' rows.
+        hidden: the hidden size ``H``.
+        intermediate: the feed-forward block's inner size.
+        layers: the number of encoder layers.
+        classes: the number of classes.
+
+    Returns:
+        A Python ``int``.
+    """
+    # YOUR CODE HERE
+    raise NotImplementedError("Exercise: implement bert_classifier_parameters()")
+
+
+def why_every_other_layer() -> str:
+    """A choice, with its reason: DistilBERT keeps layers 0, 2, 4, 7, 9, 11 of BERT-base's 12 rather than the
+    first six (0-5). Which reason is right?
+
+    - ``"faster"``: the kept layers are the cheapest of the twelve to run;
+    - ``"smaller"``: the student ends up with fewer parameters than with the first six;
+    - ``"depth"``: the copied stack still spans the teacher's computation, from its first layer to its last;
+    - ``"generic"``: the first six layers are too generic to be worth keeping.
+
+    Return the key (a ``str``).
+    """
+    # YOUR CODE HERE
+    raise NotImplementedError("Exercise: implement why_every_other_layer()")

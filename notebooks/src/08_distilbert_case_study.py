@@ -460,9 +460,19 @@ record_many("08_distilbert_case_study", {
 # %% md slide
 # ## Exercises (graded)
 #
-# Open `exercises/ex08_distilbert.py`: the layer-copy names, the hidden-state cosine loss, the triple
-# loss. Grade with the cell below or `python -m course_lib.grading exercises --only ex08`.
-# `course_lib.encoder` is printed *after* this exercise: try first, then compare.
+# Open `exercises/ex08_distilbert.py`. Predict the parameter counts *before* reading "Size, speed and
+# accuracy" above, then compare with what it measured.
+#
+# | function | level | points | time | task |
+# |---|---|---:|---:|---|
+# | `student_layer_sources` | warm-up | 4 | ~15 min | implement |
+# | `bert_classifier_parameters` | core | 4 | ~20 min | predict |
+# | `why_every_other_layer` | core | 1 | ~5 min | choose |
+# | `hidden_cosine_loss` | core | 6 | ~20 min | implement |
+# | `triple_loss` | stretch | 5 | ~30 min | implement |
+#
+# Grade with the cell below or `python -m course_lib.grading exercises --only ex08`.
+# `course_lib.encoder` is printed *after* this exercise.
 
 # %% code skip
 from course_lib.grading import self_check

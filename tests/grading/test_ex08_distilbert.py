@@ -86,12 +86,6 @@ MUTATIONS = {
     "sources_prefix_without_its_dot": (  # only two-digit layer numbers tell
         "student_layer_sources", [(LOOP, WITHOUT_DOT)], {"sources_twelve_layers"},
         "the layer prefix matched without its final dot"),
-    "sources_unsorted_accepted": (
-        "student_layer_sources", [("any(b <= a for a, b", "any(b == a for a, b")], {"sources_reject_bad_layers"},
-        "kept_layers=(4, 0, 2) (unsorted): expected ValueError"),
-    "sources_out_of_range_accepted": (
-        "student_layer_sources", [(" or kept[-1] >= n:", ":")], {"sources_reject_bad_layers"},
-        "kept_layers=(0, 2, 6) (layer 6 of a 6-layer teacher: the indices are 0..5): expected ValueError"),
     "cosine_padding_included": (
         "hidden_cosine_loss", [(MEAN, "return distance.mean()")], COSINE_VALUES, "padding included"),
     "cosine_over_the_tokens": (  # dim=1 gives [B, H]: a value where S == H, an IndexError elsewhere
@@ -186,6 +180,27 @@ MUTATIONS = {
     "triple_negative_weight_accepted": (
         "triple_loss", [("if min(weights) < 0 or w_kd", "if w_kd")], {"triple_rejects_bad_inputs"},
         "weights=(-0.5, 1, 1): expected ValueError"),
+    "parameters_without_biases": (
+        "bert_classifier_parameters",
+        [("layer = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 2 * (2 * h)", "layer = 4 * h * h + 2 * h * i + 2 * (2 * h)"),
+         ("pooler = h * h + h", "pooler = h * h"), ("classifier = h * classes + classes", "classifier = h * classes")],
+        {"parameters_match_transformers"}, "leaving out the biases"),
+    "parameters_without_pooler": (
+        "bert_classifier_parameters", [("pooler = h * h + h", "pooler = 0")], {"parameters_match_transformers"},
+        "leaving out the pooler"),
+    "parameters_without_attention_output": (
+        "bert_classifier_parameters", [("layer = 4 * (h * h + h)", "layer = 3 * (h * h + h)")],
+        {"parameters_match_transformers"}, "without the output projection"),
+    "parameters_a_float": (
+        "bert_classifier_parameters", [("return embeddings + layers * layer + pooler + classifier",
+                                        "return float(embeddings + layers * layer + pooler + classifier)")],
+        {"parameters_match_transformers"}, "return a Python int"),
+    "choice_faster": (
+        "why_every_other_layer", [('return "depth"', 'return "faster"')], {"every_other_layer_choice"},
+        "any 6 of them cost the same time"),
+    "choice_generic": (
+        "why_every_other_layer", [('return "depth"', 'return "generic"')], {"every_other_layer_choice"},
+        "never trained to read"),
 }
 
 GROUPS = [
@@ -199,10 +214,10 @@ GROUPS = [
     ["sources_others_kept", "cosine_mask_inverted", "triple_kd_and_ce_weights_swapped"],
     ["sources_the_wrong_way_round", "cosine_mse", "triple_weights_normalised"],
     ["sources_prefix_without_its_dot", "cosine_dot_product", "triple_cos_over_the_padding"],
-    ["sources_unsorted_accepted", "cosine_nan_without_real_tokens", "triple_cos_similarity"],
-    ["sources_out_of_range_accepted", "cosine_teacher_not_detached", "triple_cos_left_out"],
-    ["cosine_shapes_not_checked", "triple_teacher_logits_not_detached"],
-    ["cosine_mask_not_checked", "triple_teacher_hidden_not_detached"],
+    ["parameters_without_biases", "cosine_nan_without_real_tokens", "triple_cos_similarity", "choice_faster"],
+    ["parameters_without_pooler", "cosine_teacher_not_detached", "triple_cos_left_out", "choice_generic"],
+    ["parameters_without_attention_output", "cosine_shapes_not_checked", "triple_teacher_logits_not_detached"],
+    ["parameters_a_float", "cosine_mask_not_checked", "triple_teacher_hidden_not_detached"],
     ["triple_term_of_weight_zero_computed"],
     ["triple_temperature_zero_accepted"],
     ["triple_negative_weight_accepted"],
@@ -213,7 +228,23 @@ class TestMutations(MutationTests):
     module = MODULE
     mutations = MUTATIONS
     groups = GROUPS
-    points = {"student_layer_sources": 7, "hidden_cosine_loss": 7, "triple_loss": 6}
+    points = {"student_layer_sources": 4, "hidden_cosine_loss": 6, "triple_loss": 5, "bert_classifier_parameters": 4,
+              "why_every_other_layer": 1}
+
+
+def test_the_parameter_reference_counts_what_transformers_builds():
+    """checks.bert_parameters against real BertForSequenceClassification models (tiny configurations), and every
+    named mistake gives another count on some case of the check."""
+    from transformers import BertConfig, BertForSequenceClassification
+    for v, p, t, h, i, n, c in [(100, 16, 2, 8, 20, 2, 3), (50, 10, 3, 12, 7, 1, 2), (40, 8, 1, 6, 9, 3, 5)]:
+        config = BertConfig(vocab_size=v, max_position_embeddings=p, type_vocab_size=t, hidden_size=h,
+                            intermediate_size=i, num_hidden_layers=n, num_labels=c, num_attention_heads=2)
+        model = BertForSequenceClassification(config)
+        assert sum(x.numel() for x in model.parameters()) == checks.bert_parameters(v, p, t, h, i, n, c)
+    assert checks.bert_parameters(30522, 512, 2, 768, 3072, 12, 2) == 109_483_778          # BERT-base, 2 labels
+    for case in checks.PARAMETER_CASES:          # on every case, each mistake has a count of its own
+        counts = [checks.bert_parameters(*case), *checks._parameter_mistakes(case).values()]
+        assert len(set(counts)) == len(counts), case
 
 
 # --------------------------------------------------------------------------- the references and the inputs
