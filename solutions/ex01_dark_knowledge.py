@@ -151,14 +151,12 @@ def temperature_for_entropy(logits: torch.Tensor, target_entropy: float) -> floa
     # wide, multiplicative range. A student who averages the distributions first (the entropy of the mean
     # soft target) or works in bits is named by the grader.
     z = logits.double()
-
-    def mean_entropy(t: float) -> float:
-        return -(torch.softmax(z / t, dim=-1) * torch.log_softmax(z / t, dim=-1)).sum(-1).mean().item()
-
     lo, hi = math.log(1e-4), math.log(1e5)
     for _ in range(100):
         mid = (lo + hi) / 2
-        if mean_entropy(math.exp(mid)) < target_entropy:
+        t = math.exp(mid)
+        h = -(torch.softmax(z / t, dim=-1) * torch.log_softmax(z / t, dim=-1)).sum(-1).mean().item()
+        if h < target_entropy:
             lo = mid
         else:
             hi = mid

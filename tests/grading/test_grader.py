@@ -128,7 +128,7 @@ def test_a_patch_of_the_grader_from_an_answer_does_not_reach_the_kernel(tmp_path
 
 # --------------------------------------------------------------------------- the checks can fail
 
-TARGET_ENTROPY = "return -(torch.softmax(z / t, dim=-1) * torch.log_softmax(z / t, dim=-1)).sum(-1).mean().item()"
+TARGET_ENTROPY = "h = -(torch.softmax(z / t, dim=-1) * torch.log_softmax(z / t, dim=-1)).sum(-1).mean().item()"
 
 MUTATIONS = {
     "kd_loss_reverse_kl": (
@@ -199,7 +199,7 @@ MUTATIONS = {
                                                                          ".mean().item() / math.log(2)"))]},
         {"temperature_reaches_the_target_entropy"}, "in bits"),
     "temperature_of_the_mean_soft_target": (
-        {"ex01_dark_knowledge": [(TARGET_ENTROPY, "return torch.special.entr(torch.softmax(z / t, dim=-1).mean(0))"
+        {"ex01_dark_knowledge": [(TARGET_ENTROPY, "h = torch.special.entr(torch.softmax(z / t, dim=-1).mean(0))"
                                                   ".sum().item()")]},
         {"temperature_reaches_the_target_entropy"}, "entropy of the mean soft target"),
     "temperature_inverted": (
@@ -252,7 +252,7 @@ def test_a_wrong_entropy_is_named_where_temperature_for_entropy_calls_it(tmp_pat
     """fix_first: an answer whose temperature_for_entropy calls its own (wrong) entropy is told to fix that first."""
     folder = mutant(tmp_path, {"ex01_dark_knowledge": [
         ("probs * torch.log(probs)", "probs * torch.log2(probs)"),
-        (TARGET_ENTROPY, "return entropy(softmax_with_temperature(z, t)).mean().item()")]})
+        (TARGET_ENTROPY, "h = entropy(softmax_with_temperature(z, t)).mean().item()")]})
     report = grade(folder, only="ex01")
     row = next(r for r in report.rows if r.check == "temperature_reaches_the_target_entropy")
     assert row.earned == 0 and "in bits" in row.message, row.message

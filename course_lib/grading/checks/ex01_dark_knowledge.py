@@ -192,7 +192,7 @@ def _mean_entropy(z: torch.Tensor, t: float) -> float:
 def _temperature(got, what: str) -> float:
     """The answer's temperature: a Python number or a 0-dim tensor, positive and finite."""
     if torch.is_tensor(got):
-        assert got.dim() == 0, f"{what}: expected a number (or a 0-dim tensor), got a tensor of shape {tuple(got.shape)}"
+        assert got.dim() == 0, f"{what}: expected a number (or a 0-dim tensor), got shape {tuple(got.shape)}"
         got = got.item()
     assert isinstance(got, (int, float)) and not isinstance(got, bool), \
         f"{what}: expected a number, got {type(got).__name__}"
