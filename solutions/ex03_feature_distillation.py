@@ -16,26 +16,32 @@ Notation: a feature map ``A`` is ``[B, C, H, W]`` (a batch of ``B`` examples, ``
 ``H x W`` positions); ``A_c`` is channel ``c`` of one example, an ``H x W`` array. The student's
 maps have ``C_s`` channels, the teacher's ``C_t``; ``C_s`` and ``C_t`` usually differ. An
 embedding is ``[B, D]`` (one row per example; flatten a feature map with ``x.flatten(1)``).
+
+The ladder (notebook 03's exercise cell gives points and times): ``attention_map`` (warm-up),
+``hint_loss_with_adapter`` and ``choose_embedding_loss`` (core: the second is a choice with a
+reason), ``rkd_distance_loss`` (stretch). The docstrings give each function's contract, not its
+formula; the grader names the common mistakes after a wrong answer.
 """
 import torch
 import torch.nn.functional as F  # noqa: F401 (for your answers: the stubs in exercises/ do not use it yet)
 
 
 def attention_map(features: torch.Tensor, p: float = 2) -> torch.Tensor:
-    """Activation-based spatial attention map (Zagoruyko & Komodakis 2017, arXiv:1612.03928).
+    """Activation-based spatial attention map (Zagoruyko & Komodakis 2017, arXiv:1612.03928): the
+    normalised map ``Q_hat`` of notebook 03's section "The idea: supervise the middle of the network",
+    for one exponent ``p``, flattened.
 
-    Per example: sum the ``p``-th powers of the *absolute* activations over the channels, flatten
-    the ``H x W`` positions (row-major: position ``h * W + w``) and divide by the L2 norm:
+    Contract: one map per example, one entry per spatial position, positions flattened row-major
+    (position ``h * W + w``); the channels are collapsed as the notebook defines it, whatever
+    their number.
 
-        Q = sum_c |A_c|^p            (an H x W map per example; note the absolute value)
-        q = vec(Q) / ||vec(Q)||_2    (a unit vector of length H*W per example)
+    What must hold (the grader checks these and the values):
 
-    The absolute value matters whenever activations can be negative (a convolution's output before
-    its ReLU) and ``p`` is odd: ``A**p`` is not ``|A|**p``. The authors' code uses the mean over
-    the channels of ``A_c^2`` instead of the sum: with ``p = 2`` that only divides ``Q`` by ``C``,
-    which the normalisation removes, so both give the same ``q``. Because of the normalisation,
-    ``q`` does not change when the features are multiplied by a non-zero constant, and student and
-    teacher maps can be compared even though their channel counts differ.
+    - every row has unit L2 norm;
+    - the map does not change when the features are multiplied by any non-zero constant (``0.01``,
+      ``7``, ``-3``), for every ``p`` (odd ones included) and features of both signs (a
+      convolution's output before its ReLU);
+    - ``p`` defaults to 2; ``C = 1`` and ``H != W`` are allowed.
 
     Args:
         features: ``[B, C, H, W]`` activations (any sign).
@@ -52,24 +58,22 @@ def attention_map(features: torch.Tensor, p: float = 2) -> torch.Tensor:
 
 def hint_loss_with_adapter(student_features: torch.Tensor, teacher_features: torch.Tensor,
                            adapter_weight: torch.Tensor) -> torch.Tensor:
-    """FitNets' hint loss through an adapter on the student side (Romero et al. 2015, arXiv:1412.6550).
+    """FitNets' hint loss through its regressor (Romero et al. 2015, arXiv:1412.6550), the regressor as
+    notebook 03's section "One optimisation step, done right and done as in the article"
+    places it.
 
-    The student's map has ``C_s`` channels and the teacher's ``C_t``; to compare them, FitNets puts
-    a regressor (here a 1x1 convolution without bias, given as its weight matrix ``W`` of shape
-    ``[C_t, C_s]``) on the *student*, mapping its channels to the teacher's at every position:
+    Contract: the regressor is a 1x1 convolution without bias whose weight ``W`` is given as a
+    ``[C_t, C_s]`` matrix; it is applied where the notebook says it belongs, and the loss is the
+    mean squared error between the two maps it then makes comparable, averaged over every entry
+    (no 1/2 factor, no normalisation of the maps).
 
-        r[b, t, h, w] = sum_s W[t, s] * A_s[b, s, h, w]          (r: [B, C_t, H, W])
+    What must hold (the grader checks these and the values):
 
-    and the loss is the mean squared error against the teacher's map ``u``, averaged over all
-    ``B * C_t * H * W`` entries:
-
-        L = mean_{b, t, h, w} (r[b, t, h, w] - u[b, t, h, w])^2
-
-    The adapter is trained together with the student, so the loss must be differentiable with
-    respect to ``adapter_weight`` (and the student's features). The source article of this course
-    did it the other way round: its adapter mapped the *teacher's* channels to the student's, and
-    its parameters were never given to the optimizer, so they stayed random. Here the teacher's
-    map is the fixed target and only the student's side is transformed.
+    - with ``C_s = C_t`` and ``W`` the identity, it is the plain mean squared error between the maps;
+    - it is 0 when the teacher's map is exactly what the regressor makes of the student's;
+    - ``C_s`` and ``C_t`` differ in general (``3`` and ``8``, ``10`` and ``4``, ...);
+    - the regressor is trained with the student: the loss has the gradient of the definition above
+      with respect to ``adapter_weight`` and to ``student_features``.
 
     Args:
         student_features: ``[B, C_s, H, W]``, the student's map ``A_s``.
@@ -88,35 +92,30 @@ def hint_loss_with_adapter(student_features: torch.Tensor, teacher_features: tor
 
 
 def rkd_distance_loss(student_embeddings: torch.Tensor, teacher_embeddings: torch.Tensor) -> torch.Tensor:
-    """Relational KD, the distance term RKD-D (Park, Kim, Lu & Cho 2019, arXiv:1904.05068).
+    """Relational KD, the distance term RKD-D (Park, Kim, Lu & Cho 2019, arXiv:1904.05068), as notebook
+    03's section "The idea" describes it: match the geometry of the batch, not the embeddings.
 
-    Instead of matching the embeddings themselves, match how far apart the examples of the batch
-    are. For each model, with ``e_i`` the embedding of example ``i``:
+    Contract: for each model, the ``[B, B]`` matrix of Euclidean distances between the batch's
+    examples, divided by that model's mean distance over the ``B * (B - 1)`` pairs ``i != j``; the
+    loss compares the two normalised matrices entry by entry with the Huber loss (smooth L1,
+    ``delta = 1``: quadratic below 1, linear above) and averages over all ``B * B`` entries, the
+    diagonal included (its terms are 0; this is how the authors' code averages).
 
-        d_ij = ||e_i - e_j||_2                                     (a [B, B] matrix, 0 on the diagonal)
-        mu   = mean of d_ij over the B * (B - 1) pairs with i != j
-        psi_ij = d_ij / mu
+    What must hold (the grader checks these and the values):
 
-    and the loss is the Huber (smooth L1, ``delta = 1``) difference between the student's and the
-    teacher's ``psi``, averaged over all ``B * B`` entries ``(i, j)`` (the diagonal included: its
-    terms are 0; this is how the authors' code averages):
-
-        huber(x) = 0.5 * x^2 if |x| < 1, else |x| - 0.5
-        L = (1 / B^2) * sum_{i, j} huber(psi_s[i, j] - psi_t[i, j])
-
-    Dividing by ``mu`` makes the loss independent of each embedding's scale, so the student (with
-    its own embedding size ``D_s``) only has to reproduce the *relative* distances of the teacher's
-    embeddings (size ``D_t``).
+    - 0 for identical embeddings, and for a teacher that is a scaled, rotated and shifted copy of
+      the student;
+    - unchanged when either side's embeddings are multiplied by a positive constant (``0.01``, ``100``);
+    - ``B = 2`` works; the differences may exceed 1 (one example far from the others);
+    - a finite gradient with respect to ``student_embeddings``, equal to that of the definition,
+      although every ``d_ii`` is 0.
 
     Args:
         student_embeddings: ``[B, D_s]``, ``B >= 2`` distinct rows.
         teacher_embeddings: ``[B, D_t]`` (``D_t`` may differ from ``D_s``).
 
     Returns:
-        A scalar (0-dim) tensor, differentiable with respect to ``student_embeddings``, with a
-        finite gradient: ``d_ii = 0`` and the derivative of ``sqrt`` at 0 is infinite, so do not
-        take ``sqrt`` of squared distances (``torch.linalg.vector_norm`` and ``torch.cdist`` give
-        0 there).
+        A scalar (0-dim) tensor, differentiable with respect to ``student_embeddings``.
     """
     ### BEGIN SOLUTION
     s, t = student_embeddings, teacher_embeddings
@@ -125,4 +124,32 @@ def rkd_distance_loss(student_embeddings: torch.Tensor, teacher_embeddings: torc
     pairs = s.shape[0] * (s.shape[0] - 1)                                  # i != j
     psi_s, psi_t = d_s / (d_s.sum() / pairs), d_t / (d_t.sum() / pairs)
     return F.smooth_l1_loss(psi_s, psi_t, beta=1.0)                         # mean over all B * B entries
+    ### END SOLUTION
+
+
+def choose_embedding_loss() -> str:
+    """A choice with a reason: which of notebook 03's losses distils a teacher's embeddings here?
+
+    A teacher's penultimate embeddings are ``[B, 512]`` vectors whose norms are about 30; the
+    student's are ``[B, 64]``, norms about 2. You want the student to learn what the teacher's
+    embeddings know, with no extra parameter to train and without pulling the student's
+    embeddings to the teacher's scale. Which loss, applied to the two embeddings as they are?
+
+    - ``"hint_mse"``: FitNets' hint, the plain squared error;
+    - ``"hint_cosine"``: the hint with each vector normalised first (the notebook's ``2 (1 - cos)``);
+    - ``"attention"``: attention transfer, each embedding's attention map compared;
+    - ``"rkd_distance"``: relational KD's distance term.
+
+    A wrong key gets a hint saying why it fails (keys can be guessed: 2 points).
+
+    Returns:
+        One of the four keys above, a ``str``.
+    """
+    ### BEGIN SOLUTION
+    # Instructor's note: both hints compare the vectors entry by entry, so 64 against 512 entries need a
+    # regressor (a trained parameter), and the plain one also pulls the scale; attention transfer collapses
+    # channels at each spatial position, and an embedding has no positions (its map is one number per example,
+    # 1 once normalised: nothing to match). RKD-D compares B x B distance matrices, whatever D_s and D_t, each
+    # divided by its own mean distance: no parameter, no scale.
+    return "rkd_distance"
     ### END SOLUTION

@@ -277,10 +277,18 @@ assert torch.isinf(naive).any() and torch.isfinite(stable).all()
 # %% md slide
 # ## Exercises (graded)
 #
-# Open `exercises/ex01_dark_knowledge.py` and implement `softmax_with_temperature`, `entropy` and
-# `soft_target_similarity` (their docstrings give the equations). Then grade your work with the
-# cell below or from a terminal: `python -m course_lib.grading exercises --only ex01`. The course's
-# own implementations are printed *after* the exercise: try first, then compare.
+# Open `exercises/ex01_dark_knowledge.py` (its docstrings give each function's contract, not the formula).
+# The stretch task turns the entropy plot around: which temperature reaches a chosen mean entropy?
+#
+# | function | level | points | time | task |
+# |---|---|---:|---:|---|
+# | `softmax_with_temperature` | warm-up | 6 | ~10 min | implement |
+# | `entropy` | warm-up | 5 | ~10 min | implement |
+# | `soft_target_similarity` | core | 5 | ~15 min | implement |
+# | `temperature_for_entropy` | stretch | 4 | ~25 min | apply |
+#
+# Grade with the cell below or `python -m course_lib.grading exercises --only ex01`; a wrong answer
+# gets a hint naming its mistake. The course's own implementations are printed *after* this exercise.
 
 # %% code skip
 from course_lib.grading import self_check

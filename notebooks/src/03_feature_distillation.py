@@ -393,10 +393,18 @@ record_many("03_feature_distillation", figures)
 # %% md slide
 # ## Exercises (graded)
 #
-# Open `exercises/ex03_feature_distillation.py` and implement the functions its docstrings describe
-# (an attention map, a hint loss with its student-side adapter, ...). Grade with the cell below or
-# `python -m course_lib.grading exercises --only ex03`. `course_lib.features` is printed *after* this
-# exercise: try first, then compare.
+# Open `exercises/ex03_feature_distillation.py` (its docstrings give each function's contract, not the
+# formula). `choose_embedding_loss` asks which loss of this notebook fits a case it did not show.
+#
+# | function | level | points | time | task |
+# |---|---|---:|---:|---|
+# | `attention_map` | warm-up | 6 | ~15 min | implement |
+# | `hint_loss_with_adapter` | core | 6 | ~20 min | implement |
+# | `choose_embedding_loss` | core | 2 | ~10 min | choose |
+# | `rkd_distance_loss` | stretch | 6 | ~25 min | implement |
+#
+# Grade with the cell below or `python -m course_lib.grading exercises --only ex03`; a wrong answer
+# gets a hint naming its mistake. `course_lib.features` is printed *after* this exercise.
 
 # %% code skip
 from course_lib.grading import self_check

@@ -2,7 +2,7 @@
 
 The generic tests (test_grader.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
 here each wrong answer is a copy of solutions/ex03_feature_distillation.py with text replaced.
-A group breaks each of the three functions at most once, so one child process grades three
+A group breaks each of the four functions at most once, so one child process grades four
 mistakes (about 3 s per group), and a mistake in one function costs nothing in the others.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ SOLUTION = solutions_dir() / f"{MODULE}.py"
 ADAPT = 'regressed = torch.einsum("ts,bshw->bthw", adapter_weight, student_features)\n'
 COMPARE = "    return (regressed - teacher_features).pow(2).mean()"
 HUBER = "F.smooth_l1_loss(psi_s, psi_t, beta=1.0)"
+CHOSEN = 'return "rkd_distance"'
 
 # name: (function, [(old, new)], checks that must fail, text their messages must contain)
 MUTATIONS = {
@@ -57,19 +58,30 @@ MUTATIONS = {
         [("d_s = torch.linalg.vector_norm(s[:, None, :] - s[None, :, :], dim=-1)",
           "d_s = (s[:, None, :] - s[None, :, :]).pow(2).sum(-1).sqrt()")],
         {"rkd_gradient"}, "NaN"),
+    "embedding_loss_hint_mse": (
+        "choose_embedding_loss", [(CHOSEN, 'return "hint_mse"')], {"embedding_loss_choice"}, "need a regressor"),
+    "embedding_loss_hint_cosine": (
+        "choose_embedding_loss", [(CHOSEN, 'return "hint_cosine"')], {"embedding_loss_choice"},
+        "normalising removes the scale"),
+    "embedding_loss_attention": (
+        "choose_embedding_loss", [(CHOSEN, 'return "attention"')], {"embedding_loss_choice"}, "has no positions"),
+    "embedding_loss_not_a_key": (
+        "choose_embedding_loss", [(CHOSEN, 'return "RKD"')], {"embedding_loss_choice"}, "return one of"),
 }
 
-GROUPS = [["attention_without_abs", "hint_adapter_on_the_teacher_side", "rkd_without_mean_distance"],
-          ["attention_not_normalised", "hint_adapter_detached", "rkd_sqrt_of_zero"],
-          ["attention_normalised_over_the_batch", "hint_weight_applied_to_the_teacher", "rkd_squared_error"],
-          ["hint_sum_not_mean"]]
+GROUPS = [["attention_without_abs", "hint_adapter_on_the_teacher_side", "rkd_without_mean_distance",
+           "embedding_loss_hint_mse"],
+          ["attention_not_normalised", "hint_adapter_detached", "rkd_sqrt_of_zero", "embedding_loss_hint_cosine"],
+          ["attention_normalised_over_the_batch", "hint_weight_applied_to_the_teacher", "rkd_squared_error",
+           "embedding_loss_attention"],
+          ["hint_sum_not_mean", "embedding_loss_not_a_key"]]
 
 
 class TestMutations(MutationTests):
     module = MODULE
     mutations = MUTATIONS
     groups = GROUPS
-    points = {"attention_map": 7, "hint_loss_with_adapter": 7, "rkd_distance_loss": 6}
+    points = {"attention_map": 6, "hint_loss_with_adapter": 6, "rkd_distance_loss": 6, "choose_embedding_loss": 2}
     exactly = False
 
 

@@ -128,6 +128,8 @@ def test_a_patch_of_the_grader_from_an_answer_does_not_reach_the_kernel(tmp_path
 
 # --------------------------------------------------------------------------- the checks can fail
 
+TARGET_ENTROPY = "h = -(torch.softmax(z / t, dim=-1) * torch.log_softmax(z / t, dim=-1)).sum(-1).mean().item()"
+
 MUTATIONS = {
     "kd_loss_reverse_kl": (
         {"ex02_kd_loss": [("kl = (log_pt.exp() * (log_pt - log_ps))", "kl = (log_ps.exp() * (log_ps - log_pt))")]},
@@ -164,24 +166,45 @@ MUTATIONS = {
         {"logit_matching_limit_matches_reference", "logit_matching_limit_consequences"}, "twice too large"),
     "softmax_ignores_temperature": (
         {"ex01_dark_knowledge": [("torch.softmax(logits / temperature, dim=-1)", "torch.softmax(logits, dim=-1)")]},
-        {"softmax_matches_reference", "softmax_temperature_limits"}, None),
+        {"softmax_matches_reference", "softmax_temperature_limits"}, "temperature ignored"),
+    "softmax_multiplies_by_temperature": (
+        {"ex01_dark_knowledge": [("torch.softmax(logits / temperature, dim=-1)", "torch.softmax(logits * temperature, dim=-1)")]},
+        {"softmax_matches_reference", "softmax_temperature_limits"}, "multiplied by T"),
     "softmax_accepts_zero_temperature": (
         {"ex01_dark_knowledge": [("if temperature <= 0:", "if temperature < 0:")]},
         {"softmax_rejects_nonpositive_temperature"}, "ValueError"),
     "softmax_overflows": (
         {"ex01_dark_knowledge": [("return torch.softmax(logits / temperature, dim=-1)",
                                   "e = torch.exp(logits / temperature)\n    return e / e.sum(-1, keepdim=True)")]},
-        {"softmax_is_stable_for_large_logits"}, "NaN"),
+        {"softmax_is_stable_for_large_logits"}, "shift each row by its largest logit"),
     "entropy_in_bits": (
         {"ex01_dark_knowledge": [("probs * torch.log(probs)", "probs * torch.log2(probs)")]},
         {"entropy_matches_reference", "entropy_limits", "entropy_grows_with_temperature"}, "bits"),
     "entropy_0_log_0_is_nan": (
         {"ex01_dark_knowledge": [("torch.where(probs > 0, probs * torch.log(probs), torch.zeros_like(probs))",
                                   "probs * torch.log(probs)")]},
-        {"entropy_limits"}, "NaN"),
+        {"entropy_limits"}, "leave the zero entries out"),
+    "entropy_without_the_minus": (
+        {"ex01_dark_knowledge": [("return -plogp.sum(dim=-1)", "return plogp.sum(dim=-1)")]},
+        {"entropy_matches_reference", "entropy_limits"}, "without the minus sign"),
     "similarity_divides_by_N": (
         {"ex01_dark_knowledge": [("sums / counts.clamp_min(1).unsqueeze(1)", "sums / len(labels)")]},
-        {"similarity_hand_example", "similarity_properties"}, None),
+        {"similarity_hand_example", "similarity_properties"}, "number of examples N"),
+    "similarity_transposed": (
+        {"ex01_dark_knowledge": [("return sums / counts.clamp_min(1).unsqueeze(1)",
+                                  "return (sums / counts.clamp_min(1).unsqueeze(1)).T")]},
+        {"similarity_hand_example", "similarity_properties"}, "the transpose"),
+    "temperature_in_bits": (
+        {"ex01_dark_knowledge": [(TARGET_ENTROPY, TARGET_ENTROPY.replace(".mean().item()",
+                                                                         ".mean().item() / math.log(2)"))]},
+        {"temperature_reaches_the_target_entropy"}, "in bits"),
+    "temperature_of_the_mean_soft_target": (
+        {"ex01_dark_knowledge": [(TARGET_ENTROPY, "h = torch.special.entr(torch.softmax(z / t, dim=-1).mean(0))"
+                                                  ".sum().item()")]},
+        {"temperature_reaches_the_target_entropy"}, "entropy of the mean soft target"),
+    "temperature_inverted": (
+        {"ex01_dark_knowledge": [("return math.exp((lo + hi) / 2)", "return math.exp(-(lo + hi) / 2)")]},
+        {"temperature_reaches_the_target_entropy", "temperature_follows_the_logits_scale"}, "1/T"),
 }
 
 
@@ -223,6 +246,17 @@ def test_a_wrong_solution_loses_points(tmp_path, group):
     intact = {c.name for c in CHECKS if c.module == module and c.function not in broken}
     assert not intact & failed(report), report.table(verbose=True)
     assert not any(report.flags().values()), report.flags()
+
+
+def test_a_wrong_entropy_is_named_where_temperature_for_entropy_calls_it(tmp_path):
+    """fix_first: an answer whose temperature_for_entropy calls its own (wrong) entropy is told to fix that first."""
+    folder = mutant(tmp_path, {"ex01_dark_knowledge": [
+        ("probs * torch.log(probs)", "probs * torch.log2(probs)"),
+        (TARGET_ENTROPY, "h = entropy(softmax_with_temperature(z, t)).mean().item()")]})
+    report = grade(folder, only="ex01")
+    row = next(r for r in report.rows if r.check == "temperature_reaches_the_target_entropy")
+    assert row.earned == 0 and "in bits" in row.message, row.message
+    assert "your entropy(tensor([0.5000, 0.5000])) is wrong too" in row.message and "fix it first" in row.message
 
 
 @pytest.mark.parametrize("line", [

@@ -12,10 +12,24 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import features as reference
-from course_lib.grading.checks.helpers import as_tensor, close, close_naming, randn, scalar, student_error, value_naming
-from course_lib.grading.checks.registry import check
+from course_lib.grading.checks.helpers import (as_tensor, choice, close, close_naming, randn, scalar, student_error,
+                                               value_naming)
+from course_lib.grading.checks.registry import Task, check
 
 M = "ex03_feature_distillation"
+
+TASKS = {"attention_map": Task("warm-up", 15, "implement"), "hint_loss_with_adapter": Task("core", 20, "implement"),
+         "choose_embedding_loss": Task("core", 10, "choose"), "rkd_distance_loss": Task("stretch", 25, "implement")}
+
+# What the stubs must not state (tests/grading/test_generate.py scans the generated exercise file, spaces ignored).
+CLOSED_FORMS = {"attention_map": ["sum_c |A_c|^p", "vec(Q) / ||vec(Q)||_2", "A**p is not |A|**p", "F.normalize",
+                                  ".abs().pow("],
+                "hint_loss_with_adapter": ["sum_s W[t, s] * A_s", 'einsum("ts,bshw->bthw"', "F.conv2d(",
+                                           "(r[b, t, h, w] - u[b, t, h, w])^2", "student channels -> teacher channels",
+                                           "maps the student", "on the *student*"],
+                "rkd_distance_loss": ["psi_ij = d_ij / mu", "huber(x) = 0.5 * x^2", "torch.cdist", "vector_norm",
+                                      "F.smooth_l1_loss", "sqrt"],
+                "choose_embedding_loss": ["regressor", "no positions", "has no spatial"]}
 
 
 # --------------------------------------------------------------------------- attention_map
@@ -68,7 +82,7 @@ def attention_map_uses_absolute_values(attention_map):
               f"p={p}, features multiplied by -1 (the map must not change)")
 
 
-@check(M, "attention_map", points=2, kind="property")
+@check(M, "attention_map", points=1, kind="property")
 def attention_map_properties(attention_map):
     """Shape [B, H*W]; unit-norm rows; unchanged when the features are scaled by 0.01, 7 or -3."""
     x = randn(5, 4, 3, 7, seed=330)
@@ -128,7 +142,7 @@ def hint_matches_reference(hint_loss_with_adapter):
                       f"B={b}, C_s={c_s}, C_t={c_t}, H={h}, W={wd}")
 
 
-@check(M, "hint_loss_with_adapter", points=2)
+@check(M, "hint_loss_with_adapter", points=1)
 def hint_adapter_maps_student_to_teacher(hint_loss_with_adapter):
     """The adapter W [C_t, C_s] maps the student (C_s channels) to the teacher (C_t), not the reverse."""
     for seed, (c_s, c_t) in [(410, (3, 8)), (413, (10, 4))]:
@@ -257,3 +271,23 @@ def rkd_gradient(rkd_distance_loss):
     ref = s.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad(reference.rkd_distance_loss(ref, t), ref)
     close(got, expected, "gradient w.r.t. student_embeddings")
+
+
+# --------------------------------------------------------------------------- choose_embedding_loss
+
+EMBEDDING_LOSS_HINTS = {
+    "hint_mse": "a hint compares the two vectors entry by entry: 64 entries against 512 need a regressor (a "
+                "parameter to train), and the plain squared error would also pull the student's norms (about 2) "
+                "towards the teacher's (about 30)",
+    "hint_cosine": "normalising removes the scale, but the cosine still compares the vectors entry by entry: 64 "
+                   "entries against 512 need a regressor, a parameter to train",
+    "attention": "an attention map collapses the channels at each spatial position, and an embedding has no "
+                 "positions (no H x W): its map is one number per example, 1 once normalised - nothing to match",
+}
+
+
+@check(M, "choose_embedding_loss", points=2)
+def embedding_loss_choice(choose_embedding_loss):
+    """Embeddings of different sizes and scales, no extra parameter: the one loss that fits (a hint per wrong key)."""
+    choice(choose_embedding_loss(), "512-d teacher embeddings (norm ~30), 64-d student (norm ~2), no new parameter",
+           "rkd_distance", EMBEDDING_LOSS_HINTS)
