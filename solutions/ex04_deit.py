@@ -20,6 +20,11 @@ Each of the two tokens' final states feeds its own linear head: ``z_cls`` (the c
 the labels ``y``) and ``z_dist`` (the distillation head, trained on the teacher's logits ``z_t``),
 all three ``[B, C]`` for ``C`` classes. ``alpha`` in ``[0, 1]`` weighs the distillation term and
 ``1 - alpha`` the class head's cross-entropy; ``tau > 0`` is the temperature of soft distillation.
+
+The ladder (notebook 04's exercise cell gives points and times): ``insert_tokens`` and
+``average_heads_prediction`` (warm-up), the two losses (core), ``two_class_fusion`` (stretch: a short
+derivation on paper, answered with a choice). The docstrings give each function's contract, not its
+code; the grader names the common mistakes after a wrong answer.
 """
 import torch
 import torch.nn.functional as F  # noqa: F401 (for your answers: the stubs in exercises/ do not use it yet)
@@ -27,31 +32,27 @@ import torch.nn.functional as F  # noqa: F401 (for your answers: the stubs in ex
 
 def insert_tokens(patch_tokens: torch.Tensor, cls_token: torch.Tensor, dist_token: torch.Tensor,
                   pos_embed: torch.Tensor) -> torch.Tensor:
-    """Build DeiT's input sequence: class token, distillation token, patches, plus position embeddings.
+    """Build DeiT's input sequence: the class token, the distillation token and the patches, with positions.
 
-    For every example of the batch, put the class token first, the distillation token second and
-    the ``P`` patch tokens after them, then add the position embedding to the *whole* sequence
-    (each of the ``P + 2`` positions, the two learned tokens included, has its own embedding):
+    Contract, for every example ``b`` of the batch: the result ``x[b]`` has ``P + 2`` tokens of size
+    ``D``; position 0 holds the class token, position 1 the distillation token and positions
+    ``2 ... P + 1`` the patch tokens in their order, and *every* position ``i`` (the two learned
+    tokens' included) has row ``i`` of ``pos_embed`` added to it. The two tokens are shared by the
+    whole batch. This is the layout of DeiT's code and of the notebook's ``DeiT.embed`` ("Is the
+    token in the sequence?" shows what goes wrong when the distillation token never enters it).
 
-        x[b] = [cls, dist, patch_1, ..., patch_P] + pos_embed[0]        (P + 2 tokens of size D)
+    Consequences to check yours with (the grader checks them and the values):
 
-    The two tokens are shared by the batch (shape ``[1, 1, D]``): broadcast them to ``[B, 1, D]``
-    (``Tensor.expand``) before concatenating along the sequence dimension (``dim=1``). This is the
-    layout of DeiT's code and of ``course_lib.deit.DeiT.embed``; the transformer then lets the
-    distillation token attend to the patches and to the class token, and its final state (position
-    1) feeds the distillation head.
-
-    The source article of this course created a distillation token but never inserted it: its
-    sequence stayed ``[cls, patches]`` (``P + 1`` tokens, a plain ViT's), so position 1, which it
-    read as the "distillation" output, was the first patch token, and its token never received a
-    gradient. Here the sequence has ``P + 2`` tokens and ``pos_embed`` has one row per token.
+    - with ``pos_embed = 0`` the result holds the tokens themselves, in that order;
+    - with all tokens 0 it is ``pos_embed`` repeated for every example;
+    - it works for any ``B >= 1`` and ``P >= 1`` (``P`` need not be a square: the function does not
+      know the image's shape).
 
     Args:
         patch_tokens: ``[B, P, D]``, the embedded patches of a batch.
         cls_token: ``[1, 1, D]``, the learned class token.
         dist_token: ``[1, 1, D]``, the learned distillation token.
-        pos_embed: ``[1, P + 2, D]``, the learned position embeddings, in the sequence's order
-            (row 0 for the class token, row 1 for the distillation token, rows 2... for the patches).
+        pos_embed: ``[1, P + 2, D]``, the learned position embeddings, one row per position of the sequence.
 
     Returns:
         Tensor ``[B, P + 2, D]`` (the inputs are left unchanged, and gradients flow to all four).
@@ -59,7 +60,7 @@ def insert_tokens(patch_tokens: torch.Tensor, cls_token: torch.Tensor, dist_toke
     Raises:
         ValueError: if ``patch_tokens`` is not 3-dimensional, a token is not ``[1, 1, D]``, or
             ``pos_embed`` is not ``[1, P + 2, D]`` (a plain ViT's ``[1, P + 1, D]`` has no position
-            for the distillation token).
+            for the distillation token); the message says which input is wrong.
     """
     ### BEGIN SOLUTION
     if patch_tokens.dim() != 3:
@@ -77,29 +78,26 @@ def insert_tokens(patch_tokens: torch.Tensor, cls_token: torch.Tensor, dist_toke
 
 def hard_distillation_loss(class_logits: torch.Tensor, dist_logits: torch.Tensor, labels: torch.Tensor,
                            teacher_logits: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
-    """DeiT's hard-label distillation loss (Touvron et al. 2021, section 4, "hard-label distillation").
+    """DeiT's hard-label distillation loss, as notebook 04's section "The two distillation losses" defines
+    it (Touvron et al. 2021, section 4), averaged over the batch.
 
-    The class head learns the true labels; the distillation head learns the teacher's *decision*,
-    the class ``y_t = argmax_k z_t[k]`` the teacher finds most likely, as if it were a label:
+    Contract: a weighted sum, weights ``1 - alpha`` and ``alpha``, of two cross-entropies at
+    temperature 1: the class head's with the true labels, and the distillation head's with the
+    teacher's *decision* (the one class the teacher finds most likely), taken as if it were a label.
+    DeiT uses ``alpha = 1/2`` (the default).
 
-        L_b = (1 - alpha) * CE(z_cls[b], y[b]) + alpha * CE(z_dist[b], y_t[b])
-        L   = (1/B) * sum_b L_b
-
-    with ``CE(z, k) = -log softmax(z)[k]`` (``F.cross_entropy``, temperature 1). DeiT uses
-    ``alpha = 1/2`` and found this better than soft distillation in its ImageNet experiments (its soft
-    runs used ``lambda = 0.1``, ``tau = 3``). The teacher's logits enter only
-    through their argmax, so multiplying them by a positive constant does not change the loss; the
-    target of the distillation head is an index, not the teacher's probabilities. Where the teacher
-    disagrees with the label, the two heads are pulled towards different classes: that is the point
-    of having two heads.
+    What must hold (the grader checks these and the values, for ``B`` from 1 to 32 and ``C`` from 3
+    to 100): ``alpha = 0`` is the class head's cross-entropy with the labels alone; ``alpha = 1`` the
+    distillation head's term alone; multiplying the teacher's logits by any positive constant
+    (0.1 or 10) does not change the loss; the gradients with respect to both heads' logits are those
+    of the same loss written with ``torch.autograd``.
 
     Args:
         class_logits: ``[B, C]``, the class head's logits ``z_cls``.
         dist_logits: ``[B, C]``, the distillation head's logits ``z_dist``.
         labels: ``[B]`` integer class indices ``y``.
         teacher_logits: ``[B, C]``, the teacher's logits ``z_t`` (fixed: no gradient needed).
-        alpha: weight in ``[0, 1]`` of the distillation head's term; ``alpha = 0`` trains the class
-            head alone on the labels, ``alpha = 1`` the distillation head alone on the teacher.
+        alpha: weight in ``[0, 1]`` of the distillation head's term.
 
     Returns:
         A scalar (0-dim) tensor, differentiable with respect to both heads' logits.
@@ -114,22 +112,19 @@ def hard_distillation_loss(class_logits: torch.Tensor, dist_logits: torch.Tensor
 def soft_distillation_loss(class_logits: torch.Tensor, dist_logits: torch.Tensor, labels: torch.Tensor,
                            teacher_logits: torch.Tensor, alpha: float = 0.5,
                            temperature: float = 3.0) -> torch.Tensor:
-    """DeiT's soft distillation loss: Hinton's KD term on the distillation head (Touvron et al. 2021).
+    """DeiT's soft distillation loss: Hinton's loss of notebook 02 with the distillation head as the student,
+    as notebook 04's section "The two distillation losses" writes it, averaged over the batch.
 
-    With ``p_t = softmax(z_t / tau)`` and ``p_dist = softmax(z_dist / tau)`` (over the classes):
+    Contract: a weighted sum, weights ``1 - alpha`` and ``alpha``, of the class head's cross-entropy
+    with the labels (temperature 1) and the soft term of notebook 02's ``kd_loss`` between the teacher
+    and the *distillation* head at temperature ``tau`` (the same divergence, in the same direction,
+    with the same scale factor). Only the distillation head is distilled.
 
-        KL_b = sum_k p_t[b, k] * (log p_t[b, k] - log p_dist[b, k])        (KL(teacher || dist head))
-        L    = (1/B) * sum_b [(1 - alpha) * CE(z_cls[b], y[b]) + alpha * tau^2 * KL_b]
-
-    The KL is the *forward* one, teacher first, as in Hinton's loss (notebooks 01 and 02), averaged
-    over the batch (``reduction="batchmean"``, not a sum and not a mean over ``B * C`` entries); the
-    ``tau^2`` keeps the soft term's gradient from shrinking like ``1 / tau^2``. The cross-entropy is
-    the class head's, on the labels, at temperature 1. Only the distillation head is distilled.
-
-    If you use ``F.kl_div(input, target)``: its ``input`` must be the student's *log*-probabilities
-    (``F.log_softmax(z_dist / tau, dim=-1)``) and its ``target`` the teacher's probabilities. Passing
-    probabilities as ``input`` is a common mistake: it computes something that is not a KL divergence
-    (its value is never positive).
+    What must hold (the grader checks these and the values, for ``B`` from 1 to 24 and ``C`` from 5
+    to 100; the defaults are ``alpha = 0.5`` and ``tau = 3``): ``alpha = 0`` is the class head's
+    cross-entropy alone; a distillation head equal to the teacher with ``alpha = 1`` gives exactly 0
+    (and never a negative value) at any ``tau``; the gradients with respect to both heads' logits are
+    those of the same loss written with ``torch.autograd``.
 
     Args:
         class_logits: ``[B, C]``, the class head's logits ``z_cls``.
@@ -143,7 +138,7 @@ def soft_distillation_loss(class_logits: torch.Tensor, dist_logits: torch.Tensor
         A scalar (0-dim) tensor, differentiable with respect to both heads' logits.
 
     Raises:
-        ValueError: if ``temperature <= 0``.
+        ValueError: if ``temperature <= 0`` (checked before any division).
     """
     ### BEGIN SOLUTION
     if temperature <= 0:
@@ -157,16 +152,13 @@ def soft_distillation_loss(class_logits: torch.Tensor, dist_logits: torch.Tensor
 
 
 def average_heads_prediction(class_logits: torch.Tensor, dist_logits: torch.Tensor) -> torch.Tensor:
-    """DeiT's prediction at inference: the class with the largest mean of the two heads' logits.
+    """DeiT's prediction at inference from its two heads, the rule of DeiT's code that notebook 04's section
+    "The idea" states (late fusion of the heads' *logits*).
 
-    A trained DeiT has two heads; at test time DeiT's code averages their logits (late fusion) and
-    predicts the most likely class of the average:
-
-        prediction[b] = argmax_k (z_cls[b, k] + z_dist[b, k]) / 2
-
-    This is not the class head alone, nor the mean of the two heads' predicted indices (the mean of
-    class 2 and class 6 is not class 4): where the heads disagree, a third class that both rank
-    high can win. (``course_lib.engine.prediction`` does the same for any model returning two heads.)
+    Contract: one predicted class per example, the class whose logit averaged over the two heads is
+    the largest (``C`` scores per example, then one class). Where the heads disagree,
+    a third class that both rank high can win (the grader's hand example has one); where they
+    agree, that class is the prediction. It works for any ``B >= 1`` and ``C >= 2``.
 
     Args:
         class_logits: ``[B, C]``, the class head's logits ``z_cls``.
@@ -177,4 +169,33 @@ def average_heads_prediction(class_logits: torch.Tensor, dist_logits: torch.Tens
     """
     ### BEGIN SOLUTION
     return ((class_logits + dist_logits) / 2).argmax(dim=-1)
+    ### END SOLUTION
+
+
+def two_class_fusion() -> str:
+    """A derivation on paper, answered with a choice: do DeiT's two fusion rules ever disagree with 2 classes?
+
+    Notebook 04 ("The idea") notes that DeiT's code predicts from the mean of the two heads' logits
+    (your ``average_heads_prediction``) while the paper's text adds the two heads' softmax outputs.
+    With ``C >= 3`` classes the two rules can pick different classes. Now take ``C = 2`` (ties
+    aside): write each head's probability of class 1 in terms of its two logits, and compare the
+    conditions under which each rule predicts class 1.
+
+    Return one key:
+
+    - ``"always_agree"``: with two classes the two rules pick the same class for all logits;
+    - ``"disagree_when_heads_disagree"``: they can differ whenever the heads prefer different classes;
+    - ``"disagree_when_one_head_is_confident"``: they can differ when one head is much more confident
+      than the other, as with three classes.
+
+    Returns:
+        One of the three keys (a ``str``).
+    """
+    ### BEGIN SOLUTION
+    # Instructor's note: with two classes a head's probability of class 1 is sigmoid(a), a = z[1] - z[0].
+    # The paper's rule picks class 1 iff sigmoid(a) + sigmoid(b) > 1 = sigmoid(b) + sigmoid(-b), i.e.
+    # sigmoid(a) > sigmoid(-b), i.e. a + b > 0 (sigmoid is increasing): exactly the logit rule's
+    # condition (z_cls + z_dist)[1] > (z_cls + z_dist)[0]. The rules first disagree at C = 3, where a
+    # confident head can outweigh the other in probabilities but not in logits (the grader's hand example).
+    return "always_agree"
     ### END SOLUTION

@@ -22,6 +22,11 @@ On a batch of ``B`` examples with ``C`` classes, the peers' logits are ``z_1, ..
 ``[B, C]``, stacked as ``[K, B, C]``), the labels ``y`` (``[B]``), ``T > 0`` is the temperature and
 ``p_i = softmax(z_i / T)`` (over the classes). An *ensemble* of ``M`` models predicts from the
 mean of its members' outputs on the same ``n`` examples.
+
+The ladder (notebook 05's exercise cell gives points and times): ``frozen_teacher`` and
+``ensemble_predict`` (warm-up), ``mutual_learning_losses`` (core), ``mutual_soft_gradient`` (stretch: a
+derivation on paper, checked by its consequences). The docstrings give each function's contract, not
+its code; the grader names the common mistakes after a wrong answer.
 """
 import copy  # noqa: F401 (for your answers: the stubs in exercises/ do not use it yet)
 
@@ -31,36 +36,28 @@ from torch import nn
 
 
 def frozen_teacher(model: nn.Module) -> nn.Module:
-    """A frozen copy of ``model`` to teach the next generation: a deep copy, in eval mode, without gradients.
+    """A frozen copy of ``model`` to teach the next generation, as notebook 05's "Born-again" section uses
+    ``freeze``: in the generation loop, generation ``k - 1`` teaches generation ``k`` and must stay
+    exactly as it was when its training ended, whatever happens to the model object it came from.
 
-    In the generation loop of born-again networks, generation ``k - 1`` teaches generation ``k``
-    and then generation ``k`` teaches ``k + 1``: each teacher must stay exactly as it was when its
-    training ended, whatever happens to the model object it came from. Return a new module that
+    Contract (the grader checks each, on models with ``Dropout`` and ``BatchNorm`` in nested
+    submodules, in training mode, in training mode with some parameters already frozen, and in eval
+    mode):
 
-    1. is a *deep* copy (``copy.deepcopy(model)``): a new module object whose parameters and buffers
-       are new tensors with the same values. ``copy.copy(model)`` is a *shallow* copy: a new outer
-       object that shares the parameters, the buffers and the submodules with ``model``, so
-       changing one changes the other; returning ``model`` itself is worse still. A known bug
-       elsewhere passes the same module object as teacher and student: re-initialising the
-       student then re-initialises the teacher, and "distillation" distils a model from itself;
-    2. is in eval mode (``.eval()``, which sets ``training = False`` on every submodule, not only
-       the outer one): a teacher in training mode drops random units (``Dropout``) and normalises
-       with each batch's statistics while updating its running statistics (``BatchNorm``), so
-       its targets would be noisy and it would change while it teaches;
-    3. has no parameter that requires a gradient (``requires_grad_(False)`` on each parameter):
-       nothing flows back into the teacher, and no optimiser can update it. (``torch.no_grad()``
-       around the copy does not change ``requires_grad``.)
-
-    ``model`` itself is left untouched: its mode (the student that keeps training stays in
-    training mode), its ``requires_grad`` flags and its values. So take the copy *first* and call
-    ``eval()`` and ``requires_grad_(False)`` on the copy, never on ``model``.
-    (``course_lib.engine.freeze`` does the same for ``course_lib.online.born_again``.)
+    1. the result is a new module with the same parameter and buffer values as ``model``, sharing no
+       tensor storage with it: re-initialising ``model`` afterwards leaves the copy's outputs unchanged;
+    2. the copy and every one of its submodules are in eval mode, so the copy computes ``model``'s
+       function in eval mode, the same targets at every step;
+    3. no parameter of the copy requires a gradient: nothing flows back into the teacher, and no
+       optimiser can update it;
+    4. ``model`` itself is left as it was: its mode (the student that keeps training stays in
+       training mode), its ``requires_grad`` flags and its values.
 
     Args:
         model: any ``nn.Module``, in training or eval mode.
 
     Returns:
-        The frozen copy, an ``nn.Module`` that computes the same function as ``model`` in eval mode.
+        The frozen copy, an ``nn.Module``.
     """
     ### BEGIN SOLUTION
     teacher = copy.deepcopy(model)
@@ -72,24 +69,20 @@ def frozen_teacher(model: nn.Module) -> nn.Module:
 
 
 def mutual_learning_losses(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Each peer's loss in deep mutual learning (Zhang et al. 2018), for ``K`` peers on one batch.
+    """Each peer's loss in deep mutual learning, ``L_1, ..., L_K``, as notebook 05's section "Deep mutual
+    learning" writes it (Zhang et al. 2018), for ``K`` peers on one batch.
 
-    Peer ``i`` learns the labels and matches each other peer's current prediction, averaged over
-    its ``K - 1`` peers:
+    Contract: peer ``i``'s loss is its cross-entropy with the labels (temperature 1) plus the soft
+    term that pulls it towards its *other* peers' current predictions: the KL divergence with peer
+    ``j``'s distribution in the teacher's place (notebook 02's direction), averaged over the ``K - 1``
+    other peers and over the batch, scaled like the soft term of notebook 02's ``kd_loss``. The
+    peers' distributions are *targets*: the gradient of ``L_i`` reaches only ``z_i`` (in the paper's
+    updates each student moves towards its peers' predictions held fixed), so summing the ``K``
+    losses trains every peer at once.
 
-        KL(p_j || p_i)_b = sum_c p_j[b, c] * (log p_j[b, c] - log p_i[b, c])   (the peer's first)
-        L_i = CE(z_i, y) + T^2 * (1 / (K - 1)) * sum_{j != i} (1/B) * sum_b KL(p_j || p_i)_b
-
-    with ``CE`` the cross-entropy at temperature 1 averaged over the batch (``F.cross_entropy``).
-    The KL is the forward one of Hinton's loss with peer ``j`` in the teacher's place: the target
-    ``p_j`` first. ``T^2`` keeps the soft term's gradient from shrinking like ``1 / T^2``, as in
-    KD. A peer's KL to itself is zero: the mean is over the ``K - 1`` *other* peers (not over all
-    ``K``, which would shrink the term by ``(K - 1) / K``), and it is a mean, not a sum.
-
-    The peers' distributions are *targets*: detach them (``z_j.detach()``) so that the gradient
-    of ``L_i`` reaches only ``z_i``, as in the paper's updates, where each student moves towards
-    its peers' predictions held fixed. (Summed over the peers, the losses then train every peer
-    at once: ``sum_i L_i`` has, with respect to ``z_i``, exactly ``L_i``'s gradient.)
+    What must hold (the grader checks these and the values, for ``K`` from 2 to 5, ``B`` from 1 and
+    several ``T``; the default is ``T = 1``): identical peers leave only each peer's cross-entropy;
+    reordering the peers reorders the losses alike; ``d L_i / d z_j = 0`` for ``j != i``.
 
     Args:
         logits: ``[K, B, C]``, the ``K >= 2`` peers' logits on the same batch.
@@ -125,19 +118,17 @@ def mutual_learning_losses(logits: torch.Tensor, labels: torch.Tensor, temperatu
 def ensemble_predict(logits_list: list[torch.Tensor], how: str = "probs") -> torch.Tensor:
     """The predicted classes of an ensemble of ``M`` models, from their logits on the same examples.
 
-    With ``z_m`` the logits of model ``m`` (``[n, C]``):
+    Contract: one class per example, from all ``M`` members' outputs at once, under one of two rules:
 
-        how="probs":   prediction[b] = argmax_c (1/M) * sum_m softmax(z_m)[b, c]
-        how="logits":  prediction[b] = argmax_c (1/M) * sum_m z_m[b, c]
+    - ``how="probs"`` (the default, as notebook 05's ensembles and born-again ensembles are reported):
+      the ensemble's predictive distribution is the mean of the members' distributions (their
+      mixture), and it predicts that distribution's most likely class;
+    - ``how="logits"``: the members' logits are averaged, and the ensemble predicts the class of the
+      largest mean logit.
 
-    ``"probs"`` (the default) averages the members' predictive distributions: the ensemble's
-    distribution is their mixture, as born-again ensembles are usually reported. ``"logits"``
-    averages the logits, a normalised *geometric* mean of the distributions: one member that
-    rules a class out (a very negative logit) can veto it, and a very confident member weighs
-    more than under ``"probs"``, where each member contributes at most 1 to a class. The two
-    rules can disagree, and neither is a majority vote of the members' predicted classes, which
-    forgets how sure each member was.
-    (``course_lib.online.ensemble_logits`` returns the ensemble's scores under either rule.)
+    The two rules can disagree (the grader's hand example has three members on which they do), and
+    neither is a vote of the members' predicted classes. With ``M = 1`` both give the member's own
+    prediction; ``n = 1`` works too.
 
     Args:
         logits_list: ``M >= 1`` tensors ``[n, C]``, the members' logits on the same examples.
@@ -157,4 +148,42 @@ def ensemble_predict(logits_list: list[torch.Tensor], how: str = "probs") -> tor
     stacked = torch.stack(list(logits_list))                                # [M, n, C]
     scores = stacked.softmax(dim=-1).mean(dim=0) if how == "probs" else stacked.mean(dim=0)
     return scores.argmax(dim=-1)
+    ### END SOLUTION
+
+
+def mutual_soft_gradient(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Where deep mutual learning pulls each peer: the gradient of peer ``i``'s soft term with respect to its own
+    logits, in closed form.
+
+    Take the soft term of ``L_i`` exactly as your ``mutual_learning_losses`` computes it (the scaled KL
+    to the other peers' detached distributions, averaged over the ``K - 1`` other peers and the
+    batch, without the cross-entropy). Derive its gradient with respect to ``z_i`` on paper (notebook
+    02's ``kd_gradient`` is one peer's share of it), then compute your expression directly from the
+    tempered softmaxes. The grader checks values only and cannot tell how they were computed:
+    ``torch.autograd`` here scores the points and teaches nothing.
+
+    Consequences to check yours with (the grader checks them and the values, for ``K`` from 2 to 4):
+
+    - it agrees with a finite difference (or ``torch.autograd``) of that soft term;
+    - each row (over the classes) sums to 0;
+    - with two peers, the two peers' gradients are opposite;
+    - a peer whose tempered distribution equals the *mean* of its peers' distributions gets a zero
+      gradient, although it differs from every one of them: what, then, does mutual learning pull
+      each peer towards?
+
+    Args:
+        logits: ``[K, B, C]``, the ``K >= 2`` peers' logits ``z_1, ..., z_K`` on the same batch.
+        temperature: ``T > 0``.
+
+    Returns:
+        Tensor ``[K, B, C]``: row ``i`` is the gradient of peer ``i``'s soft term with respect to ``z_i``.
+    """
+    ### BEGIN SOLUTION
+    # Instructor's note: d KL(p_j || p_i)_b / d z_i[b] = (p_i - p_j) / T (kd_gradient); with the T^2, the mean
+    # over the K - 1 peers and the batch mean, the gradient is (T / B) * (p_i - mean_{j != i} p_j): each peer is
+    # pulled towards the mixture of its peers' distributions (zero at their mean), not towards any one of them.
+    k, b = logits.shape[0], logits.shape[1]
+    p = torch.softmax(logits / temperature, dim=-1)                          # [K, B, C]
+    others = (p.sum(dim=0, keepdim=True) - p) / (k - 1)                      # mean of the other peers' p_j
+    return temperature / b * (p - others)
     ### END SOLUTION

@@ -369,11 +369,18 @@ record_many("04_deit_distillation_token", figures)
 # %% md slide
 # ## Exercises (graded)
 #
-# Open `exercises/ex04_deit.py` and implement what its docstrings describe: inserting the class and
-# distillation tokens with their position embeddings, the hard-label and the soft distillation
-# losses, and DeiT's prediction from two heads. Grade with the cell below or
-# `python -m course_lib.grading exercises --only ex04`. `course_lib.deit` is printed *after* this
-# exercise: try first, then compare.
+# Open `exercises/ex04_deit.py`: its docstrings give contracts, not code; the stretch is a derivation.
+#
+# | function | level | points | time | task |
+# |---|---|---:|---:|---|
+# | `insert_tokens` | warm-up | 5 | ~10 min | implement |
+# | `average_heads_prediction` | warm-up | 3 | ~5 min | implement |
+# | `hard_distillation_loss` | core | 5 | ~15 min | implement |
+# | `soft_distillation_loss` | core | 5 | ~15 min | implement |
+# | `two_class_fusion` | stretch | 2 | ~15 min | choose |
+#
+# Grade with the cell below or `python -m course_lib.grading exercises --only ex04`; a wrong answer
+# gets a hint naming its mistake. `course_lib.deit` is printed *after* this exercise.
 
 # %% code skip
 from course_lib.grading import self_check

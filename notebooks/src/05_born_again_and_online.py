@@ -296,10 +296,17 @@ record_many("05_born_again_and_online", figures)
 # %% md slide
 # ## Exercises (graded)
 #
-# Open `exercises/ex05_born_again.py` and implement what its docstrings describe: a frozen teacher
-# copy, the mutual-learning losses of K peers, and an ensemble's prediction. Grade with the cell below
-# or `python -m course_lib.grading exercises --only ex05`. `course_lib.online` is printed *after* this
-# exercise: try first, then compare.
+# Open `exercises/ex05_born_again.py`: its docstrings give contracts, not code; the stretch is a derivation.
+#
+# | function | level | points | time | task |
+# |---|---|---:|---:|---|
+# | `frozen_teacher` | warm-up | 6 | ~10 min | implement |
+# | `ensemble_predict` | warm-up | 4 | ~10 min | implement |
+# | `mutual_learning_losses` | core | 6 | ~20 min | implement |
+# | `mutual_soft_gradient` | stretch | 4 | ~25 min | derive |
+#
+# Grade with the cell below or `python -m course_lib.grading exercises --only ex05`; a wrong answer
+# gets a hint naming its mistake. `course_lib.online` is printed *after* this exercise.
 
 # %% code skip
 from course_lib.grading import self_check

@@ -3,7 +3,7 @@ answers, and name their mistakes.
 
 The generic tests (test_grader.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
 here each wrong answer is a copy of solutions/ex04_deit.py with text replaced. A group breaks each
-of the four functions at most once, so one child process grades up to four mistakes (about 3 s per
+of the five functions at most once, so one child process grades up to five mistakes (about 3 s per
 group), and a mistake in one function costs nothing in the others.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ CE_CLASS = "ce_class = F.cross_entropy(class_logits, labels)"
 CE_DIST = "ce_dist = F.cross_entropy(dist_logits, teacher_logits.argmax(dim=-1))"
 KL = "kl = (log_p_t.exp() * (log_p_t - log_p_dist)).sum(dim=-1).mean()"
 PREDICTION = "return ((class_logits + dist_logits) / 2).argmax(dim=-1)"
+FUSION = 'return "always_agree"'
 
 # name: (function, [(old, new)], checks that must fail, text their messages must contain)
 MUTATIONS = {
@@ -95,13 +96,23 @@ MUTATIONS = {
         "average_heads_prediction",
         [(PREDICTION, "return (class_logits.softmax(dim=-1) + dist_logits.softmax(dim=-1)).argmax(dim=-1)")],
         {"prediction_matches_mean_of_logits", "prediction_hand_example"}, "softmax probabilities"),
+    "fusion_heads_disagree": (
+        "two_class_fusion", [(FUSION, 'return "disagree_when_heads_disagree"')], {"fusion_two_classes"},
+        "the rules still choose between the same two classes"),
+    "fusion_confident_head": (
+        "two_class_fusion", [(FUSION, 'return "disagree_when_one_head_is_confident"')], {"fusion_two_classes"},
+        "each rule's choice reduces to a condition"),
+    "fusion_not_a_key": (
+        "two_class_fusion", [(FUSION, 'return "agree"')], {"fusion_two_classes"}, "return one of"),
 }
 
 GROUPS = [
-    ["tokens_never_inserted", "hard_both_heads_on_labels", "soft_without_tau_squared", "prediction_class_head_only"],
-    ["tokens_dist_before_cls", "hard_class_head_distilled", "soft_reverse_kl", "prediction_mean_of_indices"],
+    ["tokens_never_inserted", "hard_both_heads_on_labels", "soft_without_tau_squared", "prediction_class_head_only",
+     "fusion_heads_disagree"],
+    ["tokens_dist_before_cls", "hard_class_head_distilled", "soft_reverse_kl", "prediction_mean_of_indices",
+     "fusion_confident_head"],
     ["tokens_without_position_embedding", "hard_heads_swapped", "soft_kl_div_fed_probabilities",
-     "prediction_mean_of_probabilities"],
+     "prediction_mean_of_probabilities", "fusion_not_a_key"],
     ["tokens_position_embedding_on_patches_only", "hard_soft_teacher_targets", "soft_kl_div_sum",
      "prediction_mean_of_indices_rounded_down"],
     ["tokens_shapes_not_checked", "hard_alpha_swapped", "soft_zero_temperature_accepted"],
@@ -112,7 +123,8 @@ class TestMutations(MutationTests):
     module = MODULE
     mutations = MUTATIONS
     groups = GROUPS
-    points = {"insert_tokens": 6, "hard_distillation_loss": 6, "soft_distillation_loss": 5, "average_heads_prediction": 3}
+    points = {"insert_tokens": 5, "hard_distillation_loss": 5, "soft_distillation_loss": 5,
+              "average_heads_prediction": 3, "two_class_fusion": 2}
     exactly = False
 
 
@@ -134,3 +146,13 @@ def test_an_in_place_prediction_scores_zero_on_its_checks(tmp_path):
     rows = [r for r in report.rows if r.function == "average_heads_prediction"]
     assert_inputs_modified(report, MODULE, rows)
     assert report.earned == report.total - sum(r.points for r in rows)
+
+
+def test_the_two_class_fusion_answer_is_true():
+    """The derivation behind "always_agree": with C = 2 the two rules pick one class on every pair of heads."""
+    zc, zd = randn(5000, 2, seed=5, scale=4.0), randn(5000, 2, seed=6, scale=4.0)
+    by_logits = (zc + zd).argmax(-1)
+    by_probabilities = (zc.softmax(-1) + zd.softmax(-1)).argmax(-1)
+    assert torch.equal(by_logits, by_probabilities)
+    zc, zd = randn(5000, 3, seed=5, scale=4.0), randn(5000, 3, seed=6, scale=4.0)   # C = 3: they can disagree
+    assert not torch.equal((zc + zd).argmax(-1), (zc.softmax(-1) + zd.softmax(-1)).argmax(-1))

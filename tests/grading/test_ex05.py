@@ -3,7 +3,7 @@ answers, and name their mistakes; the model arguments and reports they rely on w
 
 The generic tests (test_grader.py, test_discovery.py) grade solutions/ and exercises/ as a whole;
 here each wrong answer is a copy of solutions/ex05_born_again.py with text replaced. A group breaks
-each of the three functions at most once, so one child process grades up to three mistakes, and a
+each of the four functions at most once, so one child process grades up to four mistakes, and a
 mistake in one function costs nothing in the others.
 """
 from __future__ import annotations
@@ -33,6 +33,9 @@ LOSS = "losses.append(ce + temperature ** 2 * torch.stack(kls).mean())"
 STACK = "stacked = torch.stack(list(logits_list))"
 SCORES = 'scores = stacked.softmax(dim=-1).mean(dim=0) if how == "probs" else stacked.mean(dim=0)'
 PREDICT = "return scores.argmax(dim=-1)"
+GRADIENT = "return temperature / b * (p - others)"
+OTHERS = "others = (p.sum(dim=0, keepdim=True) - p) / (k - 1)"
+SOFT_GRADIENT = {"soft_gradient_matches_autograd"}
 
 TEACHER_CHECKS = {"teacher_is_a_new_module", "teacher_survives_reinitialising_the_original", "teacher_in_eval_mode",
                   "teacher_has_no_gradients", "original_left_unchanged"}
@@ -109,16 +112,39 @@ MUTATIONS = {
     "ensemble_empty_list_accepted": (
         "ensemble_predict", [("if len(logits_list) == 0:", "if logits_list is None:")],
         {"ensemble_rejects_bad_inputs"}, "an empty list of members"),
+    "gradient_of_the_kl_alone": (  # notebook 02's kd_gradient, without the soft term's T^2
+        "mutual_soft_gradient", [(GRADIENT, "return (p - others) / temperature / b")], SOFT_GRADIENT,
+        "the gradient of the KL alone"),
+    "gradient_sign_flipped": (
+        "mutual_soft_gradient", [(GRADIENT, "return temperature / b * (others - p)")], SOFT_GRADIENT,
+        "a flipped sign"),
+    "gradient_without_batch_mean": (
+        "mutual_soft_gradient", [(GRADIENT, "return temperature * (p - others)")], SOFT_GRADIENT, "no batch mean"),
+    "gradient_sum_over_peers": (  # zero where the peer is at the mean still holds: only the values tell
+        "mutual_soft_gradient", [(GRADIENT, "return temperature / b * (k - 1) * (p - others)")], SOFT_GRADIENT,
+        "the sum over the other peers instead of their mean"),
+    "gradient_self_in_the_mean": (  # also zero at the peers' mean: only the values tell
+        "mutual_soft_gradient", [(OTHERS, "others = p.mean(dim=0, keepdim=True)")], SOFT_GRADIENT,
+        "dividing by K instead of K - 1"),
+    "gradient_at_temperature_one": (
+        "mutual_soft_gradient",
+        [("p = torch.softmax(logits / temperature, dim=-1)", "p = torch.softmax(logits, dim=-1)")],
+        SOFT_GRADIENT | {"soft_gradient_consequences"}, "the distributions at temperature 1"),
+    "gradient_towards_one_peer": (  # pulled towards the next peer, not the mean of the others
+        "mutual_soft_gradient", [(OTHERS, "others = p.roll(1, dims=0)")],
+        SOFT_GRADIENT | {"soft_gradient_consequences"}, "peer 0's gradient (should be 0"),
 }
 
 GROUPS = [
-    ["teacher_is_the_model", "mutual_peers_not_detached", "ensemble_majority_vote"],
-    ["teacher_shallow_copy", "mutual_reverse_kl", "ensemble_first_member_only"],
-    ["teacher_without_eval", "mutual_self_term_in_the_mean", "ensemble_rules_swapped"],
-    ["teacher_top_flag_only", "mutual_without_t_squared", "ensemble_always_mean_logits"],
-    ["teacher_not_frozen", "mutual_sum_over_peers", "ensemble_mean_of_indices"],
-    ["teacher_eval_on_the_original", "mutual_zero_temperature_accepted", "ensemble_unknown_how_accepted"],
-    ["teacher_freezes_the_original", "mutual_single_model_accepted", "ensemble_empty_list_accepted"],
+    ["teacher_is_the_model", "mutual_peers_not_detached", "ensemble_majority_vote", "gradient_of_the_kl_alone"],
+    ["teacher_shallow_copy", "mutual_reverse_kl", "ensemble_first_member_only", "gradient_sign_flipped"],
+    ["teacher_without_eval", "mutual_self_term_in_the_mean", "ensemble_rules_swapped", "gradient_without_batch_mean"],
+    ["teacher_top_flag_only", "mutual_without_t_squared", "ensemble_always_mean_logits", "gradient_sum_over_peers"],
+    ["teacher_not_frozen", "mutual_sum_over_peers", "ensemble_mean_of_indices", "gradient_self_in_the_mean"],
+    ["teacher_eval_on_the_original", "mutual_zero_temperature_accepted", "ensemble_unknown_how_accepted",
+     "gradient_at_temperature_one"],
+    ["teacher_freezes_the_original", "mutual_single_model_accepted", "ensemble_empty_list_accepted",
+     "gradient_towards_one_peer"],
 ]
 
 
@@ -126,7 +152,7 @@ class TestMutations(MutationTests):
     module = MODULE
     mutations = MUTATIONS
     groups = GROUPS
-    points = {"frozen_teacher": 7, "mutual_learning_losses": 8, "ensemble_predict": 5}
+    points = {"frozen_teacher": 6, "mutual_learning_losses": 6, "ensemble_predict": 4, "mutual_soft_gradient": 4}
 
 
 def test_answers_that_modify_their_inputs_in_place_score_zero_on_those_checks(tmp_path):
@@ -243,3 +269,21 @@ def test_module_reports_and_what_an_answer_cannot_forge():
         original = build(module_arg(checks.CNN, 6))
         probe = runner.probe_module(torch, make(original), [original], x)
         assert torch.equal(probe["before"], probe["after"]) == same
+
+
+def test_a_gradient_through_wrong_losses_says_to_fix_them_first(tmp_path):
+    """An answer that differentiates its own mutual_learning_losses: right losses, full points; losses
+    without the T^2, the KL-alone mistake named and "fix it first"."""
+    by_autograd = """y = torch.zeros(logits.shape[1], dtype=torch.long)
+    z = logits.detach().clone().requires_grad_(True)
+    ce = torch.stack([F.cross_entropy(z[i], y) for i in range(z.shape[0])])
+    (g,) = torch.autograd.grad((mutual_learning_losses(z, y, temperature) - ce).sum(), z)
+    return g"""
+    text = SOLUTION.read_text().replace(GRADIENT, by_autograd)
+    report = grade_text(tmp_path, MODULE, SOLUTION.name, text)
+    assert report.earned == report.total, report.table(verbose=True)
+    (tmp_path / "wrong").mkdir()
+    report = grade_text(tmp_path / "wrong", MODULE, SOLUTION.name,
+                        text.replace(LOSS, "losses.append(ce + torch.stack(kls).mean())"))
+    row = next(r for r in report.rows if r.check == "soft_gradient_matches_autograd")
+    assert row.earned == 0 and "the gradient of the KL alone" in row.message and "fix it first" in row.message, row

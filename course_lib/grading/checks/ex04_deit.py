@@ -8,7 +8,8 @@ source article's ``P + 1`` tokens), the tokens in the wrong order, the position 
 or added to the patches only, both heads trained on the labels, the class head distilled, the
 teacher's probabilities instead of its argmax, ``alpha`` swapped, a missing ``tau^2``, the reverse
 KL, ``F.kl_div`` fed probabilities, a sum instead of the batch mean, one head's prediction only, the
-mean of the predicted indices.
+mean of the predicted indices. ``two_class_fusion`` is a choice: each wrong key gets a hint on why it
+fails.
 """
 from __future__ import annotations
 
@@ -18,12 +19,28 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import deit as reference
-from course_lib.grading.checks.helpers import (as_tensor, close, close_naming, expect_value_error, randint, randn,
-                                               scalar, student_error, tensors_close, value_naming)
-from course_lib.grading.checks.registry import check
+from course_lib.grading.checks.helpers import (as_tensor, choice, close, close_naming, expect_value_error, randint,
+                                               randn, scalar, student_error, tensors_close, value_naming)
+from course_lib.grading.checks.registry import Task, check
 from course_lib.losses import soft_target_kl
 
 M = "ex04_deit"
+
+TASKS = {"insert_tokens": Task("warm-up", 10, "implement"),
+         "average_heads_prediction": Task("warm-up", 5, "implement"),
+         "hard_distillation_loss": Task("core", 15, "implement"),
+         "soft_distillation_loss": Task("core", 15, "implement"),
+         "two_class_fusion": Task("stretch", 15, "choose")}
+
+# What a stub must not state (tests/grading/test_generate.py scans the generated exercise file, spaces ignored):
+# the code or formula each function asks for.
+CLOSED_FORMS = {"insert_tokens": ["torch.cat(", "expand(", "+ pos_embed[0]"],
+                "hard_distillation_loss": ["(1 - alpha) * CE", "alpha * CE(z_dist", "argmax_k z_t", "argmax(",
+                                           "F.cross_entropy("],
+                "soft_distillation_loss": ["tau^2 * KL", "alpha * tau^2", "tau ** 2", "F.log_softmax(", "batchmean",
+                                           "F.kl_div("],
+                "average_heads_prediction": ["(z_cls[b, k] + z_dist[b, k]) / 2", "argmax_k (z_cls", "argmax("],
+                "two_class_fusion": ["a + b > 0", "sigmoid(a) + sigmoid(b)", "sigmoid("]}
 
 
 # --------------------------------------------------------------------------- insert_tokens
@@ -104,7 +121,7 @@ def tokens_match_deit_embed(insert_tokens):
         _tokens_close(_call_tokens(insert_tokens, args, what), *args, _deit_embed(*args), what)
 
 
-@check(M, "insert_tokens", points=2)
+@check(M, "insert_tokens", points=1)
 def tokens_order_and_positions(insert_tokens):
     """Without position embeddings: [cls, dist, patches] in that order; without tokens: pos_embed at every position."""
     b, p, d = 3, 6, 4  # P not a square: the function does not care about the image's shape
@@ -207,7 +224,7 @@ def hard_matches_reference(hard_distillation_loss):
                     f"B={b}, C={c}, alpha={alpha}")
 
 
-@check(M, "hard_distillation_loss", points=2)
+@check(M, "hard_distillation_loss", points=1)
 def hard_heads_and_targets(hard_distillation_loss):
     """alpha = 0: CE of the class head on the labels; alpha = 1: CE of the distillation head on argmax z_t,
     unchanged when the teacher's logits are scaled (only their argmax counts)."""
@@ -365,3 +382,24 @@ def prediction_hand_example(average_heads_prediction):
     _prediction_close(average_heads_prediction(zc, zd), zc, zd, "hand example (expected [2, 0])")
     got = as_tensor(average_heads_prediction(zc, zd), "hand example")
     assert torch.equal(got.long(), torch.tensor([2, 0])), f"hand example: expected [2, 0], got {got.tolist()}"
+
+
+# --------------------------------------------------------------------------- two_class_fusion
+
+FUSION_WRONG = {
+    "disagree_when_heads_disagree": (
+        "where the heads disagree the rules still choose between the same two classes: with C = 2, write each "
+        "head's probability of class 1 as sigmoid(z[1] - z[0]) and solve 'the sum of the two probabilities of class 1 "
+        "exceeds 1' for the logits; compare with the logit rule's condition (try z_cls = [0, 3], z_dist = [0, -1])"),
+    "disagree_when_one_head_is_confident": (
+        "with three classes a confident head can outweigh the other in probabilities, but with two classes each "
+        "rule's choice reduces to a condition on the two heads' logit differences z[1] - z[0]: derive both conditions "
+        "(sigmoid is increasing, and sigmoid(-x) = 1 - sigmoid(x)) and compare them"),
+}
+
+
+@check(M, "two_class_fusion", points=2)
+def fusion_two_classes(two_class_fusion):
+    """C = 2: the mean of the logits and the sum of the softmaxes pick one class (sigmoid(a) + sigmoid(b) > 1 iff
+    a + b > 0)."""
+    choice(two_class_fusion(), "two_class_fusion()", "always_agree", FUSION_WRONG)

@@ -13,7 +13,9 @@ value is wrong, the message names the common mistake it matches: the model itsel
 ``eval()`` or ``model.training = False`` only, no ``requires_grad_(False)``, ``eval()`` or
 ``requires_grad_(False)`` on the original; the peers not detached, the KL reversed, the self-term
 in the mean (``/ K``), a missing ``T^2``, a sum over the peers or the batch; a majority vote, one
-member only, the probability and logit rules swapped.
+member only, the probability and logit rules swapped. ``mutual_soft_gradient`` (a derivation) is checked
+against autograd on the reference's soft term and by its consequences (rows sum to 0, opposite for two
+peers, zero at the mean of the peers' distributions).
 """
 from __future__ import annotations
 
@@ -23,14 +25,28 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.engine import RunSpec, freeze
-from course_lib.grading.base import ModuleReport
+from course_lib.grading.base import MissingFunction, ModuleReport, StudentError
 from course_lib.grading.checks.helpers import (as_tensor, build, close, close_naming, expect_value_error, module_arg,
                                                randint, randn, tensors_close)
-from course_lib.grading.checks.registry import check
+from course_lib.grading.checks.registry import Task, check
 from course_lib.losses import soft_target_kl
 from course_lib.online import MutualLearning
 
 M = "ex05_born_again"
+
+TASKS = {"frozen_teacher": Task("warm-up", 10, "implement"), "ensemble_predict": Task("warm-up", 10, "implement"),
+         "mutual_learning_losses": Task("core", 20, "implement"),
+         "mutual_soft_gradient": Task("stretch", 25, "derive")}
+
+# What a stub must not state (tests/grading/test_generate.py scans the generated exercise file, spaces ignored):
+# the code or formula each function asks for.
+CLOSED_FORMS = {"frozen_teacher": ["copy.deepcopy(", "requires_grad_(False)", ".eval()"],
+                "mutual_learning_losses": ["L_i = CE(z_i, y) + T^2", "T^2 * (1 / (K - 1))", "(1/(K-1))*sum_{j!=i}",
+                                           ".detach()", "reduction="],
+                "ensemble_predict": ["sum_m softmax(z_m)", "(1/M) * sum_m z_m", "softmax(dim=-1).mean(",
+                                     "torch.stack("],
+                "mutual_soft_gradient": ["(p_i - mean", "(p_i - p_j) / T", "T / B", "T * (p_i", "p_i - p_bar",
+                                         "mean_{j != i} p_j"]}
 
 
 # --------------------------------------------------------------------------- frozen_teacher
@@ -131,7 +147,7 @@ def teacher_survives_reinitialising_the_original(frozen_teacher):
             raise AssertionError(f"{what}: re-initialising the model changed the copy's outputs - {hint}")
 
 
-@check(M, "frozen_teacher", points=2, kind="property")
+@check(M, "frozen_teacher", points=1, kind="property")
 def teacher_in_eval_mode(frozen_teacher):
     """Every submodule of the copy in eval mode (Dropout, BatchNorm, a nested Sequential), whatever the model's."""
     for what, arg, _ in _models():
@@ -245,7 +261,7 @@ def _losses_close(got, z, y, t, what: str) -> None:
     close_naming(got, _mutual_reference(z, y, t), _mutual_mistakes(z, y, t), what)
 
 
-@check(M, "mutual_learning_losses", points=3)
+@check(M, "mutual_learning_losses", points=2)
 def mutual_losses_match_reference(mutual_learning_losses):
     """CE(z_i, y) + T^2 mean_{j != i} KL(p_j || p_i) per peer, batch means; K = 2..5, several T (default 1), B, C."""
     z, y = _peers_batch(1100, 2, 8, 10)
@@ -264,7 +280,7 @@ def _reference_grad(z, y, t, weights, *, detach: bool = True) -> torch.Tensor:
     return grad
 
 
-@check(M, "mutual_learning_losses", points=3)
+@check(M, "mutual_learning_losses", points=2)
 def mutual_gradients_stay_with_each_peer(mutual_learning_losses):
     """d L_i / d z_j = 0 for j != i (detached peers); d L_i / d z_i and d(sum_i w_i L_i) / dz as the reference's."""
     for seed, (k, b, c), t in [(1200, (3, 6, 7), 2.0), (1204, (2, 5, 4), 1.0)]:
@@ -375,7 +391,7 @@ def _ensemble_close(got, members, how: str, what: str) -> None:
         f"{what}: expected integer class indices (torch.long), got {got.dtype}")
 
 
-@check(M, "ensemble_predict", points=2)
+@check(M, "ensemble_predict", points=1)
 def ensemble_matches_mean_probabilities(ensemble_predict):
     """argmax of the mean softmax over M = 1..5 members (the default how), on members of different confidence."""
     members = _members(1500, 3, 200, 10)
@@ -422,3 +438,87 @@ def ensemble_rejects_bad_inputs(ensemble_predict):
     for how in ("probs", "logits"):
         expect_value_error(ensemble_predict, ([],), {"how": how}, f"an empty list of members, how={how!r}",
                            "an ensemble needs at least one member: check len(logits_list) first")
+
+
+# --------------------------------------------------------------------------- mutual_soft_gradient
+
+def _soft_gradient(z: torch.Tensor, t: float) -> torch.Tensor:
+    """Row i: the gradient with respect to z_i of peer i's soft term, MutualLearning's loss less its cross-entropy
+    (the peers are detached, so the gradient of the sum of the soft terms has row i from term i only)."""
+    y = torch.zeros(z.shape[1], dtype=torch.long)
+    ref = z.clone().requires_grad_(True)
+    soft = _mutual_reference(ref, y, t) - torch.stack([F.cross_entropy(ref[i], y) for i in range(z.shape[0])])
+    (grad,) = torch.autograd.grad(soft.sum(), ref)
+    return grad
+
+
+def _soft_gradient_mistakes(z: torch.Tensor, t: float) -> dict[str, torch.Tensor]:
+    k, b, _ = z.shape
+    expected = _soft_gradient(z, t)
+    p1 = z.softmax(-1)
+    cold = 1.0 / b * (p1 - (p1.sum(0, keepdim=True) - p1) / (k - 1)) * t
+    return {
+        "the gradient of the KL alone, notebook 02's kd_gradient (the soft term carries a T^2 factor: T^2 / T "
+        "leaves a factor T)": expected / (t * t),
+        "a flipped sign (a gradient points where the loss grows: towards the peer itself, away from its peers)":
+            -expected,
+        "no batch mean (the soft term averages over the B examples, so each example's gradient carries 1/B)":
+            expected * b,
+        "the sum over the other peers instead of their mean (1 / (K - 1))": expected * (k - 1),
+        "the mean over all K peers, the peer itself included (dividing by K instead of K - 1)":
+            expected * (k - 1) / k,
+        "the distributions at temperature 1 (the soft term's distributions are the tempered ones, softmax(z / T))":
+            cold,
+    }
+
+
+def _losses_first(f, z: torch.Tensor, t: float) -> str:
+    """`` - your mutual_learning_losses is wrong too ...`` when the answer's losses on ``z`` are wrong, else ""."""
+    y = torch.zeros(z.shape[1], dtype=torch.long)
+    try:
+        got = f.sibling("mutual_learning_losses")(z, y, t)
+    except (StudentError, MissingFunction, TypeError, ValueError, AssertionError):
+        return ""
+    if torch.is_tensor(got) and tensors_close(got, _mutual_reference(z, y, t)):
+        return ""
+    return (" - your mutual_learning_losses is wrong too on these logits (labels 0): if you differentiate it here, "
+            "fix it first")
+
+
+@check(M, "mutual_soft_gradient", points=2)
+def soft_gradient_matches_autograd(mutual_soft_gradient):
+    """Row i: d(soft term of L_i) / d z_i = (T / B) (p_i - mean_{j != i} p_j), as autograd on MutualLearning's."""
+    for seed, (k, b, c), t in [(1800, (3, 6, 7), 2.0), (1804, (4, 5, 4), 3.0), (1808, (3, 1, 5), 0.5),
+                               (1812, (2, 8, 6), 1.0)]:
+        z, _ = _peers_batch(seed, k, b, c)
+        what = f"K={k}, B={b}, C={c}, temperature={t:g}"
+        got = mutual_soft_gradient(z, t)
+        try:
+            close_naming(got, _soft_gradient(z, t), _soft_gradient_mistakes(z, t), what)
+        except AssertionError as e:
+            raise AssertionError(f"{e}{_losses_first(mutual_soft_gradient, z, t)}") from None
+
+
+@check(M, "mutual_soft_gradient", points=2)
+def soft_gradient_consequences(mutual_soft_gradient):
+    """Rows sum to 0; two peers' gradients are opposite; zero for a peer at the mean of its peers' distributions."""
+    z, _ = _peers_batch(1900, 3, 5, 6)
+    what = "K=3, B=5, C=6, temperature=2"
+    g = as_tensor(mutual_soft_gradient(z, 2.0), what)
+    assert g.shape == z.shape, f"{what}: expected shape {tuple(z.shape)}, got {tuple(g.shape)}"
+    close(g.sum(-1), torch.zeros(3, 5), f"{what}: the sums over the classes (should be 0)", atol=1e-6)
+    z, _ = _peers_batch(1904, 2, 4, 5)
+    what = "K=2, B=4, C=5, temperature=1.5"
+    g = as_tensor(mutual_soft_gradient(z, 1.5), what)
+    assert g.shape == z.shape, f"{what}: expected shape {tuple(z.shape)}, got {tuple(g.shape)}"
+    close(g[0], -g[1], f"{what}: peer 0's gradient (should be minus peer 1's)")
+    t = 2.0
+    z, _ = _peers_batch(1908, 3, 4, 5)
+    mean = (torch.softmax(z[1] / t, -1) + torch.softmax(z[2] / t, -1)) / 2
+    z[0] = t * torch.log(mean)                          # peer 0's distribution: the mean of its two peers'
+    what = "K=3, B=4, C=5, temperature=2, peer 0's distribution the mean of peers 1 and 2's"
+    g = as_tensor(mutual_soft_gradient(z, t), what)
+    assert g.shape == z.shape, f"{what}: expected shape {tuple(z.shape)}, got {tuple(g.shape)}"
+    close(g[0], torch.zeros(4, 5), f"{what}: peer 0's gradient (should be 0: it sits at its peers' mean)",
+          atol=1e-6)
+    assert g[1:].abs().max() > 1e-3, f"{what}: the other peers' gradients are 0 too - they are not at their mean"
