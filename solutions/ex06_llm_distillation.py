@@ -22,8 +22,9 @@ left (``[0, 0, 1, 1, 1]``). ``T > 0`` is the temperature and ``p_s = softmax(z_s
 position. ``KL(p || q) = sum_v p(v) (log p(v) - log q(v))``.
 
 The ladder (notebook 06's exercise cell gives points and times): ``causal_shift`` (warm-up),
-``masked_token_kl`` and ``truncated_teacher_divergence`` (core: the last is a choice with a reason),
-``generalized_jsd`` (stretch). The grader names the common mistakes after a wrong answer.
+``masked_token_kl``, ``truncated_teacher_divergence`` (a choice with a reason) and ``generalized_jsd``
+(core); part 2's file holds the notebook's stretch. The grader names the common mistakes after a
+wrong answer.
 """
 import torch
 import torch.nn.functional as F  # noqa: F401 (for your answers: the stubs in exercises/ do not use it yet)

@@ -351,7 +351,7 @@ record_many("06_llm_distillation_speculative", figures)
 # | `causal_shift` | warm-up | 4 | ~10 min | implement |
 # | `masked_token_kl` | core | 8 | ~20 min | implement |
 # | `truncated_teacher_divergence` | core | 2 | ~5 min | choose |
-# | `generalized_jsd` | stretch | 6 | ~25 min | implement |
+# | `generalized_jsd` | core | 6 | ~25 min | implement |
 #
 # Grade with the cell below or `python -m course_lib.grading exercises --only ex06_llm`; a wrong answer
 # gets a hint naming its mistake. `course_lib.llm.losses` is printed *after* this exercise.

@@ -37,7 +37,7 @@ M = "ex06_llm_distillation"
 
 TASKS = {"causal_shift": Task("warm-up", 10, "implement"), "masked_token_kl": Task("core", 20, "implement"),
          "truncated_teacher_divergence": Task("core", 5, "choose"),
-         "generalized_jsd": Task("stretch", 25, "implement")}
+         "generalized_jsd": Task("core", 25, "implement")}
 
 # What the stubs leave to the student (tests/grading/test_generate.py scans the generated file, spaces ignored):
 # the formulas, the code, and the warnings the grader gives as hints after a wrong answer.
