@@ -20,6 +20,11 @@ padding, as a tokenizer returns it; padding may sit on the right (``[1, 1, 1, 0,
 left (``[0, 0, 1, 1, 1]``). ``T > 0`` is the temperature and ``p_s = softmax(z_s / T)``,
 ``p_t = softmax(z_t / T)`` are the distributions over the vocabulary (the last dimension) at one
 position. ``KL(p || q) = sum_v p(v) (log p(v) - log q(v))``.
+
+The ladder (notebook 06's exercise cell gives points and times): ``causal_shift`` (warm-up),
+``masked_token_kl``, ``truncated_teacher_divergence`` (a choice with a reason) and ``generalized_jsd``
+(core); part 2's file holds the notebook's stretch. The grader names the common mistakes after a
+wrong answer.
 """
 import torch
 import torch.nn.functional as F  # noqa: F401 (for your answers: the stubs in exercises/ do not use it yet)
@@ -27,42 +32,35 @@ import torch.nn.functional as F  # noqa: F401 (for your answers: the stubs in ex
 
 def masked_token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
                     temperature: float = 1.0) -> torch.Tensor:
-    """Hinton's distillation loss over the real tokens of a batch of sequences.
+    """Hinton's distillation loss over the real tokens of a batch, as notebook 06's section "The loss over
+    real tokens" defines it, with ``D`` the forward KL (the teacher's distribution first), at temperature
+    ``T`` for both models and scaled by the factor that keeps its gradient's size independent of ``T``
+    (notebook 02). ``mask`` says which positions are real; call it on logits already aligned
+    (``causal_shift``'s job).
 
-        KL_{b,i} = sum_v p_t[b, i, v] * (log p_t[b, i, v] - log p_s[b, i, v])     (per position)
-        loss     = T^2 * (1 / N) * sum_{b,i : mask[b, i] = 1} KL_{b,i},   N = number of real tokens
+    Contract (the grader checks these and the values):
 
-    The forward KL(p_t || p_s), the teacher's distribution first (mass-covering, as in Hinton et al.
-    2015), at temperature ``T`` for both models, times ``T^2`` (which keeps the gradient's size
-    independent of ``T``). The mean is over the ``N`` **real tokens only**: not over all ``B * S``
-    positions. The article this course corrects flattens the logits to ``[B * S, V]`` and calls
-    ``KLDivLoss(reduction="batchmean")``: that sums the KL over every position, padding included, and
-    divides by ``B * S``, so the padded positions' logits (which predict nothing) pull on the
-    student and the loss shrinks with the share of padding in the batch. Multiply by the mask (or
-    index with it), then divide by ``N``, not by ``B * S`` and not by ``B``; and it is a mean, not a
-    sum. If you use ``F.kl_div(input, target)``: it computes ``target * (log target - input)``, so
-    ``input`` must be the student's *log*-probabilities (``F.log_softmax``) and ``target`` the
-    teacher's probabilities (or log-probabilities with ``log_target=True``); use
-    ``reduction="none"`` and sum over the vocabulary yourself.
-
-    The teacher is a fixed target: detach it (``teacher_logits.detach()``), so that no gradient
-    reaches the teacher's logits; the gradient with respect to the student's logits is the loss's.
-    (``course_lib.llm.losses.token_kd_loss`` with ``attention_mask=mask`` and ``alpha=1`` computes the
-    same, with labels and other divergences too.)
+    - the logits at padding positions change nothing, whatever they are: neither the value nor the
+      gradient (which is 0 at every padding position);
+    - the same real tokens packed into one sequence without padding give the same value: the loss is a
+      mean over the real tokens, so it does not depend on how the batch was padded;
+    - without padding (a mask of ones) it is the mean over all ``B * S`` positions; a student equal to its
+      teacher gives 0;
+    - the teacher is a fixed target: no gradient reaches ``teacher_logits``.
 
     Args:
         student_logits: ``[B, S, V]``, the student's logits ``z_s``.
         teacher_logits: ``[B, S, V]``, the teacher's logits ``z_t`` on the same tokens.
         mask: ``[B, S]``, 1 (or ``True``) at a real token, 0 at padding (any dtype: long, bool or float).
-        temperature: ``T > 0``, for both distributions.
+        temperature: ``T > 0``, for both distributions (default 1).
 
     Returns:
         A 0-dim tensor, differentiable with respect to ``student_logits`` (the inputs are left unchanged).
 
     Raises:
-        ValueError: if the two logits' shapes differ, ``mask`` is not ``[B, S]`` (the logits' shape
-            without the vocabulary), ``temperature <= 0``, or ``mask`` has no real token (the mean
-            over 0 tokens is 0 / 0).
+        ValueError: if the two logits' shapes differ (a different vocabulary too), ``mask`` is not
+            ``[B, S]`` (the logits' shape without the vocabulary), ``temperature <= 0``, or ``mask`` has
+            no real token (the mean over 0 tokens is 0 / 0).
     """
     ### BEGIN SOLUTION
     if student_logits.shape != teacher_logits.shape:
@@ -85,39 +83,31 @@ def masked_token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
 
 def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float = 0.5,
                     temperature: float = 1.0) -> torch.Tensor:
-    """The generalised Jensen-Shannon divergence of GKD (Agarwal et al. 2024), per position.
+    """GKD's generalised Jensen-Shannon divergence (Agarwal et al. 2024, "On-Policy Distillation of Language
+    Models", arXiv:2306.13649, eq. 1), per position, in TRL's convention (``GKDTrainer.generalized_jsd_loss``)
+    as notebook 06's section "Forward KL, reverse KL, JSD" describes it: each model's KL to a mixture of
+    the two distributions, ``beta`` weighing the TEACHER both in the mixture and in the weighted sum of
+    the two KLs. The ends are DEFINED: ``beta = 0`` is the forward ``KL(p_t || p_s)`` and ``beta = 1`` the
+    reverse ``KL(p_s || p_t)`` (the mixture formula itself gives 0 there, whatever the models: work out
+    why, and what ``JSD_beta / beta`` tends to as ``beta -> 0``).
 
-    TRL's convention (``GKDTrainer.generalized_jsd_loss`` in huggingface/trl; Agarwal et al. 2024,
-    "On-Policy Distillation of Language Models", arXiv:2306.13649, eq. 1), for ``beta`` in ``[0, 1]``:
+    Contract (the grader checks these and the values):
 
-        M        = beta * p_t + (1 - beta) * p_s                 (the mixture: beta weighs the TEACHER)
-        JSD_beta = beta * KL(p_t || M) + (1 - beta) * KL(p_s || M)     for 0 < beta < 1
-        JSD_0    = KL(p_t || p_s)    (DEFINED: the forward KL, Hinton's)
-        JSD_1    = KL(p_s || p_t)    (DEFINED: the reverse KL, mode-seeking, as in MiniLLM)
-
-    At ``beta = 0`` the mixture is ``p_s`` and at ``beta = 1`` it is ``p_t``, so the formula gives 0
-    at both ends, whatever the two distributions: TRL (and ``course_lib.llm.losses``) *define* the
-    two ends as the forward and the reverse KL, the limits of ``JSD_beta / beta`` and
-    ``JSD_beta / (1 - beta)``. Handle ``beta == 0`` and ``beta == 1`` before the mixture. At
-    ``beta = 0.5`` it is the symmetric JSD: swapping the two arguments changes nothing, and it is at
-    most ``log 2`` (reached when the two distributions do not overlap). It is 0 when
-    ``p_s == p_t``, for every ``beta``.
-
-    The mixture is a mixture of *probabilities*, an arithmetic mean, not a weighted mean of
-    log-probabilities (that is a geometric mean, which is not even normalised). Compute its log in
-    log space, ``log M = logaddexp(log p_t + log beta, log p_s + log(1 - beta))`` (``torch.logaddexp``,
-    or ``torch.logsumexp`` over the two stacked terms): ``torch.log(beta * p_t + (1 - beta) * p_s)``
-    is ``log 0 = -inf`` wherever both probabilities underflow, which happens for confident models, and
-    the result is then NaN. Return one value per position: no ``T^2`` factor and no sum or mean over
-    the positions (the loss applies both, over the real tokens). Gradients flow to both arguments
-    (a loss that trains only the student detaches the teacher before calling this).
-    (``course_lib.llm.losses.token_divergence(z_s, z_t, "jsd", beta=beta, temperature=T)`` computes the same.)
+    - 0 wherever ``p_s == p_t``, for every ``beta``;
+    - swapping the two models' logits turns ``JSD_beta`` into ``JSD_{1 - beta}``; at ``beta = 0.5`` swapping
+      them changes nothing, and the value is at most ``log 2``, reached by two models that are confident
+      on different tokens;
+    - finite for confident models too: logits of 200 at one token and 0 elsewhere, whose other
+      probabilities underflow to exactly 0 in float32, must not give NaN or inf;
+    - one value per position: no ``T^2`` factor and no sum or mean over the positions (the loss applies
+      both over the real tokens). Gradients flow to both arguments (a loss that trains only the student
+      detaches the teacher before calling this).
 
     Args:
         student_logits: ``[B, S, V]``, the student's logits ``z_s``.
         teacher_logits: ``[B, S, V]``, the teacher's logits ``z_t``.
-        beta: the teacher's weight in the mixture, a number in ``[0, 1]``.
-        temperature: ``T > 0``, for both distributions.
+        beta: the teacher's weight, a number in ``[0, 1]`` (default 0.5).
+        temperature: ``T > 0``, for both distributions (default 1).
 
     Returns:
         Tensor ``[B, S]`` (the logits' shape without the vocabulary): ``JSD_beta`` at each position
@@ -147,39 +137,52 @@ def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
 
 def causal_shift(logits: torch.Tensor, labels: torch.Tensor,
                  attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Align a causal LM's predictions with the tokens they predict: ``(logits[:, :-1], shifted labels)``.
+    """Align a causal LM's predictions with the tokens they predict, as notebook 06's section "The loss over
+    real tokens" does before its loss: the logits at position ``i`` are the model's prediction of token
+    ``i + 1`` (it has read tokens ``0..i``).
 
-    A causal language model's logits at position ``i`` are its prediction of token ``i + 1`` (it has
-    read tokens ``0..i``). To score them, pair position ``i``'s logits with label ``i + 1``: drop the
-    *last* position's logits (it predicts a token beyond the sequence) and the *first* label (no
-    position predicts it):
+    Contract (the grader checks these and the values):
 
-        shifted_logits = logits[:, :-1]          # [B, S - 1, V]
-        shifted_labels = labels[:, 1:]           # [B, S - 1]
-
-    A shifted position ``i`` counts iff **both** the token it reads (``attention_mask[:, i] == 1``)
-    and the token it predicts (``attention_mask[:, i + 1] == 1``) are real. Elsewhere its label is
-    ``-100``, the index ``F.cross_entropy`` (and Hugging Face) ignore, so the mask travels inside the
-    labels. With right padding that is ``attention_mask[:, 1:]`` (the last real token's position,
-    whose target is padding, drops out); with left padding it also drops the padding position just
-    before the first real token, which reads padding and "predicts" the first real token. So it is
-    neither ``attention_mask[:, :-1]`` nor ``attention_mask[:, 1:]`` alone, but their product.
-    Set ``-100`` on a copy: ``labels[:, 1:]`` is a view of ``labels``, and writing into it changes
-    the caller's labels (use ``masked_fill`` or ``torch.where``, which return new tensors).
-    (``course_lib.llm.losses.shift_for_causal_lm(logits, labels, attention_mask)`` does the same;
-    shift the teacher's logits alike: ``teacher_logits[:, :-1]``.)
+    - shifted position ``i`` pairs the logits that predict a token with that token's label; no logits
+      predict the first token, and the last position's logits predict a token beyond the sequence;
+    - shifted position ``i`` counts iff it is in the notebook's set ``R``: the token it reads and the token
+      it predicts are both real. Elsewhere its label is ``-100``, the index ``F.cross_entropy`` (and
+      Hugging Face) ignore, so the mask travels inside the labels. Check your rule on right padding
+      (``[1, 1, 1, 0, 0]``), left padding (``[0, 0, 1, 1, 1]``) and a mask with padding at both ends;
+    - without padding every shifted position counts.
 
     Args:
         logits: ``[B, S, V]``, a causal LM's logits on the tokens ``labels``.
         labels: ``[B, S]`` integer token ids (usually the input ids themselves).
-        attention_mask: ``[B, S]``, 1 at a real token, 0 at padding.
+        attention_mask: ``[B, S]``, 1 at a real token, 0 at padding (long or bool).
 
     Returns:
         ``(shifted_logits, shifted_labels)``: ``[B, S - 1, V]`` and ``[B, S - 1]`` (the labels' dtype,
-        ``-100`` at the positions that do not count); the inputs are left unchanged.
+        ``-100`` at the positions that do not count); the inputs, ``labels`` included, are left unchanged.
     """
     ### BEGIN SOLUTION
     real = attention_mask.bool()
     counts = real[:, :-1] & real[:, 1:]                                     # reads a real token, predicts one
     return logits[:, :-1], labels[:, 1:].masked_fill(~counts, -100)
+    ### END SOLUTION
+
+
+def truncated_teacher_divergence() -> str:
+    """A choice with a reason (notebook 06's sections "Forward KL, reverse KL, JSD" and "Caching the teacher").
+
+    Cache the teacher's top-``k`` log-probabilities only, and use them as they are: the teacher's
+    distribution ``p_t`` is its top-``k`` probabilities, renormalised, and exactly 0 on every other token.
+    The student is a softmax, so ``p_s > 0`` on every token of the vocabulary. For which divergence
+    between the two is the token-level loss **infinite**, whatever the student?
+
+    Returns:
+        One of ``"forward_kl"`` (``KL(p_t || p_s)``), ``"reverse_kl"`` (``KL(p_s || p_t)``), ``"jsd"``
+        (the generalised JSD at ``beta = 0.5``), or ``"none"`` (all three stay finite).
+    """
+    ### BEGIN SOLUTION
+    # Instructor's note: KL(p_s || p_t) sums p_s(v) log(p_s(v) / p_t(v)); with p_t(v) = 0 and p_s(v) > 0 the
+    # term is +inf. The forward KL weighs each term by p_t, so tokens outside the top-k contribute 0 (the
+    # student's mass there is never penalised); the JSD compares each model with the mixture, which is positive
+    # wherever either is, so it stays below log 2. The grader's hint for each wrong key says why it is finite.
+    return "reverse_kl"
     ### END SOLUTION

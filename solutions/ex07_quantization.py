@@ -17,11 +17,16 @@ Notation. *Affine* (asymmetric) quantization stores a float tensor ``x`` as inte
 ``[qmin, qmax]`` (``0..255`` for unsigned 8 bits, ``-128..127`` for signed, ``0..127`` for the
 7-bit range x86 int8 kernels use) with one *scale* ``s > 0`` (the float step between two
 neighbouring integers) and one integer *zero point* ``zp`` (the integer that stands for the float
-0) per tensor: ``x ~ (q - zp) * s``. Quantize: ``q = clamp(round(x / s) + zp, qmin, qmax)``;
-dequantize: ``(q - zp) * s``. *Fake quantization* does both, so the result is a float tensor that
-carries exactly the values int8 can represent (what quantization-aware training and the accuracy
-of an int8 model are about). ``round`` is ``torch.round``: to the nearest integer, halves to even.
-Logits are ``[n, C]`` for ``n`` inputs and ``C`` classes.
+0) per tensor: integer ``q`` stands for the float ``(q - zp) * s``, a *level*. *Fake quantization*
+maps each float to a level (quantize, then dequantize), so the result is a float tensor that carries
+exactly the values int8 can represent (what quantization-aware training and the accuracy of an int8
+model are about). Rounding is ``torch.round``: to the nearest integer, halves to even. Logits are
+``[n, C]`` for ``n`` inputs and ``C`` classes.
+
+The ladder (notebook 07's exercise cell gives points and times): ``fake_quantize`` and
+``serialized_bytes`` (warm-up), ``quantization_params`` and ``parity`` (core),
+``per_channel_fake_quantize`` (stretch: the per-tensor idea applied per output channel, as the
+notebook's static int8 stores its weights). The grader names the common mistakes after a wrong answer.
 """
 import io  # noqa: F401 (for your answers: the stubs in exercises/ do not use it yet)
 
@@ -30,30 +35,27 @@ from torch import nn
 
 
 def quantization_params(x: torch.Tensor, qmin: int = 0, qmax: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-tensor affine quantization parameters (scale, zero point) from the range of ``x``.
+    """Per-tensor affine quantization parameters (scale, zero point) from the range of ``x``: exactly what
+    torch's ``MinMaxObserver`` (``qscheme=torch.per_tensor_affine``, ``quant_min=qmin``, ``quant_max=qmax``)
+    computes after observing ``x``, in float32.
 
-    Exactly what torch's ``MinMaxObserver`` (``qscheme=torch.per_tensor_affine``, with
-    ``quant_min=qmin, quant_max=qmax``) computes after observing ``x``:
+    Contract (the grader checks these and the values against the observer):
 
-        min_neg    = min(x.min(), 0)        max_pos = max(x.max(), 0)
-        scale      = max((max_pos - min_neg) / (qmax - qmin), eps)
-        zero_point = clamp(qmin - round(min_neg / scale), qmin, qmax)
-
-    with ``eps = torch.finfo(torch.float32).eps`` and ``round`` = ``torch.round``. The range
-    ``[min_neg, max_pos]`` always contains 0, so that the float 0 (zero padding, a ReLU's many
-    zero outputs) is stored exactly as the integer ``zero_point``: on an all-positive tensor (a
-    ReLU's outputs) ``min_neg = 0`` and ``zero_point = qmin``, not ``x.min()``'s level. The range
-    ``max_pos - min_neg`` is spread over the ``qmax - qmin`` steps between the smallest and the
-    largest integer (``qmax - qmin``, not ``qmax``: the two differ for a signed range). The
-    ``eps`` floor keeps the scale positive for a constant-zero tensor (range 0: without it the
-    scale is 0 and ``min_neg / scale`` is 0 / 0). The zero point is an integer: round it (do not
-    truncate it with ``int()`` or ``.to(torch.int64)`` alone), then clamp it (as torch does).
-    Compute in float32, as the observer does.
+    - the float 0 is exactly a level (zero padding and a ReLU's many zeros are stored exactly), so the
+      range the integers cover always contains 0: an all-positive ``x`` (a ReLU's outputs) gets the zero
+      point ``qmin``, an all-negative one ``qmax``;
+    - that range is spread over every step between ``qmin`` and ``qmax``: for an ``x`` whose values
+      straddle 0, its smallest and largest values map to (about) ``qmin`` and ``qmax``, for signed and
+      unsigned ranges alike;
+    - the zero point is an integer in ``[qmin, qmax]``, the nearest one to where the float 0 falls;
+    - the scale stays positive: a constant-zero ``x`` (or a range tinier than ``eps * (qmax - qmin)``)
+      gets the scale ``eps = torch.finfo(torch.float32).eps``, and ``x = 0`` everywhere the zero point
+      ``qmin``.
 
     Args:
         x: a float tensor of any shape, not empty (e.g. a layer's weights or activations).
-        qmin: the smallest integer, e.g. 0 (uint8) or -128 (int8).
-        qmax: the largest integer, e.g. 255 (uint8), 127 (int8 or 7 bits).
+        qmin: the smallest integer, e.g. 0 (uint8, the default) or -128 (int8).
+        qmax: the largest integer, e.g. 255 (uint8, the default), 127 (int8 or 7 bits).
 
     Returns:
         ``(scale, zero_point)``: ``scale`` a 0-dim ``torch.float32`` tensor, ``zero_point`` a 0-dim
@@ -77,28 +79,25 @@ def quantization_params(x: torch.Tensor, qmin: int = 0, qmax: int = 255) -> tupl
 
 
 def fake_quantize(x: torch.Tensor, scale, zero_point, qmin: int = 0, qmax: int = 255) -> torch.Tensor:
-    """Quantize ``x`` to integers in ``[qmin, qmax]`` and dequantize it back to floats.
+    """Fake quantization: map each value of ``x`` to a level of the grid ``(q - zero_point) * scale``,
+    ``q`` an integer in ``[qmin, qmax]``, as ``torch.fake_quantize_per_tensor_affine(x, scale, zero_point,
+    qmin, qmax)`` computes it (torch multiplies by ``1 / scale`` instead of dividing: the two can differ
+    in the last bit, so a value within a rounding error of a half-way point between two levels may land
+    on the other one; the grader's inputs stay clear of those).
 
-        q = clamp(round(x / scale) + zero_point, qmin, qmax)
-        return (q - zero_point) * scale
+    Contract (the grader checks these and the values against torch):
 
-    as ``torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)`` computes it
-    (torch multiplies by ``1 / scale`` instead of dividing: the two can differ in the last bit, so
-    a value within a rounding error of a half-way point between two levels may land on the other
-    one; the grader's inputs stay clear of those). Round to the nearest level (``torch.round``,
-    not ``floor`` or truncation, which make every error one-sided and up to a whole step); add
-    the zero point before clamping and subtract it again when dequantizing; clamp the *integers*
-    ``q`` to ``[qmin, qmax]``, not ``x`` (``qmin``, ``qmax`` are integer levels, not floats).
-    Values beyond the range saturate at ``(qmin - zero_point) * scale`` and ``(qmax - zero_point) *
-    scale``; inside it the error ``|x - fake_quantize(x)|`` is at most ``scale / 2``; 0 comes back
-    exactly 0.
+    - inside the range of the levels, each value goes to the NEAREST level: the error
+      ``|x - fake_quantize(x)|`` is at most ``scale / 2``;
+    - values beyond the range saturate at the lowest and the highest level (as int8 does);
+    - 0 comes back exactly 0, every level comes back unchanged, so applying it twice changes nothing.
 
     Args:
         x: a float tensor of any shape.
         scale: the step, a positive float or a 0-dim float tensor (as ``quantization_params`` returns).
         zero_point: an int or a 0-dim integer tensor in ``[qmin, qmax]``.
-        qmin: the smallest integer level.
-        qmax: the largest integer level.
+        qmin: the smallest integer (default 0).
+        qmax: the largest integer (default 255).
 
     Returns:
         A float tensor of ``x``'s shape and dtype (``x`` is left unchanged).
@@ -110,20 +109,19 @@ def fake_quantize(x: torch.Tensor, scale, zero_point, qmin: int = 0, qmax: int =
 
 
 def serialized_bytes(model: nn.Module) -> int:
-    """What ``model`` costs on disk: the number of bytes ``torch.save(model.state_dict(), f)`` writes.
+    """What ``model`` costs on disk, as notebook 07's section "Size, honestly" measures it: the number of
+    bytes ``torch.save`` writes for ``model.state_dict()``, counted in memory (no file written).
 
-    Save the state dict into an in-memory file (``buffer = io.BytesIO()``) and count its bytes
-    (``len(buffer.getvalue())``). The state dict holds every parameter *and every buffer* (a
-    BatchNorm layer's running mean and variance and its ``num_batches_tracked`` counter, int64),
-    each in its real dtype, plus the file's own overhead (the zip container, the pickled names and
-    layout). So it is neither ``count_parameters(model) * 4`` (the "fp32 size" estimate, which
-    forgets the buffers, assumes 4 bytes a value and ignores the container) nor the parameters
-    alone, and certainly not ``sys.getsizeof(model)`` (the size of the Python object, a few dozen
-    bytes, whatever the tensors hold). The model's mode and ``requires_grad`` flags do not change
-    the state dict, so they do not change the result.
-    (``course_lib.compress.size_on_disk`` saves the same state dict to a file, ``model.pt``: its count
-    is a few bytes smaller, because torch names the zip archive inside after the file, ``model/...``,
-    and an in-memory buffer's ``archive/...``.)
+    Contract (the grader checks these and the values):
+
+    - every tensor of the state dict counts, each in its real dtype, and the file's own overhead too:
+      a model whose BatchNorm buffers weigh as much as its parameters costs accordingly;
+    - the model's mode (train or eval) and ``requires_grad`` flags change nothing;
+    - a Python ``int``, the same for the same model every time.
+
+    (``course_lib.compress.size_on_disk`` saves the same state dict to a file, ``model.pt``: its count is a
+    few bytes smaller, because torch names the zip archive inside after the file, ``model/...``, and an
+    in-memory file's ``archive/...``. The grader counts in memory.)
 
     Args:
         model: any ``nn.Module`` (left unchanged).
@@ -139,18 +137,19 @@ def serialized_bytes(model: nn.Module) -> int:
 
 
 def parity(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, float]:
-    """How closely ``candidate`` logits (an ONNX Runtime or int8 model's) match ``reference`` (torch's).
+    """How closely ``candidate`` logits (an ONNX Runtime or int8 model's) match ``reference`` (torch's): the
+    relative error and the top-1 agreement, as notebook 07's section "ONNX export, parity, ONNX Runtime"
+    defines them (``course_lib.compress.onnx_parity`` computes the same from a model and a session).
 
-        max_rel_error  = max_{b,c} |candidate[b, c] - reference[b, c]| / max_{b,c} |reference[b, c]|
-        top1_agreement = 100 * (1/n) * #{b : argmax_c candidate[b, c] == argmax_c reference[b, c]}
+    Contract (the grader checks these and the values):
 
-    The error is *relative* to the largest reference logit (its magnitude clamped below at
-    ``1e-12``, so identical all-zero logits give 0): an absolute difference of 1e-3 is a rounding
-    error for logits of size 100 and a disaster for logits of size 1e-3. It is one ratio of two
-    maxima, not the maximum of element-wise ratios ``|d| / |reference|``, which blows up wherever
-    a reference logit is near 0. The agreement is in percent (0 to 100, not a fraction), over the
-    ``n`` rows: the argmax is over the classes, the last dimension (``dim=-1``), not over the batch.
-    (``course_lib.compress.onnx_parity`` computes the same from a model and an ONNX Runtime session.)
+    - the error is relative to the reference, the model one trusts: multiplying both logits by 1000 or
+      by 1/1000 changes neither figure, and one reference logit near 0 does not blow it up;
+    - the agreement is the percentage (0 to 100) of the ``n`` rows whose predicted class is the same;
+    - identical logits give 0 and 100, all-zero ones included (the magnitude of the reference is
+      clamped below at ``1e-12``);
+    - worked example: ``reference = [[2, 0, 1], [0, -4, 1.5]]`` and ``candidate = [[2, 0.5, 1],
+      [1.5, -4, 1.4]]`` give ``max_rel_error = 0.375`` and ``top1_agreement = 50``.
 
     Args:
         reference: ``[n, C]`` logits, the model one trusts.
@@ -172,4 +171,46 @@ def parity(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, float]
     error = (candidate - reference).abs().max() / scale
     agree = (candidate.argmax(dim=-1) == reference.argmax(dim=-1)).float().mean()
     return {"max_rel_error": float(error), "top1_agreement": 100.0 * float(agree)}
+    ### END SOLUTION
+
+
+def per_channel_fake_quantize(weight: torch.Tensor, qmin: int = -128, qmax: int = 127) -> torch.Tensor:
+    """Fake-quantize a layer's weight with one scale and zero point per OUTPUT channel, as notebook 07's
+    static int8 stores its weights ("int8 weights, one scale per output channel").
+
+    Apply the per-tensor idea of ``quantization_params`` and ``fake_quantize`` to each output channel on its
+    own: the output channels are the first dimension of a ``Linear`` weight ``[out, in]`` and of a
+    convolution's ``[out, in, kh, kw]``. The result is what torch's ``PerChannelMinMaxObserver``
+    (``ch_axis=0``, ``qscheme=torch.per_channel_affine``) and ``torch.fake_quantize_per_channel_affine``
+    give together.
+
+    Contract (the grader checks these and the values against torch):
+
+    - each output channel's error is at most half of ITS OWN step: a channel whose weights are 1000 times
+      smaller than the others' keeps its shape (one scale for the whole tensor rounds most of it to 0);
+    - an all-zero channel comes back all zeros;
+    - the result does not depend on the other channels: changing one channel changes only its own output.
+
+    Args:
+        weight: ``[C_out, ...]``, a float tensor with at least 2 dimensions.
+        qmin: the smallest integer (default -128, int8).
+        qmax: the largest integer (default 127).
+
+    Returns:
+        A float tensor of ``weight``'s shape and dtype (``weight`` is left unchanged).
+    """
+    ### BEGIN SOLUTION
+    # Instructor's note: quantization_params and fake_quantize applied to each weight[c] and stacked is a full
+    # answer too; this one reduces over every dimension but the first at once (and does not depend on the two, so a
+    # mistake there costs nothing here). What the task asks is to see which dimension holds the output channels
+    # and why one shared scale fails small channels (the grader names per-tensor parameters and the last
+    # dimension). Torch's observer uses exactly the per-tensor formula per channel, so the two agree to the bit.
+    w = weight.detach().to(torch.float32)
+    dims = tuple(range(1, w.dim()))                                      # every dimension but the output channels
+    min_neg = torch.clamp(w.amin(dim=dims, keepdim=True), max=0.0)
+    max_pos = torch.clamp(w.amax(dim=dims, keepdim=True), min=0.0)
+    scale = ((max_pos - min_neg) / float(qmax - qmin)).clamp(min=torch.finfo(torch.float32).eps)
+    zero_point = torch.clamp(qmin - torch.round(min_neg / scale), qmin, qmax)
+    q = torch.clamp(torch.round(w / scale) + zero_point, qmin, qmax)
+    return ((q - zero_point) * scale).to(weight.dtype)
     ### END SOLUTION

@@ -343,10 +343,18 @@ record_many("06_llm_distillation_speculative", figures)
 # %% md slide
 # ## Exercises (graded)
 #
-# Open `exercises/ex06_llm_distillation.py` and implement what its docstrings describe: the masked
-# token-level KL, the generalised JSD with its limits, and the causal shift. Grade with the cell below
-# or `python -m course_lib.grading exercises --only ex06_llm`. `course_lib.llm.losses` is printed *after*
-# this exercise: try first, then compare.
+# Open `exercises/ex06_llm_distillation.py` (its docstrings give each function's contract, not the
+# formula; a wrong choice is told why it fails).
+#
+# | function | level | points | time | task |
+# |---|---|---:|---:|---|
+# | `causal_shift` | warm-up | 4 | ~10 min | implement |
+# | `masked_token_kl` | core | 8 | ~20 min | implement |
+# | `truncated_teacher_divergence` | core | 2 | ~5 min | choose |
+# | `generalized_jsd` | core | 6 | ~25 min | implement |
+#
+# Grade with the cell below or `python -m course_lib.grading exercises --only ex06_llm`; a wrong answer
+# gets a hint naming its mistake. `course_lib.llm.losses` is printed *after* this exercise.
 
 # %% code skip
 from course_lib.grading import self_check

@@ -419,10 +419,18 @@ record_many("07_quantization_onnx", figures)
 # %% md slide
 # ## Exercises (graded)
 #
-# Open `exercises/ex07_quantization.py` and implement what its docstrings describe: int8 quantization
-# parameters from a tensor's range, quantize-dequantize, a model's size on disk, and a parity check.
-# Grade with the cell below or `python -m course_lib.grading exercises --only ex07`.
-# `course_lib.compress` is printed *after* this exercise: try first, then compare.
+# Open `exercises/ex07_quantization.py`: its docstrings give contracts, not formulas.
+#
+# | function | level | points | time | task |
+# |---|---|---:|---:|---|
+# | `fake_quantize` | warm-up | 4 | ~10 min | implement |
+# | `serialized_bytes` | warm-up | 3 | ~10 min | implement |
+# | `quantization_params` | core | 5 | ~20 min | implement |
+# | `parity` | core | 5 | ~15 min | implement |
+# | `per_channel_fake_quantize` | stretch | 3 | ~15 min | apply |
+#
+# Grade with the cell below or `python -m course_lib.grading exercises --only ex07`; a wrong answer gets
+# a hint naming its mistake. `course_lib.compress` is printed *after* this exercise.
 
 # %% code skip
 from course_lib.grading import self_check

@@ -38,6 +38,7 @@ ENDPOINTS = """    if beta == 0:
 """
 COUNTS = "counts = real[:, :-1] & real[:, 1:]"
 SHIFT = "return logits[:, :-1], labels[:, 1:].masked_fill(~counts, -100)"
+CHOICE = 'return "reverse_kl"'
 
 KL_VALUES = {"masked_kl_matches_reference", "masked_kl_ignores_padding", "masked_kl_gradient_reaches_only_the_student"}
 SHIFT_VALUES = {"shift_pairs_each_prediction_with_the_next_token", "shift_drops_padding_on_either_side"}
@@ -77,14 +78,14 @@ MUTATIONS = {
         "a mask without a real token (all zeros: the mean over 0 tokens is 0 / 0): expected ValueError"),
     "jsd_mixture_weights_swapped": (
         "generalized_jsd", [(MIXTURE, "log_m = torch.logaddexp(log_pt + torch.log1p(-weight), log_ps + torch.log(weight))")],
-        {"jsd_matches_reference"}, "the mixture's weights swapped"),
+        {"jsd_matches_reference", "jsd_identities"}, "the mixture's weights swapped"),
     "jsd_outer_weights_swapped": (
-        "generalized_jsd", [(JSD, "return (1 - beta) * kl_teacher + beta * kl_student")], {"jsd_matches_reference"},
-        "the outer weights swapped"),
+        "generalized_jsd", [(JSD, "return (1 - beta) * kl_teacher + beta * kl_student")], {"jsd_matches_reference",
+        "jsd_identities"}, "the outer weights swapped"),
     "jsd_beta_on_the_student": (
         "generalized_jsd", [(MIXTURE, "log_m = torch.logaddexp(log_pt + torch.log1p(-weight), log_ps + torch.log(weight))"),
                             (JSD, "return (1 - beta) * kl_teacher + beta * kl_student")],
-        {"jsd_matches_reference"}, "beta on the student throughout"),
+        {"jsd_matches_reference", "jsd_identities"}, "beta on the student throughout"),
     "jsd_endpoints_swapped": (
         "generalized_jsd", [(ENDPOINTS, ENDPOINTS.replace("if beta == 0:", "if beta == 2:").replace(
             "if beta == 1:", "if beta == 0:").replace("if beta == 2:", "if beta == 1:"))],
@@ -130,12 +131,21 @@ MUTATIONS = {
     "shift_zero_instead_of_ignore_index": (
         "causal_shift", [(SHIFT, SHIFT.replace("-100", "0"))], {"shift_drops_padding_on_either_side"},
         "0 instead of -100"),
+    "choice_forward_kl": (
+        "truncated_teacher_divergence", [(CHOICE, 'return "forward_kl"')], {"truncated_teacher_choice"},
+        "'forward_kl' is not it - KL(p_t || p_s) weighs each token's term by the teacher's probability"),
+    "choice_jsd": (
+        "truncated_teacher_divergence", [(CHOICE, 'return "jsd"')], {"truncated_teacher_choice"},
+        "'jsd' is not it - the JSD compares each model with the mixture"),
+    "choice_none": (
+        "truncated_teacher_divergence", [(CHOICE, 'return "none"')], {"truncated_teacher_choice"},
+        "'none' is not it - look at each divergence's term on a token"),
 }
 
 GROUPS = [
-    ["kl_batchmean_over_all_positions", "jsd_mixture_weights_swapped", "shift_none"],
-    ["kl_masked_sum_over_all_positions", "jsd_outer_weights_swapped", "shift_wrong_side"],
-    ["kl_sum_instead_of_mean", "jsd_beta_on_the_student", "shift_labels_not_shifted"],
+    ["kl_batchmean_over_all_positions", "jsd_mixture_weights_swapped", "shift_none", "choice_forward_kl"],
+    ["kl_masked_sum_over_all_positions", "jsd_outer_weights_swapped", "shift_wrong_side", "choice_jsd"],
+    ["kl_sum_instead_of_mean", "jsd_beta_on_the_student", "shift_labels_not_shifted", "choice_none"],
     ["kl_reversed", "jsd_endpoints_swapped", "shift_only_the_token_read"],
     ["kl_without_t_squared", "jsd_endpoints_left_to_the_mixture", "shift_only_the_token_predicted"],
     ["kl_div_given_probabilities", "jsd_geometric_mixture", "shift_without_mask"],
@@ -151,7 +161,26 @@ class TestMutations(MutationTests):
     module = MODULE
     mutations = MUTATIONS
     groups = GROUPS
-    points = {"masked_token_kl": 8, "generalized_jsd": 8, "causal_shift": 4}
+    points = {"masked_token_kl": 8, "generalized_jsd": 6, "causal_shift": 4, "truncated_teacher_divergence": 2}
+
+
+def test_a_masked_kl_built_on_a_wrong_jsd_is_told_to_fix_the_jsd_first(tmp_path):
+    """masked_token_kl written as T^2 times the mean of generalized_jsd(beta=0) over the real tokens, with the
+    JSD's endpoints swapped: the masked KL's value check names the JSD as the error to fix first; a right JSD
+    under the same masked KL earns every point."""
+    text = SOLUTION.read_text()
+    text = text.replace(KL_MEAN, "return temperature ** 2 * generalized_jsd(student_logits, teacher_logits.detach(), "
+                                 "0.0, temperature)[real].mean()")
+    for name in ("right", "wrong"):
+        (tmp_path / name).mkdir()
+    report = grade_text(tmp_path / "right", MODULE, SOLUTION.name, text)
+    assert report.earned == report.total == 20, report.table(verbose=True)
+    swapped = ENDPOINTS.replace("if beta == 0:", "if beta == 2:").replace("if beta == 1:", "if beta == 0:").replace(
+        "if beta == 2:", "if beta == 1:")
+    report = grade_text(tmp_path / "wrong", MODULE, SOLUTION.name, text.replace(ENDPOINTS, swapped))
+    (row,) = [r for r in report.rows if r.check == "masked_kl_matches_reference"]
+    assert row.earned == 0 and "your generalized_jsd(" in row.message and "fix it first" in row.message, row
+    assert all(r.earned == r.points for r in report.rows if r.function == "causal_shift")
 
 
 def test_answers_that_modify_their_inputs_in_place_score_zero_on_those_checks(tmp_path):

@@ -34,6 +34,8 @@ COUNT = "return len(buffer.getvalue())"
 ERROR = "error = (candidate - reference).abs().max() / scale"
 AGREE = "agree = (candidate.argmax(dim=-1) == reference.argmax(dim=-1)).float().mean()"
 RESULT = 'return {"max_rel_error": float(error), "top1_agreement": 100.0 * float(agree)}'
+DIMS = "dims = tuple(range(1, w.dim()))"
+PER_CHANNEL = {"per_channel_matches_torch", "per_channel_small_channels_survive"}
 
 QPARAMS_VALUES = {"qparams_match_minmax_observer", "qparams_range_contains_zero", "qparams_constant_and_tiny_tensors"}
 FAKE_QUANTIZE = {"fake_quantize_matches_torch", "fake_quantize_saturates", "fake_quantize_error_within_half_a_step",
@@ -116,12 +118,24 @@ MUTATIONS = {
     "parity_shapes_not_compared": (  # [4, 3] and [4, 5] then fail in the subtraction: RuntimeError
         "parity", [("if reference.shape != candidate.shape:", "if reference.shape[0] != candidate.shape[0]:")],
         {"parity_rejects_bad_inputs"}, "shapes [4, 3] and [4, 5]: raised RuntimeError, expected ValueError"),
+    "per_channel_per_tensor": (  # one scale for the whole weight: the small channel rounds to 0
+        "per_channel_fake_quantize", [(DIMS, "dims = tuple(range(w.dim()))")], PER_CHANNEL,
+        "one scale and zero point for the whole weight (per-tensor parameters"),
+    "per_channel_last_axis": (
+        "per_channel_fake_quantize", [(DIMS, "dims = tuple(range(w.dim() - 1))")], PER_CHANNEL,
+        "the channels along the last dimension"),
+    "per_channel_integers_returned": (
+        "per_channel_fake_quantize", [("return ((q - zero_point) * scale).to(weight.dtype)", "return q.long()")],
+        PER_CHANNEL, "expected a float tensor (the levels), got torch.int64"),
 }
 
 GROUPS = [
-    ["qparams_range_without_zero", "fake_quantize_without_clamp", "bytes_fp32_estimate", "parity_absolute_error"],
-    ["qparams_divided_by_qmax", "fake_quantize_floor", "bytes_parameters_only", "parity_elementwise_relative_error"],
-    ["qparams_zero_point_truncated", "fake_quantize_trunc", "bytes_getsizeof", "parity_agreement_as_a_fraction"],
+    ["qparams_range_without_zero", "fake_quantize_without_clamp", "bytes_fp32_estimate", "parity_absolute_error",
+     "per_channel_per_tensor"],
+    ["qparams_divided_by_qmax", "fake_quantize_floor", "bytes_parameters_only", "parity_elementwise_relative_error",
+     "per_channel_last_axis"],
+    ["qparams_zero_point_truncated", "fake_quantize_trunc", "bytes_getsizeof", "parity_agreement_as_a_fraction",
+     "per_channel_integers_returned"],
     ["qparams_without_eps", "fake_quantize_zero_point_kept_when_dequantizing", "bytes_raw_tensor_bytes",
      "parity_argmax_over_the_batch"],
     ["qparams_float_zero_point", "fake_quantize_zero_point_left_out_when_quantizing", "bytes_tensor_returned",
@@ -135,7 +149,40 @@ class TestMutations(MutationTests):
     module = MODULE
     mutations = MUTATIONS
     groups = GROUPS
-    points = {"quantization_params": 5, "fake_quantize": 5, "serialized_bytes": 4, "parity": 6}
+    points = {"quantization_params": 5, "fake_quantize": 4, "serialized_bytes": 3, "parity": 5,
+              "per_channel_fake_quantize": 3}
+
+
+STACKED = """    rows = []
+    for channel in weight:
+        scale, zero_point = quantization_params(channel, qmin, qmax)
+        rows.append(fake_quantize(channel, scale, zero_point, qmin, qmax))
+    return torch.stack(rows).to(weight.dtype)
+"""
+
+
+def _per_channel_via_the_others(text: str) -> str:
+    """The per-channel answer written as quantization_params and fake_quantize on each output channel."""
+    start = text.index("    w = weight.detach().to(torch.float32)")
+    end = text.index("    ### END SOLUTION", start)
+    return text[:start] + STACKED + text[end:]
+
+
+def test_a_per_channel_answer_built_on_wrong_per_tensor_functions_is_told_to_fix_them_first(tmp_path):
+    """The per-channel answer that calls the file's own quantization_params and fake_quantize earns every point;
+    with either of those wrong, its message names the one to fix first."""
+    text = _per_channel_via_the_others(SOLUTION.read_text())
+    for name in ("right", "qparams", "fake"):
+        (tmp_path / name).mkdir()
+    report = grade_text(tmp_path / "right", MODULE, SOLUTION.name, text)
+    assert report.earned == report.total == 20, report.table(verbose=True)
+    for name, (old, new), hint in [
+            ("qparams", (SCALE, SCALE.replace("float(qmax - qmin)", "float(qmax)")), "your quantization_params("),
+            ("fake", (QUANTIZE, QUANTIZE.replace("torch.round", "torch.floor")), "your fake_quantize(")]:
+        report = grade_text(tmp_path / name, MODULE, SOLUTION.name, text.replace(old, new))
+        rows = [r for r in report.rows if r.function == "per_channel_fake_quantize"]
+        assert rows and all(r.earned == 0 for r in rows), report.table(verbose=True)
+        assert all(hint in r.message and "fix it first" in r.message for r in rows), [r.message for r in rows]
 
 
 def test_answers_that_modify_their_inputs_in_place_score_zero_on_those_checks(tmp_path):

@@ -15,20 +15,6 @@ from course_lib.grading.checks import CHECK_MODULES, CHECKS, LEVELS, Task, exerc
 from course_lib.paths import repo_root
 
 SOURCES = repo_root() / "notebooks" / "src"
-# Exercise files not yet rewritten for issue 26 (their tests are expected to fail until they are).
-PENDING = {"ex06_llm_distillation", "ex07_quantization"}
-PENDING_REJECTS: set[str] = set()
-_XFAIL = pytest.mark.xfail(reason="exercise file not yet rewritten (issue 26)", strict=True)
-
-
-def _modules():
-    return [pytest.param(m, marks=_XFAIL) if m in PENDING else m for m in CHECK_MODULES]
-
-
-def _notebooks():
-    numbers = sorted({m[2:4] for m in CHECK_MODULES})
-    pending = {n for n in numbers if all(m in PENDING for m in CHECK_MODULES if m[2:4] == n)}
-    return [pytest.param(n, marks=_XFAIL) if n in pending else n for n in numbers]
 
 
 def _graded(module: str) -> set[str]:
@@ -51,20 +37,19 @@ def _markdown_cells(path) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("module", _modules())
+@pytest.mark.parametrize("module", CHECK_MODULES)
 def test_every_graded_function_has_one_task(module):
     assert set(tasks(module)) == _graded(module), f"{module}: TASKS must name exactly the graded functions"
 
 
-@pytest.mark.parametrize("number", _notebooks())
+@pytest.mark.parametrize("number", sorted({m[2:4] for m in CHECK_MODULES}))
 def test_every_notebook_has_a_ladder_and_more_than_transcription(number):
     mine = [t for m in CHECK_MODULES if m[2:4] == number for t in tasks(m).values()]
     assert {t.level for t in mine} == set(LEVELS), f"notebook {number}: levels {sorted({t.level for t in mine})}"
     assert any(t.asks != "implement" for t in mine), f"notebook {number}: every task is 'implement'"
 
 
-@pytest.mark.parametrize("module", [pytest.param(m, marks=_XFAIL) if m in PENDING_REJECTS else m
-                                    for m in CHECK_MODULES])
+@pytest.mark.parametrize("module", CHECK_MODULES)
 def test_input_validation_is_at_most_a_tenth_of_the_points(module):
     points = defaultdict(int)
     for c in CHECKS:
@@ -73,7 +58,7 @@ def test_input_validation_is_at_most_a_tenth_of_the_points(module):
     assert points["rejects"] * 10 <= sum(points.values()), f"{module}: {dict(points)}"
 
 
-@pytest.mark.parametrize("module", _modules())
+@pytest.mark.parametrize("module", CHECK_MODULES)
 def test_the_notebooks_exercise_cell_shows_the_table(module):
     cells = [c for c in _markdown_cells(_notebook(module)) if f"exercises/{module}.py" in c]
     assert cells, f"{_notebook(module).name}: no markdown cell names exercises/{module}.py"

@@ -1,4 +1,4 @@
-"""Checks for exercises/ex06_llm_distillation.py (20 points).
+"""Checks for exercises/ex06_llm_distillation.py (20 points; ``TASKS`` gives the ladder).
 
 References: ``course_lib.llm.losses.token_kd_loss`` (``attention_mask=mask``, no labels, ``alpha = 1``)
 and its gradient for the masked KL; ``course_lib.llm.losses.token_divergence(..., "jsd", beta=...)`` for
@@ -16,7 +16,9 @@ detached; the mixture's or the outer weights swapped, ``beta`` on the student th
 as a weighted mean of log-probabilities (geometric), the mixture in probability space (NaN for
 confident models), the endpoints swapped or left to the mixture formula (0), a ``T^2`` factor, no
 temperature, a sum or mean over the positions; no shift, the wrong side shifted, the labels not
-shifted, only the token read or only the token predicted checked, no mask, 0 instead of -100.
+shifted, only the token read or only the token predicted checked, no mask, 0 instead of -100. A masked KL that
+calls ``generalized_jsd`` at ``beta = 0`` is told when that one is wrong too (``fix_first``). The choice
+(``truncated_teacher_divergence``) tells why each wrong key stays finite against a top-k teacher.
 """
 from __future__ import annotations
 
@@ -25,13 +27,29 @@ import math
 import torch
 import torch.nn.functional as F
 
-from course_lib.grading.checks.helpers import (as_tensor, close, close_naming, expect_value_error, randint, randn,
-                                               student_error, tensors_close, value_naming)
-from course_lib.grading.checks.registry import check
+from course_lib.grading.checks.helpers import (as_tensor, choice, close, close_naming, expect_value_error, fix_first,
+                                               randint, randn, student_error, tensors_close, value_naming)
+from course_lib.grading.checks.registry import Task, check
 from course_lib.llm.losses import shift_for_causal_lm, token_divergence, token_kd_loss
 from course_lib.losses import soft_target_kl
 
 M = "ex06_llm_distillation"
+
+TASKS = {"causal_shift": Task("warm-up", 10, "implement"), "masked_token_kl": Task("core", 20, "implement"),
+         "truncated_teacher_divergence": Task("core", 5, "choose"),
+         "generalized_jsd": Task("core", 25, "implement")}
+
+# What the stubs leave to the student (tests/grading/test_generate.py scans the generated file, spaces ignored):
+# the formulas, the code, and the warnings the grader gives as hints after a wrong answer.
+CLOSED_FORMS = {
+    "masked_token_kl": ["T^2 * (1 / N)", "kl[real].mean()", "teacher_logits.detach()", "F.kl_div", "batchmean",
+                        "log_softmax", "divide by N"],
+    "generalized_jsd": ["beta * p_t + (1 - beta) * p_s", "beta * KL(p_t || M) + (1 - beta) * KL(p_s || M)",
+                        "logaddexp", "logsumexp", "log M =", "geometric mean"],
+    "causal_shift": ["logits[:, :-1]", "labels[:, 1:]", "attention_mask[:, :-1]", "attention_mask[:, 1:]",
+                     "masked_fill", "torch.where"],
+    "truncated_teacher_divergence": ["p_s(v) log(p_s(v) / p_t(v))", "log(p_s / 0)", "mode-seeking"],
+}
 
 
 def _logits(seed: int, b: int, s: int, v: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,7 +132,20 @@ def masked_kl_matches_reference(masked_token_kl):
     """T^2 * mean over the real tokens of KL(p_t || p_s): right and left padding, long/bool/float masks, several T."""
     for zs, zt, mask, t, what in _kl_cases():
         got = masked_token_kl(zs, zt, mask) if t is None else masked_token_kl(zs, zt, mask, t)
-        _kl_close(got, zs, zt, mask, 1.0 if t is None else t, what)
+        try:
+            _kl_close(got, zs, zt, mask, 1.0 if t is None else t, what)
+        except AssertionError as e:
+            raise AssertionError(f"{e}{_jsd_first(masked_token_kl)}") from None
+
+
+# One position, 3 tokens: generalized_jsd at beta = 0 is the forward KL, what masked_token_kl averages (an answer
+# may call it): a wrong one is named when the masked KL is wrong.
+SMALL_STUDENT, SMALL_TEACHER = torch.tensor([[[1.0, 0.0, -1.0]]]), torch.tensor([[[0.0, 0.0, 2.0]]])
+
+
+def _jsd_first(masked_token_kl) -> str:
+    expected = soft_target_kl(SMALL_STUDENT, SMALL_TEACHER, 1.0).item()
+    return fix_first(masked_token_kl, "generalized_jsd", (SMALL_STUDENT, SMALL_TEACHER, 0.0, 1.0), expected, tol=1e-5)
 
 
 @check(M, "masked_token_kl", points=2)
@@ -274,7 +305,7 @@ def _jsd_call(generalized_jsd, zs, zt, beta, t):
     return generalized_jsd(zs, zt, **kwargs)
 
 
-@check(M, "generalized_jsd", points=3)
+@check(M, "generalized_jsd", points=2)
 def jsd_matches_reference(generalized_jsd):
     """beta KL(p_t || M) + (1 - beta) KL(p_s || M), M = beta p_t + (1 - beta) p_s, per position, beta in (0, 1)."""
     for seed, (b, s, v), beta, t in [(3400, (2, 5, 11), None, None), (3402, (3, 4, 13), 0.1, 1.0),
@@ -313,10 +344,10 @@ def _confident(seed: int, b: int, s: int, v: int, scale: float) -> tuple[torch.T
     return scale * F.one_hot(student, v).float(), scale * F.one_hot(teacher, v).float()
 
 
-@check(M, "generalized_jsd", points=2)
+@check(M, "generalized_jsd", points=1)
 def jsd_identities(generalized_jsd):
-    """0 for identical models (any beta); at beta = 0.5 symmetric and at most log 2, reached by confident,
-    non-overlapping models (finite: the mixture in log space)."""
+    """0 for identical models (any beta); swapping the models turns beta into 1 - beta; at beta = 0.5 symmetric and
+    at most log 2, reached by confident, non-overlapping models (finite: the mixture in log space)."""
     zs, zt = _logits(3600, 2, 6, 12)
     for beta in (0.0, 0.3, 0.5, 1.0):
         what = f"student == teacher, B=2, S=6, V=12, beta={beta:g}, temperature=2 (every value should be 0)"
@@ -327,6 +358,9 @@ def jsd_identities(generalized_jsd):
     swapped = generalized_jsd(zt, zs, beta=0.5, temperature=1.5)
     _jsd_close(swapped, zt, zs, 0.5, 1.5, what)
     close(swapped, forward.detach(), f"{what}, compared with the unswapped call")
+    what = "B=2, S=6, V=12, beta=0.3, temperature=1.5, the arguments swapped (JSD_0.3 of the swapped models is JSD_0.7)"
+    _jsd_close(generalized_jsd(zt, zs, beta=0.3, temperature=1.5), zt, zs, 0.3, 1.5, what)
+    close(generalized_jsd(zt, zs, beta=0.3, temperature=1.5), _jsd_reference(zs, zt, 0.7, 1.5), what)
     for scale, t in ((200.0, 1.0), (8.0, 2.0)):
         zs, zt = _confident(3602 + int(scale), 3, 4, 10, scale)
         what = (f"logits {scale:g} at one token, 0 elsewhere, student and teacher on different tokens, B=3, S=4, V=10, "
@@ -414,3 +448,24 @@ def shift_drops_padding_on_either_side(causal_shift):
             (3906, (3, 6, 12), mixed, f"the mask {mixed.tolist()}")]:
         logits, labels = randn(b, s, v, seed=seed), _token_ids(seed + 1, b, s, v)
         _shift_close(causal_shift(logits, labels, mask), logits, labels, mask, f"B={b}, S={s}, V={v}, {padding}")
+
+
+# --------------------------------------------------------------------------- truncated_teacher_divergence
+
+CHOICE_HINTS = {
+    "forward_kl": "KL(p_t || p_s) weighs each token's term by the teacher's probability: a token outside the top k "
+                  "contributes 0 (p_t log(p_t / p_s) -> 0 as p_t -> 0), so it stays finite - it simply never "
+                  "penalises the student's mass there",
+    "jsd": "the JSD compares each model with the mixture, which is positive wherever either model is: every "
+           "log-ratio it takes is finite, and at beta = 0.5 it never exceeds log 2",
+    "none": "look at each divergence's term on a token that the truncated teacher gives probability 0 and the "
+            "student does not: one of them takes the log of a ratio whose denominator is that 0, with a positive "
+            "weight",
+}
+
+
+@check(M, "truncated_teacher_divergence", points=2)
+def truncated_teacher_choice(truncated_teacher_divergence):
+    """The divergence that is infinite against a top-k teacher used as it is (p_t = 0 outside the top k)."""
+    choice(truncated_teacher_divergence(), "a teacher truncated to its top k tokens, a softmax student",
+           "reverse_kl", CHOICE_HINTS)

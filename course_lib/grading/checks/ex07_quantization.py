@@ -1,4 +1,4 @@
-"""Checks for exercises/ex07_quantization.py (20 points).
+"""Checks for exercises/ex07_quantization.py (20 points; ``TASKS`` gives the ladder).
 
 References: torch's own ``MinMaxObserver`` (per-tensor affine, ``quant_min``/``quant_max`` given) for
 the quantization parameters and ``torch.fake_quantize_per_tensor_affine`` for quantize-dequantize;
@@ -14,7 +14,9 @@ or truncation instead of round, the zero point left out when quantizing or dequa
 clamped instead of the integers, the integers returned; ``count_parameters * 4``, the parameters
 without the buffers, the raw tensor bytes, ``sys.getsizeof``; the absolute error, the maximum of
 element-wise relative errors, the wrong normaliser, a fraction instead of percent, the argmax over
-the batch.
+the batch; per-tensor parameters or the wrong axis for the per-channel quantization (against
+``PerChannelMinMaxObserver`` and ``torch.fake_quantize_per_channel_affine``), whose message also says when
+the answer's own ``quantization_params`` or ``fake_quantize``, which it may call, is wrong.
 
 Over 500 lines because one exercise file's checks are one idea: they grade one file and share its
 inputs and the helpers that name its mistakes.
@@ -27,13 +29,32 @@ import sys
 
 import torch
 from torch import nn
-from torch.ao.quantization import MinMaxObserver
+from torch.ao.quantization import MinMaxObserver, PerChannelMinMaxObserver
 
 from course_lib.compress import onnx_parity
-from course_lib.grading.checks.helpers import as_tensor, build, close_naming, expect_value_error, module_arg, randn
-from course_lib.grading.checks.registry import check
+from course_lib.grading.base import MissingFunction, StudentError
+from course_lib.grading.checks.helpers import (as_tensor, build, close_naming, expect_value_error, fix_first,
+                                               module_arg, randn)
+from course_lib.grading.checks.registry import Task, check
 
 M = "ex07_quantization"
+
+TASKS = {"fake_quantize": Task("warm-up", 10, "implement"), "serialized_bytes": Task("warm-up", 10, "implement"),
+         "quantization_params": Task("core", 20, "implement"), "parity": Task("core", 15, "implement"),
+         "per_channel_fake_quantize": Task("stretch", 15, "apply")}
+
+# What the stubs leave to the student (tests/grading/test_generate.py scans the generated file, spaces ignored):
+# the formulas, the code, and the warnings the grader gives as hints after a wrong answer.
+CLOSED_FORMS = {
+    "quantization_params": ["min(x.min(), 0)", "max(x.max(), 0)", "(max_pos - min_neg) / (qmax - qmin)",
+                            "qmin - round(min_neg / scale)", "not qmax", "int()"],
+    "fake_quantize": ["clamp(round(x / s) + zp", "clamp(round(x / scale) + zero_point", "round(x / s)",
+                      "not floor", "clamp the integers"],
+    "serialized_bytes": ["io.BytesIO()", "getvalue", "count_parameters(model) * 4", "sys.getsizeof"],
+    "parity": ["/ max_{b,c} |reference[b, c]|", "argmax_c", "dim=-1", "element-wise ratios"],
+    "per_channel_fake_quantize": ["for channel in weight", "torch.stack", "quantization_params(channel",
+                                  "quantization_params(w[c]"],
+}
 EPS = torch.finfo(torch.float32).eps
 
 
@@ -278,7 +299,7 @@ def _fake_quantize_cases() -> list[tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return cases
 
 
-@check(M, "fake_quantize", points=2)
+@check(M, "fake_quantize", points=1)
 def fake_quantize_matches_torch(fake_quantize):
     """torch.fake_quantize_per_tensor_affine for 0..255 (the default), 0..127, -128..127, 0..15; tensors or numbers."""
     cases = _fake_quantize_cases()
@@ -410,7 +431,7 @@ def _bytes_close(got, arg: dict, what: str) -> None:
                          f"got {value:g}{hint}")
 
 
-@check(M, "serialized_bytes", points=2)
+@check(M, "serialized_bytes", points=1)
 def bytes_match_torch_save(serialized_bytes):
     """The bytes of torch.save(model.state_dict()): MLP and CNN with BatchNorm, a nested model, eval and frozen."""
     models = [("an MLP with BatchNorm", module_arg(MLP_BN, 2700)),
@@ -533,7 +554,7 @@ def _parity_cases() -> list[tuple[torch.Tensor, torch.Tensor, str]]:
     return cases
 
 
-@check(M, "parity", points=3)
+@check(M, "parity", points=2)
 def parity_matches_onnx_parity(parity):
     """course_lib.compress.onnx_parity's max relative error and top-1 agreement (percent), on logits of many scales."""
     for reference, candidate, what in _parity_cases():
@@ -578,3 +599,84 @@ def parity_rejects_bad_inputs(parity):
              ("3-D logits of shape [2, 4, 3]", (a.expand(2, 4, 3).clone(), a.expand(2, 4, 3).clone()))]
     for what, args in cases:
         expect_value_error(parity, args, {}, what, "check that both are [n, C] with the same shape first")
+
+
+# --------------------------------------------------------------------------- per_channel_fake_quantize
+
+def _per_channel_reference(w: torch.Tensor, qmin: int, qmax: int, axis: int = 0) -> torch.Tensor:
+    """torch's PerChannelMinMaxObserver (per-channel affine, channels along ``axis``) and fake quantization."""
+    observer = PerChannelMinMaxObserver(ch_axis=axis, dtype=torch.quint8 if qmin >= 0 else torch.qint8,
+                                        qscheme=torch.per_channel_affine, quant_min=qmin, quant_max=qmax)
+    observer(w.detach().float())
+    scales, zero_points = observer.calculate_qparams()
+    return torch.fake_quantize_per_channel_affine(w.float(), scales.float(), zero_points.int(), axis % w.dim(),
+                                                  qmin, qmax)
+
+
+def _per_channel_mistakes(w: torch.Tensor, qmin: int, qmax: int) -> dict[str, torch.Tensor]:
+    s, z = _observer(w, qmin, qmax)
+    return {
+        "one scale and zero point for the whole weight (per-tensor parameters: each output channel, dim 0, gets "
+        "its own, from its own range)": _torch_fake_quantize(w, s, z, qmin, qmax),
+        "the channels along the last dimension (the output channels are dim 0 of a Linear weight [out, in] and of "
+        "a convolution's [out, in, kh, kw])": _per_channel_reference(w, qmin, qmax, axis=-1),
+    }
+
+
+def _depends_first(f, qmin: int, qmax: int) -> str:
+    """A hint when the answer's own quantization_params or fake_quantize (which it may call) is wrong too."""
+    x = torch.tensor([-0.7, 0.05, 1.9, 0.3])
+    try:
+        got = f.sibling("quantization_params")(x, qmin, qmax)
+        scale, zero_point = float(got[0]), float(got[1])
+    except (StudentError, MissingFunction, TypeError, ValueError, AssertionError, IndexError, KeyError):
+        scale = zero_point = None
+    expected_s, expected_z = _observer(x, qmin, qmax)
+    if scale is not None and not (_same_scale(scale, expected_s.item()) and zero_point == expected_z.item()):
+        return (f" - your quantization_params({x.tolist()}, {qmin}, {qmax}) is wrong too ({scale:.6g}, {zero_point:g}; "
+                f"expected {expected_s.item():.6g}, {expected_z.item()}): if you call it here, fix it first")
+    return fix_first(f, "fake_quantize", (torch.tensor(0.26), 0.1, 10, 0, 255), 0.3, tol=1e-5)
+
+
+def _per_channel_close(f, w: torch.Tensor, qmin: int | None, qmax: int | None, what: str) -> None:
+    lo, hi = (-128, 127) if qmin is None else (qmin, qmax)
+    got = f(w) if qmin is None else f(w, qmin, qmax)
+    try:
+        got = as_tensor(got, what)
+        assert got.is_floating_point(), f"{what}: expected a float tensor (the levels), got {got.dtype}"
+        close_naming(got, _per_channel_reference(w, lo, hi), _per_channel_mistakes(w, lo, hi), what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}{_depends_first(f, lo, hi)}") from None
+
+
+def _weights(seed: int, shape: tuple[int, ...], spreads: list[float]) -> torch.Tensor:
+    """A weight whose output channel c has values of size ``spreads[c]`` (and a mean of its own)."""
+    w = randn(*shape, seed=seed)
+    scale = torch.tensor(spreads).reshape(-1, *[1] * (len(shape) - 1))
+    shift = randn(shape[0], seed=seed + 1).reshape(-1, *[1] * (len(shape) - 1))
+    return scale * (w + 0.3 * shift)
+
+
+@check(M, "per_channel_fake_quantize", points=2)
+def per_channel_matches_torch(per_channel_fake_quantize):
+    """PerChannelMinMaxObserver (ch_axis 0, per-channel affine) and torch.fake_quantize_per_channel_affine: Linear
+    and convolution weights whose channels differ in size, -128..127 (the default), 0..255 and 0..15."""
+    cases = [(3100, (6, 5), [1.0, 0.1, 3.0, 0.02, 1.0, 0.5], None, None),
+             (3102, (4, 3, 3, 3), [0.2, 2.0, 0.05, 1.0], 0, 255),
+             (3104, (3, 7), [1.0, 1.0, 10.0], 0, 15),
+             (3106, (5, 2, 3), [0.5, 0.001, 1.0, 0.3, 4.0], -128, 127)]
+    for seed, shape, spreads, qmin, qmax in cases:
+        w = _weights(seed, shape, spreads)
+        where = "the default range (-128..127)" if qmin is None else f"qmin={qmin}, qmax={qmax}"
+        what = f"a weight of shape {list(shape)}, output channels of sizes {spreads}, {where}"
+        _per_channel_close(per_channel_fake_quantize, w, qmin, qmax, what)
+
+
+@check(M, "per_channel_fake_quantize", points=1)
+def per_channel_small_channels_survive(per_channel_fake_quantize):
+    """A channel 1000 times smaller than the other keeps its shape (per-tensor rounds it to 0); an all-zero channel
+    comes back 0."""
+    w = torch.tensor([[100.0, -50.0, 20.0, 7.0], [0.1, -0.05, 0.02, 0.007], [0.0, 0.0, 0.0, 0.0]])
+    what = ("the weight [[100, -50, 20, 7], [0.1, -0.05, 0.02, 0.007], [0, 0, 0, 0]], -128..127 (row 1 is row 0 / "
+            "1000: it should keep its shape; row 2 should come back 0)")
+    _per_channel_close(per_channel_fake_quantize, w, -128, 127, what)
