@@ -48,7 +48,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
     Args:
         student_logits: ``[B, C]``, the student's logits ``z_s`` (gradients flow through them).
         teacher_logits: ``[B, C]``, the teacher's logits ``z_t``.
-        targets: ``[B]`` integer class indices ``y``.
+        targets: ``[B]`` integer class indices ``y`` (the grader always passes them; the course's own
+            ``kd_loss`` also accepts ``None`` at ``alpha = 1``, which the notebook uses, but yours need not).
         temperature: ``T > 0``.
         alpha: weight in ``[0, 1]`` of the soft (distillation) term; ``alpha = 0`` is plain
             cross-entropy training, ``alpha = 1`` pure distillation.

@@ -42,10 +42,11 @@ def accept_drafts(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor,
       are thrown away, even those that would pass) and the function returns ``(i, r_i)``, where ``r_i``
       is the distribution that makes the round's token at position ``i`` follow ``p[i]`` exactly,
       whatever ``q[i]`` (the notebook states it; check on paper that it does). When ``r_i`` is
-      undefined (``p[i] <= q[i]`` everywhere: for distributions, ``p[i] == q[i]`` up to rounding, where
-      a rejection had probability ~0), return ``p[i]``;
+      undefined (its normalising sum is exactly 0, which happens when ``p[i] <= q[i]`` everywhere: for
+      distributions, ``p[i] == q[i]`` up to rounding, where a rejection had probability ~0), return
+      ``p[i]``; no tolerance is needed;
     - if all ``K`` drafts pass, return ``(K, p[K])``, the bonus distribution (the last row). With
-      ``K = 0`` that is ``(0, p[0])``.
+      ``K = 0`` (``q`` is ``[0, V]``, ``drafts`` and ``uniforms`` are empty) that is ``(0, p[0])``.
 
     The function draws no random numbers (the uniforms are given) and returns the distribution to
     draw the next token from rather than a token, so that it can be checked exactly. The grader also
@@ -54,7 +55,8 @@ def accept_drafts(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor,
     Args:
         p: ``[K+1, V]``, the target's distributions: row ``i < K`` judges draft ``i``, row ``K`` is the
             bonus distribution.
-        q: ``[K, V]``, the draft's distributions the drafts were drawn from (row ``i`` for draft ``i``).
+        q: ``[K, V]``, the draft's distributions the drafts were drawn from (row ``i`` for draft ``i``), of
+            ``p``'s floating dtype.
         drafts: ``[K]`` integer token ids (long), ``drafts[i]`` drawn from ``q[i]``.
         uniforms: ``[K]`` floats in ``[0, 1)``, one per draft.
 

@@ -8,6 +8,7 @@ isolation.
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,15 +100,20 @@ MORE_DETAILS = ("some checks failed: run with -v for the full messages and trace
 HINT_SEPARATOR = " - "          # checks write "<what>: expected ..., got ... - <what the mistake is>"
 
 
+_HINT_START = re.compile(r" - (?=[A-Za-z])")  # the first " - " before a word: "(1 - 2^-20)" is a number
+
+
 def shorten(message: str, width: int = 72, keep: int = 24) -> str:
     """``message`` in about ``width`` characters for the terminal table, never cutting its hint: the
-    text after the last ``" - "`` (a check's "that is what ... gives") stays whole, and the numbers
-    before it are shortened instead (at least ``keep`` characters of them are kept)."""
+    text from the first ``" - "`` followed by a letter (a check's "that is what ... gives", which may
+    itself hold a ``" - "``) stays whole, and the numbers before it are shortened instead (at least
+    ``keep`` characters of them are kept)."""
     if len(message) <= width:
         return message
-    head, sep, hint = message.rpartition(HINT_SEPARATOR)
-    if not sep:
+    found = _HINT_START.search(message)
+    if not found:
         return message[: width - 3] + "..."
+    head, sep, hint = message[:found.start()], HINT_SEPARATOR, message[found.end():]
     room = max(keep, width - len(sep) - len(hint) - 3)
     return (head if len(head) <= room else head[:room] + "...") + sep + hint
 

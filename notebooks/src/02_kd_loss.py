@@ -44,8 +44,9 @@ print(environment_report(profile, device))
 #   \mathrm{CE}\!\left(y,\ \mathrm{softmax}(z_s)\right), \qquad p^T = \mathrm{softmax}(z / T)$$
 #
 # - The KL is **teacher first** (forward KL) - it is what `nn.KLDivLoss(log p_s, p_t)` computes (notebook 01).
-# - **Why $T^2$?** $\partial\,\mathrm{KL}/\partial z_s = (p_s^T - p_t^T)/T$, and for large $T$ the
-#   difference of the two softmaxes itself shrinks like $1/T$: the soft gradient falls like $1/T^2$.
+# - **Why $T^2$?** The chain rule through $\mathrm{softmax}(z_s/T)$ puts a factor $1/T$ in
+#   $\partial\,\mathrm{KL}/\partial z_s$ (the exercise `kd_gradient` derives it exactly), and for large
+#   $T$ the two softmaxes approach each other like $1/T$: the soft gradient falls like $1/T^2$.
 #   Multiplying by $T^2$ keeps the soft term's contribution to the gradient roughly unchanged *as $T$
 #   changes* (Hinton et al. 2015, section 2), so $\alpha$ means the same thing at every temperature.
 #   In the high-temperature limit (zero-mean logits) the gradient becomes

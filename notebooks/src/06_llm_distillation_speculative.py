@@ -526,7 +526,8 @@ assert all(row["matches_simulation"] for row in r["live"].values() if "matches_s
 # %% md slide
 # ## Where the time goes: acceptance, draft cost, verify cost
 #
-# Speedup $= \dfrac{(1 - \alpha^{K+1}) / (1 - \alpha)}{K\,c + v_{K+1}}$, where $v_n$ is the time of one
+# Speedup $= \dfrac{E_K(\alpha)}{K\,c + v_{K+1}}$, with $E_K(\alpha)$ the mean tokens per target call
+# (its closed form is the exercise `expected_tokens_per_call`), where $v_n$ is the time of one
 # forward over $n$ new tokens in one-token steps: it depends on the $K{+}1$ tokens verified. The papers
 # assume $v_{K+1} = 1$; the middle plot measures $v_n$ for fp32, **bf16** and **dynamic int8** targets.
 # Exactness also needs the verify pass to compute the logits one-token steps compute: dynamic int8
@@ -541,7 +542,7 @@ for (name, d), color in zip(r["drafts"].items(), plt.cm.tab10.colors):
     axes[0].plot(ks, [d["by_k"][str(k)]["tokens_per_call"] for k in ks], "o", c=color, label=name)
     axes[0].plot(ks, [acceptance.expected_tokens_per_call(d["alpha"], k) for k in ks], "-", c=color, alpha=0.5)
 axes[0].set(xlabel="drafted tokens K", ylabel="tokens per target call",
-            title="measured (dots) vs (1 - a^(K+1)) / (1 - a)")
+            title="measured (dots) vs theory E_K(alpha) (lines)")
 axes[0].legend(fontsize=7)
 colors = {"fp32": "C0", "bf16": "C2", "int8": "C1"}
 for name, color in colors.items():

@@ -372,6 +372,12 @@ def test_the_table_shortens_the_numbers_never_the_hint():
     short = shorten(message, 72)
     assert short.endswith(" - " + hint) and "..." in short and short.startswith("kd_loss at T=4")
     assert shorten("short message - a hint", 72) == "short message - a hint"
+    nested = "that is what the residual (the missing mass - min(p, q)) gives, drawn instead of p"  # a ' - ' inside
+    short = shorten(f"K=4, V=8, drafts [4, 5, 5, 1], uniforms [0.574, 0.913]: got (2, ...) - {nested}", 72)
+    assert short.endswith(" - " + nested) and short.startswith("K=4, V=8")
+    numbers = "K=1, V=5, p[0] = q[0] * (1 - 2^-20) (p <= q everywhere), u_0 = 1 - 2^-24: NaN in the distribution"
+    short = shorten(f"{numbers} - return p[i] instead of dividing by 0", 72)     # ' - ' in a number is not the hint
+    assert short.endswith(" - return p[i] instead of dividing by 0") and "(1 - 2" in short
     plain = "x" * 100                                          # no hint: cut at the width
     assert shorten(plain, 72) == "x" * 69 + "..."
     rows = [Row("ex02_kd_loss", "kd_loss_value", "kd_loss", 3, 0, message), Row("ex02_kd_loss", "kd_loss_grad", "kd_loss", 2, 2, "ok")]

@@ -243,6 +243,12 @@ def flags(gradebook, student, module) -> set[str]:
     return {f for f in row(gradebook, student, module)["flags"].split("; ") if f}
 
 
+def full(module, *checks) -> list[int]:
+    """The points the checks are worth (what an answer that passes them earns)."""
+    from course_lib.grading.checks import CHECKS
+    return [next(c.points for c in CHECKS if c.module == module and c.name == name) for name in checks]
+
+
 def points(gradebook, student, module, *checks) -> list[int]:
     r = row(gradebook, student, module)
     return [int(r[c]) for c in checks]
@@ -359,12 +365,13 @@ def test_a_memory_hog_is_flagged_and_the_grader_survives(gradebook):
 def test_a_reply_far_larger_than_the_call_is_not_read(gradebook):
     assert "memory" in flags(gradebook, "huge_reply", EX01)
     assert points(gradebook, "huge_reply", EX01, "softmax_matches_reference") == [0]
-    assert points(gradebook, "huge_reply", EX01, "entropy_matches_reference") == [2]
+    assert points(gradebook, "huge_reply", EX01, "entropy_matches_reference") == full(EX01, "entropy_matches_reference")
 
 
 def test_network_signals_and_outside_writes_are_stopped(gradebook):
     assert "network" in flags(gradebook, "network", EX02)
-    assert points(gradebook, "network", EX02, "reverse_kl_matches_reference", "kd_loss_matches_reference") == [0, 4]
+    assert points(gradebook, "network", EX02, "reverse_kl_matches_reference", "kd_loss_matches_reference") == [
+        0, *full(EX02, "kd_loss_matches_reference")]
     assert "sandbox" in flags(gradebook, "attacks_grader", EX01)
     assert points(gradebook, "attacks_grader", EX01, "softmax_matches_reference", "entropy_limits",
                   "similarity_hand_example") == [0, 0, 3]
