@@ -1,7 +1,8 @@
 # Knowledge-distillation course: one-command entry points.
 #   make course   set up, run every notebook (quick profile), write build/ (report, HTML, decks)
 #   make test     set up, run the unit tests and every notebook under nbval
-#   make lab      set up, open JupyterLab on the repository (notebooks/ first) with the course kernel
+#   make lab      set up what notebook 01 needs (minutes), open JupyterLab on the repository (notebooks/
+#                 first) with the course kernel; 06 and 08 build their runs when first opened
 #   make slides   set up, build offline reveal.js decks into build/slides/
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -19,13 +20,14 @@ export MPLBACKEND := Agg
 LAB_ARGS ?=
 PYTEST_NB_ARGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
 
-.PHONY: help setup course test lint lab slides benchmark publish-results clean
+.PHONY: help setup lab-setup course test lint lab slides benchmark publish-results clean
 
 help:
 	@echo "make course   run every notebook (quick profile), write build/ (results, report, HTML, decks)"
 	@echo "make test     ruff + unit tests + every notebook under nbval"
 	@echo "make lint     ruff over course_lib, scripts, tests and notebook sources"
-	@echo "make lab      JupyterLab on the repository, opened on notebooks/ (kernel 'KD course (.venv)')"
+	@echo "make lab      JupyterLab on the repository, opened on notebooks/ (kernel 'KD course (.venv)'); sets up"
+	@echo "              only what notebook 01 needs: 06 and 08 build their runs when first run"
 	@echo "make slides   offline reveal.js decks in build/slides/"
 	@echo "make benchmark  engine speed figures -> build/benchmark.json"
 	@echo "make publish-results  (maintainers) copy the results table of build/results.json into README.md"
@@ -40,9 +42,13 @@ $(STAMP): pyproject.toml constraints/ci.txt | $(PY)
 	$(PY) -m pip install -q -c constraints/ci.txt -e '.[dev,lab,llm]'
 	touch $@
 
-setup: $(STAMP)
+# What the lab needs before it opens: packages, offline data and models, the image teacher (minutes).
+lab-setup: $(STAMP)
 	PY=$(PY) bash scripts/install_assets.sh
 	$(PY) -m course_lib.teachers --profile quick --augmentation shift_flip
+
+# Everything, for make course / make test: also notebook 06's and 08's cached runs (about 35 CPU minutes).
+setup: lab-setup
 	$(PY) -m course_lib.llm.experiment
 	$(PY) -m course_lib.llm.speculative_experiment
 	$(PY) -m course_lib.encoder.experiment
@@ -70,7 +76,7 @@ test: setup lint
 lint: setup
 	$(PY) -m ruff check course_lib scripts tests notebooks/src
 
-lab: setup
+lab: lab-setup
 	$(PY) scripts/lab.py $(LAB_ARGS)
 
 slides: setup

@@ -23,6 +23,11 @@ An experiment module defines ``run_experiment(folder, settings, progress) -> res
   module is plumbing (caching, loading, the command line), not code of a run: it is not in the key.
 * **The command line**: ``python -m <module> [--rebuild]`` builds it (``make setup``), with the
   threads configured and a one-line report.
+* **Built on first use.** ``make lab`` does not build these (JupyterLab opens in minutes); the
+  notebook that needs one builds it when first run. Before a build, :meth:`folder` prints what it
+  builds, where it will be cached and how long it should take: this machine's last build of the
+  experiment when its cache holds one (any key), else :data:`REFERENCE_BUILD_MINUTES`, the course's
+  2-core reference CPU. The run itself shows its progress bars.
 """
 from __future__ import annotations
 
@@ -34,10 +39,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .artifacts import cached_artifact, package_modules, source_fingerprint, torch_version
+from .artifacts import (METADATA_FILE, artifact_dir, artifact_metadata, cached_artifact, package_modules,
+                        source_fingerprint, torch_version)
 from .profiles import PROFILES, configure_threads
 
-__all__ = ["CachedExperiment"]
+__all__ = ["CachedExperiment", "REFERENCE_BUILD_MINUTES"]
+
+# Minutes one build took on the course's 2-core reference CPU (make setup of issue 23's rebuild:
+# 368 s, 434 s and 1,177 s); only for the estimate printed before a build on a machine that has not
+# built the experiment yet. A machine that has uses its own last build instead.
+REFERENCE_BUILD_MINUTES = {"llm_distillation": 6, "speculative_decoding": 7, "distilbert_case_study": 20}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +93,32 @@ class CachedExperiment:
         settings = self.quick if settings is None else settings
         if self.built_first is not None:
             self.built_first(progress)
-        return cached_artifact(self.name, self.key_inputs(settings),
-                               lambda folder: self.run(folder, settings, progress), rebuild=rebuild)
+        key_inputs = self.key_inputs(settings)
+        target = artifact_dir(self.name, key_inputs)
+        if rebuild or artifact_metadata(target) is None:
+            print(self.build_notice(target), flush=True)
+        return cached_artifact(self.name, key_inputs, lambda folder: self.run(folder, settings, progress),
+                               rebuild=rebuild)
+
+    def build_notice(self, target: Path) -> str:
+        """What :meth:`folder` prints before a build: what, how long (this machine's last build of this
+        experiment if the cache holds one, else the reference CPU's), where it is cached."""
+        last = []
+        for meta_file in target.parent.glob(f"{self.name}-*/{METADATA_FILE}"):
+            try:
+                meta = json.loads(meta_file.read_text(encoding="utf-8"))
+                last.append((meta["built"], float(meta["build_seconds"])))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        if last:
+            minutes = max(1, round(max(last)[1] / 60))
+            how_long = f"about {minutes} minute{'s' * (minutes != 1)} (this machine's last build of it)"
+        else:
+            minutes = REFERENCE_BUILD_MINUTES.get(self.name)
+            how_long = (f"about {minutes} minutes on a 2-core CPU (the course's reference machine)" if minutes
+                        else "several minutes")
+        return (f"building notebook {self.notebook}'s {self.name} experiment, once: {how_long}; "
+                f"cached in {target} for every later run")
 
     def load_results(self, settings: Any = None) -> dict:
         """The experiment's ``results.json``, built first if missing."""
