@@ -13,7 +13,9 @@ stripped. ``python scripts/build_notebooks.py --check`` fails if any is out of d
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import tomllib
 from pathlib import Path
 
 import nbformat
@@ -62,15 +64,49 @@ def parse(text: str) -> nbformat.NotebookNode:
     return nb
 
 
+def home(pyproject: Path | None = None) -> tuple[str, str]:
+    """The course's public home, ``(repository, branch)``: ``[tool.kd-course]`` of pyproject.toml, the one
+    place it is written (``repository`` is GitHub's ``owner/name``)."""
+    config = tomllib.loads((pyproject or ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["kd-course"]
+    repository, branch = config["repository"], config["branch"]
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repository) or not re.fullmatch(r"[\w./-]+", branch):
+        raise ValueError(f"[tool.kd-course] needs repository = 'owner/name' and a branch, got {repository!r}, "
+                         f"{branch!r}")
+    return repository, branch
+
+
+def with_home(text: str, repository: str, branch: str) -> str:
+    """A notebook source with its ``{{COURSE_REPOSITORY}}`` and ``{{COURSE_BRANCH}}`` filled in."""
+    return text.replace("{{COURSE_REPOSITORY}}", repository).replace("{{COURSE_BRANCH}}", branch)
+
+
+COLAB_LINK = re.compile(r"https://colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/[\w./-]+?/notebooks/")
+HOME_TEXT = re.compile(r"`github\.com/[\w.-]+/[\w.-]+`(?=, the course's public home)")
+
+
+def readme_with_home(text: str, repository: str, branch: str) -> str:
+    """The README with its Colab links and its "course's public home" pointing at ``repository``."""
+    text = COLAB_LINK.sub(f"https://colab.research.google.com/github/{repository}/blob/{branch}/notebooks/", text)
+    return HOME_TEXT.sub(f"`github.com/{repository}`", text)
+
+
 def build(check: bool = False) -> list[str]:
     stale = []
+    repository, branch = home()
     for src in sorted(SRC.glob("[0-9][0-9]_*.py")):
         out = DST / (src.stem + ".ipynb")
-        text = nbformat.writes(parse(src.read_text()))
+        text = nbformat.writes(parse(with_home(src.read_text(), repository, branch)))
         if not out.exists() or out.read_text() != text:
             stale.append(out.name)
             if not check:
                 out.write_text(text)
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    updated = readme_with_home(text, repository, branch)
+    if updated != text:
+        stale.append(readme.name)
+        if not check:
+            readme.write_text(updated, encoding="utf-8")
     return stale
 
 

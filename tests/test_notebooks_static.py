@@ -86,7 +86,7 @@ def test_colab_guarded_install_cell(path):
         f"{path.name}: needs a code cell that pip-installs course_lib only on Colab, e.g.\n"
         "    import importlib.util\n"
         "    if importlib.util.find_spec('google.colab'):\n"
-        "        %pip install -q 'kd-course @ git+https://github.com/kd-course/kd-course'"
+        "        %pip install -q 'kd-course @ git+https://github.com/<repository of pyproject.toml [tool.kd-course]>'"
     )
 
 

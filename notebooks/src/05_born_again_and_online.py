@@ -1,5 +1,5 @@
 # %% md slide
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/kd-course/kd-course/blob/main/notebooks/05_born_again_and_online.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/{{COURSE_REPOSITORY}}/blob/{{COURSE_BRANCH}}/notebooks/05_born_again_and_online.ipynb)
 #
 # # 05 · Born-again networks, online (mutual) and self distillation
 #
@@ -21,7 +21,8 @@ import sys
 if importlib.util.find_spec("google.colab") is not None:
     COURSE_HOME = "/content/kd-course"
     if not os.path.isdir(COURSE_HOME):
-        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/kd-course/kd-course.git",
+        subprocess.run(["git", "clone", "--depth", "1", "--branch", "{{COURSE_BRANCH}}",
+                        "https://github.com/{{COURSE_REPOSITORY}}.git",
                         COURSE_HOME], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", COURSE_HOME], check=True)
     os.environ["COURSE_HOME"] = COURSE_HOME

@@ -1,5 +1,5 @@
 # %% md slide
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/kd-course/kd-course/blob/main/notebooks/06_llm_distillation_speculative.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/{{COURSE_REPOSITORY}}/blob/{{COURSE_BRANCH}}/notebooks/06_llm_distillation_speculative.ipynb)
 #
 # # 06 · Distilling a real LLM (part 1: token- and sequence-level KD; part 2: speculative decoding)
 #
@@ -23,7 +23,8 @@ import sys
 if importlib.util.find_spec("google.colab") is not None:
     COURSE_HOME = "/content/kd-course"
     if not os.path.isdir(COURSE_HOME):
-        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/kd-course/kd-course.git",
+        subprocess.run(["git", "clone", "--depth", "1", "--branch", "{{COURSE_BRANCH}}",
+                        "https://github.com/{{COURSE_REPOSITORY}}.git",
                         COURSE_HOME], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"{COURSE_HOME}[llm]"], check=True)
     subprocess.run(["bash", f"{COURSE_HOME}/scripts/install_assets.sh"], check=True)

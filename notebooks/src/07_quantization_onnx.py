@@ -1,5 +1,5 @@
 # %% md slide
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/kd-course/kd-course/blob/main/notebooks/07_quantization_onnx.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/{{COURSE_REPOSITORY}}/blob/{{COURSE_BRANCH}}/notebooks/07_quantization_onnx.ipynb)
 #
 # # 07 · From distilled student to deployment: int8, ONNX and ONNX Runtime, measured
 #
@@ -23,7 +23,8 @@ import sys
 if importlib.util.find_spec("google.colab") is not None:
     COURSE_HOME = "/content/kd-course"
     if not os.path.isdir(COURSE_HOME):
-        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/kd-course/kd-course.git",
+        subprocess.run(["git", "clone", "--depth", "1", "--branch", "{{COURSE_BRANCH}}",
+                        "https://github.com/{{COURSE_REPOSITORY}}.git",
                         COURSE_HOME], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"{COURSE_HOME}[llm]"], check=True)
     os.environ["COURSE_HOME"] = COURSE_HOME
