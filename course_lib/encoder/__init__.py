@@ -80,6 +80,8 @@ from .reviews import (
                        Reviews,
                        encode_reviews,
                        load_reviews,
+                       load_sst2,
+                       load_texts,
                        reviews_dir,
 )
 from .students import (
@@ -95,6 +97,7 @@ from .students import (
 
 __all__ = ["ENCODER_PACKAGE", "ENCODER_INSTALL_HINT", "encoder_path", "load_encoder", "layer_copy_map",
            "layer_copy_student", "reinitialise", "random_student", "REVIEWS_INSTALL_HINT", "RDATA_INSTALL_HINT",
-           "reviews_dir", "Reviews", "load_reviews", "EncodedReviews", "encode_reviews", "DEFAULT_WEIGHTS",
-           "TEACHER_KEYS", "default_layer_map", "hidden_cosine_loss", "triple_loss", "EncoderDistillationTrainer",
-           "teacher_outputs", "predict_labels", "evaluate_accuracy", "majority_baseline", "TfIdf", "tf_idf_baseline"]
+           "reviews_dir", "Reviews", "load_reviews", "load_sst2", "load_texts", "EncodedReviews", "encode_reviews",
+           "DEFAULT_WEIGHTS", "TEACHER_KEYS", "default_layer_map", "hidden_cosine_loss", "triple_loss",
+           "EncoderDistillationTrainer", "teacher_outputs", "predict_labels", "evaluate_accuracy",
+           "majority_baseline", "TfIdf", "tf_idf_baseline"]

@@ -69,7 +69,7 @@ from ..profiles import PROFILES, EncoderSettings
 from ..timing import best_of
 from .baselines import majority_baseline, tf_idf_baseline
 from .distillation import EncoderDistillationTrainer, default_layer_map, predict_labels, teacher_outputs
-from .reviews import encode_reviews, load_reviews
+from .reviews import encode_reviews, load_texts
 from .students import ENCODER_PACKAGE, layer_copy_student, load_encoder, random_student
 
 EXPERIMENT_NAME = "distilbert_case_study"
@@ -163,7 +163,7 @@ def run_experiment(folder: Path, settings: EncoderSettings = QUICK, progress: bo
             print(f"[distilbert] {message}", flush=True)
 
     build_start = time.perf_counter()
-    train, test = load_reviews()
+    train, test = load_texts(settings.dataset)
     if settings.train_reviews is not None:
         train = train.subset(settings.train_reviews)
     if settings.test_reviews is not None:
@@ -172,7 +172,7 @@ def run_experiment(folder: Path, settings: EncoderSettings = QUICK, progress: bo
                      "baselines": {"majority": majority_baseline(train, test),
                                    "tf_idf": tf_idf_baseline(train, test)}}
     say(f"baselines: {results['baselines']}")
-    teacher, tokenizer = load_encoder(num_labels=2, seed=settings.seeds[0])
+    teacher, tokenizer = load_encoder(num_labels=2, seed=settings.seeds[0], model=settings.teacher_model)
     enc_train = encode_reviews(tokenizer, train, max_length=settings.max_length)
     enc_test = encode_reviews(tokenizer, test, max_length=settings.max_length)
     real = enc_train.tensors["attention_mask"].sum(1).float()
@@ -259,7 +259,7 @@ def load_models(settings: EncoderSettings = QUICK):
     """``(teacher, student, tokenizer)``: the fine-tuned teacher and the first seed's ``copy + KD``
     student, rebuilt from the artifact's weights, in eval mode."""
     folder = experiment(settings)
-    teacher, tokenizer = load_encoder(num_labels=2, seed=settings.seeds[0])
+    teacher, tokenizer = load_encoder(num_labels=2, seed=settings.seeds[0], model=settings.teacher_model)
     teacher.load_state_dict(torch.load(folder / TEACHER_FILE))
     student = layer_copy_student(teacher, settings.student_layers)
     student.load_state_dict(torch.load(folder / STUDENT_FILE))

@@ -1,5 +1,6 @@
-"""The Amazon fine-food reviews, read offline from R's lazy-load database, and encoded for BERT
-(see :mod:`course_lib.encoder`).
+"""The texts notebook 08 classifies: the Amazon fine-food reviews, read offline from R's lazy-load
+database (quick profile), or GLUE's SST-2 movie-review sentences from the hub (full profile,
+``datasets``); and their encoding for BERT (see :mod:`course_lib.encoder`).
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from torch.utils.data import Dataset
 
 from .. import paths
 
-__all__ = ["REVIEWS_INSTALL_HINT", "RDATA_INSTALL_HINT", "reviews_dir", "Reviews", "load_reviews", "EncodedReviews",
-           "encode_reviews"]
+__all__ = ["REVIEWS_INSTALL_HINT", "RDATA_INSTALL_HINT", "DATASETS", "reviews_dir", "Reviews", "load_reviews",
+           "load_sst2", "load_texts", "EncodedReviews", "encode_reviews"]
 
 REVIEWS_INSTALL_HINT = ("install it with `make setup` (or `bash scripts/install_assets.sh`, which unpacks "
                         "Debian's r-cran-modeldata without R)")
@@ -146,6 +147,35 @@ def load_reviews(folder: str | Path | None = None) -> tuple[Reviews, Reviews]:
                                 f"{root}; {REVIEWS_INSTALL_HINT}")
     frames = _read_lazyload(root, ("training_data", "testing_data"))
     return _reviews_of(frames["training_data"], "training_data"), _reviews_of(frames["testing_data"], "testing_data")
+
+
+def load_sst2() -> tuple[Reviews, Reviews]:
+    """``(train, test)``: GLUE's SST-2 (Socher et al. 2013), 67,349 training sentences and the 872
+    validation ones as the test set (GLUE's test labels are hidden), label 1 = positive. Downloaded
+    from the Hugging Face hub by ``datasets`` (``pip install datasets``; the full profile's Colab set-up
+    installs it), so it needs the network (``COURSE_ALLOW_DOWNLOAD=1``)."""
+    try:
+        import datasets
+    except ImportError:
+        raise ModuleNotFoundError("SST-2 comes from the hub through the `datasets` package: pip install datasets "
+                                  "(the full profile's set-up installs it)") from None
+    sst2 = datasets.load_dataset("glue", "sst2")
+
+    def split(name: str) -> Reviews:
+        part = sst2[name]
+        return Reviews(tuple(str(t) for t in part["sentence"]), torch.tensor(list(part["label"]), dtype=torch.long))
+    return split("train"), split("validation")
+
+
+DATASETS = {"reviews": load_reviews, "sst2": load_sst2}
+
+
+def load_texts(dataset: str = "reviews") -> tuple[Reviews, Reviews]:
+    """``(train, test)`` of ``dataset``: ``"reviews"`` (:func:`load_reviews`, offline) or ``"sst2"``
+    (:func:`load_sst2`, from the hub)."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; one of {sorted(DATASETS)}")
+    return DATASETS[dataset]()
 
 
 class EncodedReviews(Dataset):

@@ -40,30 +40,33 @@ def encoder_path() -> Path:
     return path
 
 
-def load_encoder(*, num_labels: int | None = 2, seed: int = 0):
-    """``(model, tokenizer)``: all-MiniLM-L6-v2 loaded offline from :func:`encoder_path`, on the CPU,
-    in train mode.
+def load_encoder(*, num_labels: int | None = 2, seed: int = 0, model: str | None = None):
+    """``(model, tokenizer)``: all-MiniLM-L6-v2 loaded offline from :func:`encoder_path` (``model=None``,
+    the quick profile), or ``model`` (a hub id such as ``"bert-base-uncased"``, or a local folder)
+    through ``transformers``' ``from_pretrained``; on the CPU, in train mode.
 
-    ``num_labels=None``: the plain ``BertModel`` (embeddings, 6 layers, pooler: 22.7M parameters).
-    Otherwise a ``BertForSequenceClassification`` whose encoder and pooler are the pretrained ones
-    and whose classifier (``384 -> num_labels``) is new, drawn from ``seed`` without touching the
-    global random state (the teacher to fine-tune). The tokenizer is the uncased WordPiece one
-    (30,522 ids).
+    ``num_labels=None``: the plain ``BertModel`` (MiniLM: embeddings, 6 layers, pooler: 22.7M
+    parameters). Otherwise a ``BertForSequenceClassification`` whose encoder and pooler are the
+    pretrained ones and whose classifier (``hidden -> num_labels``) is new, drawn from ``seed``
+    without touching the global random state (the teacher to fine-tune). The tokenizer is the
+    uncased WordPiece one (30,522 ids) for both.
     """
     from transformers import AutoTokenizer, BertForSequenceClassification, BertModel
 
     if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1):
         raise ValueError(f"num_labels must be a positive int or None (the bare encoder), got {num_labels!r}")
-    path = encoder_path()
+    if model is not None and (not isinstance(model, str) or not model):
+        raise ValueError(f"model must be a hub id or a folder (a non-empty str), or None for MiniLM, got {model!r}")
+    path = encoder_path() if model is None else model
     with _quiet_loading():
         tokenizer = AutoTokenizer.from_pretrained(path)
         if num_labels is None:
-            model = BertModel.from_pretrained(path)
+            encoder = BertModel.from_pretrained(path)
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                model = BertForSequenceClassification.from_pretrained(path, num_labels=num_labels)
-    return model.train(), tokenizer
+                encoder = BertForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+    return encoder.train(), tokenizer
 
 
 @contextlib.contextmanager
