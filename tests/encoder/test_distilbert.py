@@ -616,13 +616,13 @@ def test_the_case_study_runs_every_student_at_a_toy_size(real_sources, tmp_path)
     assert db.evaluate_accuracy(student, data) == pytest.approx(runs["copy + KD", first]["accuracy"], abs=0.005)
 
 
-def test_case_study_settings_exist_for_the_quick_profile_only():
+def test_case_study_settings_exist_for_both_profiles():
     from course_lib.encoder import experiment as de
     from course_lib.profiles import get_profile
 
     assert de.settings_for(get_profile("quick")) is de.QUICK
-    with pytest.raises(NotImplementedError, match="SST-2.*COURSE_PROFILE=quick"):
-        de.settings_for(get_profile("full"))
+    full = de.settings_for(get_profile("full"))          # bert-base-uncased on SST-2 (test_full_profile_encoder.py)
+    assert full.teacher_model == "bert-base-uncased" and full.dataset == "sst2"
 
 
 def test_the_one_class_guard_flags_a_student_stuck_on_one_class():

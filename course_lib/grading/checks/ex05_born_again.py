@@ -16,6 +16,9 @@ in the mean (``/ K``), a missing ``T^2``, a sum over the peers or the batch; a m
 member only, the probability and logit rules swapped. ``mutual_soft_gradient`` (a derivation) is checked
 against autograd on the reference's soft term and by its consequences (rows sum to 0, opposite for two
 peers, zero at the mean of the peers' distributions).
+
+Over 500 lines because one exercise file's checks are one idea: they grade one file and share its
+inputs and the helpers that name its mistakes.
 """
 from __future__ import annotations
 
