@@ -41,7 +41,7 @@ def tiny_bert(folder):
 
 WORDS = {1: ["good", "great", "moving", "funny", "warm"], 0: ["bad", "dull", "flat", "boring", "weak"]}
 
-def stand_in_sst2(n_train=160, n_test=48):
+def stand_in_sst2(n_train=400, n_test=300):
     """Made-up movie sentences whose label a word decides (SST-2's shape: train and validation)."""
     def split(n, seed):
         g = torch.Generator().manual_seed(seed)
@@ -83,7 +83,7 @@ def test_the_full_settings_are_bert_base_on_sst2_with_distilberts_layers():
 def test_the_experiment_runs_the_full_code_path_on_stand_ins(tmp_path, monkeypatch):
     settings = _stand_ins(tmp_path, monkeypatch)
     results = experiment.run_experiment(tmp_path / "artifact", settings, progress=False)
-    assert results["data"] == {"train": 128, "test": 48, "truncated_share": results["data"]["truncated_share"]}
+    assert results["data"] == {"train": 128, "test": 300, "truncated_share": results["data"]["truncated_share"]}
     assert len(results["runs"]) == len(experiment.student_runs(settings))
     teacher, student = results["teacher"]["parameters"], results["size_speed"]["student"]["parameters"]
     per_layer = estimate.layer_parameters(16, 32)
