@@ -73,13 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "build" / "gpu_check.json"), help="the JSON file to write")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per notebook")
     parser.add_argument("--allow-cpu", action="store_true", help="run without CUDA (default: refuse)")
+    parser.add_argument("--sources", default=str(ROOT / "notebooks" / "src"),
+                        help="folder of notebook sources NN_*.py (default: the course's)")
     args = parser.parse_args(argv)
     info = machine()
     if info["cuda"] is None and not args.allow_cpu:
         print("gpu_check: no CUDA device here (use --allow-cpu to run on the CPU anyway)", file=sys.stderr)
         return 2
     wanted = {n.strip() for n in args.only.split(",") if n.strip()}
-    sources = [s for s in sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]_*.py"))
+    sources = [s for s in sorted(Path(args.sources).glob("[0-9][0-9]_*.py"))
                if not wanted or s.stem[:2] in wanted]
     if not sources:
         print(f"gpu_check: no notebook matches --only {args.only!r}", file=sys.stderr)
