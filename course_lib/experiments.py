@@ -62,7 +62,8 @@ class CachedExperiment:
     run: Callable[[Path, Any, bool], dict]         # run(folder, settings, progress) -> results
     notebook: str                                  # "06": for messages
     extra_key: Callable[[Any], dict] = lambda settings: {}
-    built_first: Callable[[bool], Any] | None = None   # an artifact this one reads, built before it
+    # built_first(settings, progress): an artifact this one reads (for these settings), built before it
+    built_first: Callable[[Any, bool], Any] | None = None
     results_file: str = "results.json"
 
     @property
@@ -92,7 +93,7 @@ class CachedExperiment:
         """The artifact folder, built first if missing (its results record the build time)."""
         settings = self.quick if settings is None else settings
         if self.built_first is not None:
-            self.built_first(progress)
+            self.built_first(settings, progress)
         key_inputs = self.key_inputs(settings)
         target = artifact_dir(self.name, key_inputs)
         if rebuild or artifact_metadata(target) is None:

@@ -74,6 +74,7 @@ class VisionSettings:
 class LLMSettings:
     """Notebook 06, part 1 (:mod:`course_lib.llm.experiment`): the students distilled from SmolLM2."""
 
+    teacher_model: str | None = None   # None: SmolLM2-135M-Instruct from its offline GGUF; else a hub id (or a folder)
     block_size: int = 128
     batch_size: int = 4
     steps: int = 30
@@ -92,7 +93,9 @@ class LLMSettings:
 
 @dataclass(frozen=True)
 class SpeculativeSettings:
-    """Notebook 06, part 2 (:mod:`course_lib.llm.speculative_experiment`): speculative decoding, measured."""
+    """Notebook 06, part 2 (:mod:`course_lib.llm.speculative_experiment`): speculative decoding, measured.
+    ``llm``: the part-1 settings whose teacher is the target and whose students are the drafts; a
+    profile's must be its ``llm`` (the experiment's ``settings_for`` checks it)."""
 
     prompts: int = 12                  # kept after the degeneracy screen (acceptance statistics)
     live_prompts: int = 4              # of those, decoded for the wall-clock figures
@@ -107,6 +110,7 @@ class SpeculativeSettings:
     confidence: float = 0.4
     prompt_lookup: int = 10
     timing_repeats: int = 7
+    llm: LLMSettings = field(default_factory=LLMSettings)   # the default: the quick profile's
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,16 @@ class Profile:
         """A copy with some vision settings changed (used by tests and the benchmark)."""
         return dataclasses.replace(self, vision=dataclasses.replace(self.vision, **changes))
 
+
+# Notebook 06 on a GPU: SmolLM2-360M-Instruct (32 layers of hidden 960, 15 heads, 5 KV heads, tied 49,152-row
+# embeddings: 362M parameters) distilled into 8 of its layers spread over the 32, first and last kept:
+# 8 x 9.8M + 47.2M of embeddings = about 126M parameters, the size of SmolLM2-135M (30 layers of 576).
+# 200 steps of 8 blocks of 256 tokens from 256 blocks per seed (each seen 6.25 times), 64 held-out blocks:
+# about 9 student runs of 0.4M tokens (6 x 126M x 0.4M = 3e14 FLOPs each), the teacher's top-k and its
+# continuations: about 20-30 minutes on a T4 by that count (not measured).
+FULL_LLM = LLMSettings(teacher_model="HuggingFaceTB/SmolLM2-360M-Instruct", block_size=256, batch_size=8, steps=200,
+                       train_blocks=256, seeds=(0, 1), lr=3e-4, warmup_steps=10, topk=64,
+                       student_layers=(0, 4, 9, 13, 18, 22, 27, 31), eval_blocks=64, prompt_tokens=64)
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
@@ -243,8 +257,11 @@ PROFILES: dict[str, Profile] = {
                                 teacher_epochs=2, teacher_lr=2e-5, student_epochs=2, student_lr=5e-5,
                                 random_epochs=3, random_lr=1e-4, student_layers=(0, 2, 4, 7, 9, 11),
                                 seeds=(0, 1), train_reviews=8_000, test_reviews=None),
-        planned={"llm": "SmolLM2-360M -> SmolLM2-135M from the hub, on a GPU",
-                 "speculative": "speculative decoding with the 360M/1.7B models, on a GPU"},
+        # notebook 06: SmolLM2-360M-Instruct -> 8 of its 32 layers (FULL_LLM above); part 2's target is that
+        # teacher and its drafts those students, on more and longer prompts
+        llm=FULL_LLM,
+        speculative=SpeculativeSettings(prompts=24, live_prompts=8, candidates=64, prompt_tokens=64, new_tokens=64,
+                                        llm=FULL_LLM),
         claims={
             "01.teacher_min_accuracy": 20.0,        # 100 classes: chance is 1%
             "01.top_pairs": 10,

@@ -140,7 +140,8 @@ def _with_weights(student, weights: dict[str, torch.Tensor]):
 def run_experiment(folder: Path, settings: LLMSettings = QUICK, progress: bool = True, *,
                    teacher=None, tokenizer=None) -> dict:
     """Run every student of the module docstring into ``folder``; return the results. ``teacher`` and
-    ``tokenizer`` default to ``load_teacher()`` (tests pass the ones they already loaded)."""
+    ``tokenizer`` default to ``load_teacher(model=settings.teacher_model)`` (tests pass the ones they
+    already loaded)."""
     from transformers import Trainer
 
     from .trainer import DistillationTrainer, TokenBlockDataset, collate_token_blocks
@@ -148,7 +149,7 @@ def run_experiment(folder: Path, settings: LLMSettings = QUICK, progress: bool =
     torch.manual_seed(0)
     build_start = time.perf_counter()
     if teacher is None or tokenizer is None:
-        teacher, tokenizer = load_teacher()
+        teacher, tokenizer = load_teacher(model=settings.teacher_model)
     train, held_out = token_blocks(tokenizer, settings.block_size, progress=progress)
     held_out = evaluation_blocks(held_out, settings.eval_blocks)
     start = time.perf_counter()
@@ -257,7 +258,7 @@ def run_experiment(folder: Path, settings: LLMSettings = QUICK, progress: bool =
 
 EXPERIMENT = CachedExperiment(EXPERIMENT_NAME, RECIPE_VERSION, settings_field="llm", module=sys.modules[__name__],
                               run=run_experiment, notebook="06",
-                              extra_key=lambda settings: {"teacher": teacher_key_inputs()})
+                              extra_key=lambda settings: {"teacher": teacher_key_inputs(settings.teacher_model)})
 settings_for, experiment_key_inputs = EXPERIMENT.settings_for, EXPERIMENT.key_inputs
 experiment, load_results = EXPERIMENT.folder, EXPERIMENT.load_results
 

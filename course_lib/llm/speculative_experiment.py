@@ -222,9 +222,10 @@ def _generate_rate(model, prompts, new_tokens, **kwargs) -> float:
 
 
 def run_experiment(folder: Path, settings: SpeculativeSettings = QUICK, progress: bool = True, *,
-                   teacher=None, tokenizer=None,
-                   llm_settings: LLMSettings = llm_experiment.QUICK) -> dict:
-    """Measure everything of the module docstring; write ``results.json`` into ``folder``."""
+                   teacher=None, tokenizer=None, llm_settings: LLMSettings | None = None) -> dict:
+    """Measure everything of the module docstring; write ``results.json`` into ``folder``.
+    ``llm_settings`` (part 1's: its teacher is the target, its saved students the drafts) defaults to
+    ``settings.llm``; ``teacher`` and ``tokenizer`` to ``load_teacher(model=llm_settings.teacher_model)``."""
     from ..compress import quantize_dynamic_int8
 
     def say(message: str) -> None:
@@ -233,8 +234,9 @@ def run_experiment(folder: Path, settings: SpeculativeSettings = QUICK, progress
 
     build_start = time.perf_counter()
     torch.manual_seed(0)
+    llm_settings = settings.llm if llm_settings is None else llm_settings
     if teacher is None or tokenizer is None:
-        teacher, tokenizer = load_teacher()
+        teacher, tokenizer = load_teacher(model=llm_settings.teacher_model)
     eos = tokenizer.eos_token_id
     _, held_out = token_blocks(tokenizer, llm_settings.block_size, progress=False)
     results: dict = {"settings": dataclasses.asdict(settings)}
@@ -368,10 +370,20 @@ def run_experiment(folder: Path, settings: SpeculativeSettings = QUICK, progress
 EXPERIMENT = CachedExperiment(
     EXPERIMENT_NAME, RECIPE_VERSION, settings_field="speculative", module=sys.modules[__name__],
     run=run_experiment, notebook="06",
-    extra_key=lambda settings: {"students": artifact_key(**llm_experiment.experiment_key_inputs())},
-    built_first=lambda progress: llm_experiment.experiment(progress=progress))
-settings_for, experiment_key_inputs = EXPERIMENT.settings_for, EXPERIMENT.key_inputs
+    extra_key=lambda settings: {"students": artifact_key(**llm_experiment.experiment_key_inputs(settings.llm))},
+    built_first=lambda settings, progress: llm_experiment.experiment(settings.llm, progress=progress))
+experiment_key_inputs = EXPERIMENT.key_inputs
 experiment, load_results = EXPERIMENT.folder, EXPERIMENT.load_results
+
+
+def settings_for(profile) -> SpeculativeSettings:
+    """``profile.speculative`` (``NotImplementedError`` where the profile has none), after checking
+    that its part-1 settings are the profile's ``llm``: the target and drafts of the same profile."""
+    settings = EXPERIMENT.settings_for(profile)
+    if settings.llm != profile.llm:
+        raise ValueError(f"profile {profile.name!r}: its speculative settings' llm is not its llm settings; "
+                         f"build them with SpeculativeSettings(..., llm=<the profile's llm>)")
+    return settings
 
 
 def kept_prompts(held_out: torch.Tensor, results: dict) -> list[torch.Tensor]:

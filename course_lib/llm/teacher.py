@@ -93,9 +93,12 @@ def _build_teacher(folder: Path) -> None:
         path.chmod(0o644)                                # save_pretrained writes 0600; a cache may be shared
 
 
-def teacher_key_inputs() -> dict:
+def teacher_key_inputs(model: str | None = None) -> dict:
     """What the cached teacher's key hashes: the GGUF (name, size, SHA-256), transformers'
-    major.minor, the builder's source and ``TEACHER_RECIPE_VERSION``."""
+    major.minor, the builder's source and ``TEACHER_RECIPE_VERSION``. For a ``model`` (a hub id or a
+    folder, see :func:`load_teacher`): that name and transformers' major.minor (the GGUF is not read)."""
+    if model is not None:
+        return {"model": str(model), "transformers": _transformers_version()}
     gguf = teacher_files()
     return {"recipe_version": TEACHER_RECIPE_VERSION,
             "gguf": {"name": gguf.name, "size": gguf.stat().st_size, "sha256": _sha256(gguf)},
@@ -112,26 +115,35 @@ def _teacher_folder(rebuild: bool = False) -> Path:
     return cached_artifact(TEACHER_NAME, teacher_key_inputs(), _build_teacher, rebuild=rebuild)
 
 
-def load_teacher(dtype: torch.dtype = torch.float32, *, rebuild: bool = False):
+def load_teacher(dtype: torch.dtype = torch.float32, *, rebuild: bool = False, model: str | None = None):
     """``(model, tokenizer)``: SmolLM2-135M-Instruct as a ``LlamaForCausalLM`` in eval mode with
     ``requires_grad`` off, on the CPU.
 
     The first call builds the cached copy (about 25 s: dequantising the GGUF, see the module
     docstring); later calls load it in about half a second (3-4 s for the first in a process).
     ``dtype`` is applied on loading (the cache holds float32). ``rebuild=True`` converts the GGUF again.
-    """
-    from transformers import AutoTokenizer, LlamaForCausalLM
 
+    ``model`` (``LLMSettings.teacher_model``; None: the offline GGUF above, the quick profile): a hub id
+    such as ``"HuggingFaceTB/SmolLM2-360M-Instruct"`` (the full profile; downloaded, so it needs the
+    network) or a local folder, loaded with ``AutoModelForCausalLM`` / ``AutoTokenizer``'s
+    ``from_pretrained`` in ``dtype``, eval mode, ``requires_grad`` off, on the CPU; ``rebuild`` is ignored.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    if model is not None:
+        loaded = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
+        return loaded.eval().requires_grad_(False), AutoTokenizer.from_pretrained(model)
     folder = _teacher_folder(rebuild)
     model = LlamaForCausalLM.from_pretrained(folder, dtype=dtype)
     return model.eval().requires_grad_(False), AutoTokenizer.from_pretrained(folder)
 
 
-def load_tokenizer():
-    """The teacher's tokenizer alone, from the cached teacher (built first if missing)."""
+def load_tokenizer(model: str | None = None):
+    """The teacher's tokenizer alone, from the cached teacher (built first if missing), or ``model``'s
+    (a hub id or a folder, see :func:`load_teacher`)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(_teacher_folder())
+    return AutoTokenizer.from_pretrained(_teacher_folder() if model is None else model)
 
 
 # --------------------------------------------------------------------------- vocabularies

@@ -11,6 +11,9 @@
 # - distil SmolLM2-135M-Instruct into a 7-layer student on Shakespeare, token by token (from the
 #   teacher's cached top-k logits) and sequence by sequence (from the teacher's own answers);
 # - train with a `transformers.Trainer` subclass, the same code that scales out with `torchrun`.
+#
+# The text describes the quick profile (offline, CPU); the full one (`COURSE_PROFILE=full`, a GPU) runs the
+# same code with SmolLM2-360M-Instruct from the hub as the teacher and 8 of its 32 layers as the students.
 
 # %% code skip
 # Setup, only on Colab (locally, `make setup` has done it): clone the course, install course_lib from
@@ -58,10 +61,11 @@ print(environment_report(profile, device))
 from course_lib import llm
 from course_lib.llm import experiment as llm_experiment
 
-SETTINGS = llm_experiment.settings_for(profile)   # the quick profile's; the full one is not implemented yet
-teacher, tokenizer = llm.load_teacher()           # offline: dequantised from the GGUF once, then cached
+SETTINGS = llm_experiment.settings_for(profile)   # quick: SmolLM2-135M-Instruct; full: SmolLM2-360M-Instruct
+teacher, tokenizer = llm.load_teacher(model=SETTINGS.teacher_model)   # quick: offline, from the GGUF, cached
 vocab = llm.shared_vocab_size(tokenizer, teacher)
-print(f"teacher: SmolLM2-135M-Instruct, {sum(p.numel() for p in teacher.parameters()):,} parameters, "
+print(f"teacher: {SETTINGS.teacher_model or 'SmolLM2-135M-Instruct'}, "
+      f"{sum(p.numel() for p in teacher.parameters()):,} parameters, "
       f"{teacher.config.num_hidden_layers} layers; vocabulary {vocab:,} (output rows "
       f"{llm.output_vocab_size(teacher):,})")
 blocks = llm.token_blocks(tokenizer, block_size=SETTINGS.block_size, progress=False)

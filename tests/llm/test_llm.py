@@ -532,14 +532,18 @@ def test_saved_students_are_named():
         llm_experiment.load_student("alone", None, seed=7)
 
 
-def test_the_experiment_settings_exist_for_the_quick_profile_only():
-    """The full profile's LLM experiment is not implemented: it says so instead of running the CPU one."""
+def test_the_experiment_settings_are_each_profiles():
+    """Each profile's own LLM settings (the full one's: tests/llm/test_full_profile_llm.py); a profile without
+    them says so instead of running another profile's."""
+    import dataclasses
+
     from course_lib.llm import experiment as llm_experiment
     from course_lib.profiles import get_profile
 
     assert llm_experiment.settings_for(get_profile("quick")) is llm_experiment.QUICK
+    assert llm_experiment.settings_for(get_profile("full")) is get_profile("full").llm
     with pytest.raises(NotImplementedError, match="quick profile only.*COURSE_PROFILE=quick"):
-        llm_experiment.settings_for(get_profile("full"))
+        llm_experiment.settings_for(dataclasses.replace(get_profile("full"), llm=None))
 
 
 def test_evaluation_blocks_are_evenly_spaced_over_the_held_out_play():
