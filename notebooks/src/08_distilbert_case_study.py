@@ -77,7 +77,7 @@ full = get_profile("full").encoder          # bert-base-uncased, 12 layers of hi
 flops = estimate.run_flops(full, full.train_reviews, test_size=872, teacher_layers=12, hidden=768, intermediate=3072)
 print(f"full profile on a Colab T4: about {estimate.gpu_minutes(flops, 'T4'):.0f} minutes for its cached runs "
       f"(estimated: {flops / 1e15:.1f} PFLOP at an assumed {estimate.ASSUMED_UTILISATION:.0%} of the T4's "
-      f"{estimate.GPU_FP32_TFLOPS['T4']} fp32 TFLOPS; not measured)")
+      f"{estimate.GPU_FP32_TFLOPS['T4']} fp32 TFLOPS; not measured, and the runs still train on the CPU)")
 
 # %% code subslide tags=hide-input
 lengths = torch.tensor([len(ids) for ids in tokenizer(list(train.texts), verbose=False)["input_ids"]])
