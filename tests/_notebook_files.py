@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -46,3 +47,26 @@ def solution_lines(min_length: int = 30) -> set[str]:
             elif inside and len(stripped) > min_length:
                 lines.add(re.sub(r"\s+", " ", stripped))
     return lines
+
+
+def run_with_stand_in(name: str, cell: str, tmp_path, monkeypatch, timeout: int = 600):
+    """Execute notebook ``name`` under ``COURSE_PROFILE=full``, offline, with ``cell`` (stand-in data and
+    models) prepended, its cache and results in ``tmp_path``; returns ``(printed text, recorded results)``
+    and fails on any cell's error. The full-profile path tests' one way to run a notebook."""
+    import nbformat
+
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import run_course
+
+    monkeypatch.setenv("COURSE_PROFILE", "full")
+    monkeypatch.setenv("COURSE_OFFLINE", "1")                              # still no download
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))            # never the real caches
+    monkeypatch.setenv("COURSE_RESULTS", str(tmp_path / "results.json"))
+    nb = nbformat.read(str(REPO_ROOT / "notebooks" / f"{name}.ipynb"), as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(cell))
+    copy = tmp_path / f"{name}.ipynb"
+    nbformat.write(nb, str(copy))
+    nb, _, error = run_course.execute(copy, timeout=timeout)              # the course runner's kernel
+    assert error is None, error
+    printed = "".join(out.get("text", "") for cell in nb.cells for out in cell.get("outputs", []))
+    return printed, json.loads((tmp_path / "results.json").read_text())

@@ -12,16 +12,11 @@ Any cell that assumes Fashion-MNIST (class names, 10 classes, 1 channel) fails t
 """
 from __future__ import annotations
 
-import json
-import sys
 
-import nbformat
 import pytest
 
-from _notebook_files import REPO_ROOT
+from _notebook_files import run_with_stand_in
 
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-import run_course  # noqa: E402
 
 # The notebooks whose data comes from the profile's vision settings.
 VISION_NOTEBOOKS = ["01_dark_knowledge", "02_kd_loss", "03_feature_distillation", "04_deit_distillation_token",
@@ -66,19 +61,8 @@ profiles.PROFILES["full"] = dataclasses.replace(
 @pytest.mark.slow
 @pytest.mark.parametrize("name", VISION_NOTEBOOKS)
 def test_notebook_runs_on_the_full_profile_shapes(name, tmp_path, monkeypatch):
-    monkeypatch.setenv("COURSE_PROFILE", "full")
-    monkeypatch.setenv("COURSE_OFFLINE", "1")                              # still no download
-    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))            # never the real teacher cache
-    monkeypatch.setenv("COURSE_RESULTS", str(tmp_path / "results.json"))
-    nb = nbformat.read(str(REPO_ROOT / "notebooks" / f"{name}.ipynb"), as_version=4)
-    nb.cells.insert(0, nbformat.v4.new_code_cell(STAND_IN))
-    copy = tmp_path / f"{name}.ipynb"
-    nbformat.write(nb, str(copy))
-    nb, _, error = run_course.execute(copy, timeout=600)                  # the course runner's kernel
-    assert error is None, error
-    printed = "".join(out.get("text", "") for cell in nb.cells for out in cell.get("outputs", []))
+    printed, recorded = run_with_stand_in(name, STAND_IN, tmp_path, monkeypatch)
     assert "profile=full" in printed
-    recorded = json.loads((tmp_path / "results.json").read_text())
     assert recorded[name]                                                 # the results cell ran too
     if name == "01_dark_knowledge":
         assert "classes: 100" in printed and "maple_tree" in printed

@@ -6,18 +6,13 @@ set through ``load_texts``) runs end to end, in the experiment and in the notebo
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 
-import nbformat
 import pytest
 
 from course_lib.encoder import estimate, experiment, reviews
 from course_lib.profiles import PROFILES
-from _notebook_files import REPO_ROOT
+from _notebook_files import run_with_stand_in
 
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-import run_course  # noqa: E402
 
 STAND_IN = '''
 import dataclasses, shutil, tempfile, torch
@@ -108,17 +103,7 @@ def test_the_estimate_counts_every_run():
 
 @pytest.mark.slow
 def test_notebook_08_runs_on_the_full_profile_stand_ins(tmp_path, monkeypatch):
-    monkeypatch.setenv("COURSE_PROFILE", "full")
-    monkeypatch.setenv("COURSE_OFFLINE", "1")
-    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("COURSE_RESULTS", str(tmp_path / "results.json"))
     name = "08_distilbert_case_study"
-    nb = nbformat.read(str(REPO_ROOT / "notebooks" / f"{name}.ipynb"), as_version=4)
-    nb.cells.insert(0, nbformat.v4.new_code_cell(NOTEBOOK_CELL))
-    copy = tmp_path / f"{name}.ipynb"
-    nbformat.write(nb, str(copy))
-    nb, _, error = run_course.execute(copy, timeout=600)
-    assert error is None, error
-    printed = "".join(out.get("text", "") for cell in nb.cells for out in cell.get("outputs", []))
+    printed, recorded = run_with_stand_in(name, NOTEBOOK_CELL, tmp_path, monkeypatch)
     assert "profile=full" in printed and "tiny-bert" in printed and "full profile on a Colab T4" in printed
-    assert json.loads((tmp_path / "results.json").read_text())[name]
+    assert recorded[name]

@@ -121,3 +121,8 @@ def test_fix_first_names_a_wrong_dependency_only():
     for error in (StudentError("x"), MissingFunction("g"), NotImplementedError()):
         error = StudentError("not implemented") if isinstance(error, NotImplementedError) else error
         assert fix_first(_Fake({"g": error}), "g", (0.5, 3), 1.875) == ""
+    pair = _Fake({"g": (0.1, 3)})                        # a result that is not a number: judged by right()
+    assert fix_first(pair, "g", (1,), right=lambda got: got == (0.1, 3)) == ""
+    assert "your g(1) is wrong too" in fix_first(pair, "g", (1,), right=lambda got: got == (0.2, 3))
+    assert fix_first(pair, "g", (1,), right=lambda got: got[5] == 0) == ""          # cannot tell: no hint
+    assert fix_first(pair, "g", (1,), right=lambda got: False, wrong=lambda got: f" - off: {got}") == " - off: (0.1, 3)"

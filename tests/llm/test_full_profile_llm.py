@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 
-import nbformat
 import pytest
 
 from course_lib.llm import experiment as llm_experiment
 from course_lib.llm import speculative_experiment as se
 from course_lib.profiles import PROFILES, LLMSettings, SpeculativeSettings
-from _notebook_files import REPO_ROOT
+from _notebook_files import run_with_stand_in
 
 pytest.importorskip("transformers")
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-import run_course  # noqa: E402
 
 STAND_IN = '''
 import dataclasses, os, tempfile, torch
@@ -161,17 +157,7 @@ def test_both_experiments_run_the_full_code_path_on_stand_ins(tmp_path, monkeypa
 
 @pytest.mark.slow
 def test_notebook_06_runs_on_the_full_profile_stand_ins(tmp_path, monkeypatch):
-    monkeypatch.setenv("COURSE_PROFILE", "full")
-    monkeypatch.setenv("COURSE_OFFLINE", "1")
-    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("COURSE_RESULTS", str(tmp_path / "results.json"))
     name = "06_llm_distillation_speculative"
-    nb = nbformat.read(str(REPO_ROOT / "notebooks" / f"{name}.ipynb"), as_version=4)
-    nb.cells.insert(0, nbformat.v4.new_code_cell(NOTEBOOK_CELL))
-    copy = tmp_path / f"{name}.ipynb"
-    nbformat.write(nb, str(copy))
-    nb, _, error = run_course.execute(copy, timeout=600)
-    assert error is None, error
-    printed = "".join(out.get("text", "") for cell in nb.cells for out in cell.get("outputs", []))
+    printed, recorded = run_with_stand_in(name, NOTEBOOK_CELL, tmp_path, monkeypatch)
     assert "profile=full" in printed and "tiny-llama" in printed and "32 layers" in printed
-    assert json.loads((tmp_path / "results.json").read_text())[name]
+    assert recorded[name]

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.engine import RunSpec, freeze
-from course_lib.grading.base import MissingFunction, ModuleReport, StudentError
-from course_lib.grading.checks.helpers import (as_tensor, build, close, close_naming, expect_value_error, module_arg,
-                                               randint, randn, tensors_close)
+from course_lib.grading.base import ModuleReport
+from course_lib.grading.checks.helpers import (as_tensor, build, close, close_naming, expect_value_error, fix_first,
+                                               module_arg, randint, randn, tensors_close)
 from course_lib.grading.checks.registry import Task, check
 from course_lib.losses import soft_target_kl
 from course_lib.online import MutualLearning
@@ -478,14 +478,10 @@ def _soft_gradient_mistakes(z: torch.Tensor, t: float) -> dict[str, torch.Tensor
 def _losses_first(f, z: torch.Tensor, t: float) -> str:
     """`` - your mutual_learning_losses is wrong too ...`` when the answer's losses on ``z`` are wrong, else ""."""
     y = torch.zeros(z.shape[1], dtype=torch.long)
-    try:
-        got = f.sibling("mutual_learning_losses")(z, y, t)
-    except (StudentError, MissingFunction, TypeError, ValueError, AssertionError):
-        return ""
-    if torch.is_tensor(got) and tensors_close(got, _mutual_reference(z, y, t)):
-        return ""
-    return (" - your mutual_learning_losses is wrong too on these logits (labels 0): if you differentiate it here, "
-            "fix it first")
+    return fix_first(f, "mutual_learning_losses", (z, y, t),
+                     right=lambda got: torch.is_tensor(got) and tensors_close(got, _mutual_reference(z, y, t)),
+                     wrong=lambda got: (" - your mutual_learning_losses is wrong too on these logits (labels 0): if "
+                                        "you differentiate it here, fix it first"))
 
 
 @check(M, "mutual_soft_gradient", points=2)

@@ -32,7 +32,6 @@ from torch import nn
 from torch.ao.quantization import MinMaxObserver, PerChannelMinMaxObserver
 
 from course_lib.compress import onnx_parity
-from course_lib.grading.base import MissingFunction, StudentError
 from course_lib.grading.checks.helpers import (as_tensor, build, close_naming, expect_value_error, fix_first,
                                                module_arg, randn)
 from course_lib.grading.checks.registry import Task, check
@@ -626,16 +625,14 @@ def _per_channel_mistakes(w: torch.Tensor, qmin: int, qmax: int) -> dict[str, to
 def _depends_first(f, qmin: int, qmax: int) -> str:
     """A hint when the answer's own quantization_params or fake_quantize (which it may call) is wrong too."""
     x = torch.tensor([-0.7, 0.05, 1.9, 0.3])
-    try:
-        got = f.sibling("quantization_params")(x, qmin, qmax)
-        scale, zero_point = float(got[0]), float(got[1])
-    except (StudentError, MissingFunction, TypeError, ValueError, AssertionError, IndexError, KeyError):
-        scale = zero_point = None
     expected_s, expected_z = _observer(x, qmin, qmax)
-    if scale is not None and not (_same_scale(scale, expected_s.item()) and zero_point == expected_z.item()):
-        return (f" - your quantization_params({x.tolist()}, {qmin}, {qmax}) is wrong too ({scale:.6g}, {zero_point:g}; "
-                f"expected {expected_s.item():.6g}, {expected_z.item()}): if you call it here, fix it first")
-    return fix_first(f, "fake_quantize", (torch.tensor(0.26), 0.1, 10, 0, 255), 0.3, tol=1e-5)
+    return fix_first(
+        f, "quantization_params", (x, qmin, qmax),
+        right=lambda got: _same_scale(float(got[0]), expected_s.item()) and float(got[1]) == expected_z.item(),
+        wrong=lambda got: (f" - your quantization_params({x.tolist()}, {qmin}, {qmax}) is wrong too "
+                           f"({float(got[0]):.6g}, {float(got[1]):g}; expected {expected_s.item():.6g}, "
+                           f"{expected_z.item()}): if you call it here, fix it first")
+    ) or fix_first(f, "fake_quantize", (torch.tensor(0.26), 0.1, 10, 0, 255), 0.3, tol=1e-5)
 
 
 def _per_channel_close(f, w: torch.Tensor, qmin: int | None, qmax: int | None, what: str) -> None:

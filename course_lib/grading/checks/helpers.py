@@ -11,6 +11,9 @@ what an answer raised.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from course_lib.grading import runner as _runner
@@ -99,18 +102,31 @@ def choice(answer, what: str, correct: str, wrong: dict[str, str]) -> None:
         raise AssertionError(f"{what}: {answer!r} is not it - {wrong[answer]}")
 
 
-def fix_first(f, name: str, args: tuple, expected: float, tol: float = 1e-6) -> str:
-    """A hint for an error carried over from another function of the same file: `` - your name() is
-    wrong (...), fix it first`` when the answer's ``name(*args)`` (called in the same child) is not
-    ``expected``; "" when it is right, missing or unimplemented."""
+def fix_first(f, name: str, args: tuple, expected: float | None = None, tol: float = 1e-6, *,
+              right: Callable[[Any], bool] | None = None, wrong: Callable[[Any], str] | None = None) -> str:
+    """A hint for an error carried over from another function of the same file: `` - your name(...) is
+    wrong too (...), if you call it here, fix it first`` when the answer's ``name(*args)`` (called in
+    the same child) is wrong; "" when it is right, missing, unimplemented or raises.
+
+    Wrong means: not within ``tol`` of the number ``expected``; or, for any other result, ``right(got)``
+    false (an exception inside ``right`` counts as "cannot tell": no hint). ``wrong(got)`` words the
+    hint for such a result (default: the function's name and arguments)."""
     try:
         got = f.sibling(name)(*args)
-        value = float(got)
-    except (StudentError, MissingFunction, TypeError, ValueError, AssertionError):
+        if right is not None:
+            if right(got):
+                return ""
+        else:
+            value = float(got)
+            if abs(value - expected) <= tol * max(1.0, abs(expected)):
+                return ""
+    except (StudentError, MissingFunction, TypeError, ValueError, AssertionError, IndexError, KeyError):
         return ""
-    if abs(value - expected) <= tol * max(1.0, abs(expected)):
-        return ""
+    if wrong is not None:
+        return wrong(got)
     shown = ", ".join(f"{a!r}" for a in args)
+    if right is not None:
+        return f" - your {name}({shown}) is wrong too: if you call it here, fix it first"
     return (f" - your {name}({shown}) is wrong too ({value:.6g}, expected {expected:.6g}): "
             f"if you call it here, fix it first")
 
