@@ -70,7 +70,7 @@ benchmark: setup
 
 # pytest exits 5 when it collects nothing: make fails on any non-zero status, so that fails too.
 test: setup lint
-	$(PY) -m pytest $(PYTEST_NB_ARGS) --durations=30 tests notebooks
+	$(PY) -m pytest $(PYTEST_NB_ARGS) --durations=30 notebooks tests
 
 # ruff (configured in pyproject.toml) over the package, scripts, tests and notebook sources
 lint: setup

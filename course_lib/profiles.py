@@ -9,7 +9,8 @@ Two profiles exist and they only change *sizes and sources*, never the code path
   subset with many epochs gives a clear, seed-robust result at a fraction of the cost (notebook 02
   measures the short schedule too).
 * ``full`` (opt-in with ``COURSE_PROFILE=full`` or ``get_profile("full")``): GPU if present,
-  standard datasets downloaded by torchvision (CIFAR-100) and paper-scale epochs.
+  standard datasets downloaded by torchvision (CIFAR-100), longer schedules, sized for a Colab
+  T4 session per notebook (``course_lib.estimate``).
 
 Every notebook starts with ``profile = get_profile(); print(environment_report(profile))``.
 ``get_device`` is the one place that picks a device (``engine.Execution`` defaults to it).
@@ -171,7 +172,7 @@ class Profile:
 # 8 x 9.8M + 47.2M of embeddings = about 126M parameters, the size of SmolLM2-135M (30 layers of 576).
 # 200 steps of 8 blocks of 256 tokens from 256 blocks per seed (each seen 6.25 times), 64 held-out blocks:
 # about 9 student runs of 0.4M tokens (6 x 126M x 0.4M = 3e14 FLOPs each), the teacher's top-k and its
-# continuations: about 20-30 minutes on a T4 by that count (not measured).
+# continuations: notebook 06 prints the estimate of course_lib.llm.estimate for a T4 (not measured).
 FULL_LLM = LLMSettings(teacher_model="HuggingFaceTB/SmolLM2-360M-Instruct", block_size=256, batch_size=8, steps=200,
                        train_blocks=256, seeds=(0, 1), lr=3e-4, warmup_steps=10, topk=64,
                        student_layers=(0, 4, 9, 13, 18, 22, 27, 31), eval_blocks=64, prompt_tokens=64)
@@ -242,13 +243,19 @@ PROFILES: dict[str, Profile] = {
         vision=VisionSettings(
             # the students learn from a fifth of the labels; the other 40,000 images are notebook 02's
             # transfer set (their labels unused)
+            # Sized so that every notebook fits a Colab T4 session: about 30 minutes or less each, by
+            # course_lib.estimate (every notebook prints its estimate; not measured on a GPU yet)
             dataset="cifar100", train_size=50_000, student_train_size=10_000, test_size=None,
             teacher_epochs=60, student_epochs=100, batch_size=128, lr=3e-3, weight_decay=5e-4,
             seeds=(0, 1, 2), eval_every=10, monitor_size=10_000,
-            aug_teacher_epochs=60, deit_train_size=None, deit_views=4, deit_epochs=25,   # 100 passes per image
             transfer_size=40_000, transfer_epochs=40, transfer_sweep=(10_000, 40_000),
-            deit_vit=dict(patch_size=4, dim=192, depth=12, heads=3, mlp_ratio=4),       # DeiT-Ti's width/depth
-            ban_student="resnet18", ban_epochs=100,                                     # a ResNet, as in BAN
+            # 04: the students' 10,000 images x 4 views, 10 epochs (40 passes per image), a 6-layer ViT of
+            # width 128 (DeiT-Ti's 12 layers of 192 on all 50,000 images would take about 10 hours on a T4)
+            aug_teacher_epochs=60, deit_train_size=10_000, deit_views=4, deit_epochs=10,
+            deit_vit=dict(patch_size=4, dim=128, depth=6, heads=4, mlp_ratio=4),
+            # 05: born-again students of the teacher's own architecture (BAN's setting: the student is the
+            # teacher's architecture), 60 epochs each; ResNet-18 students would take about 8 hours on a T4
+            ban_student="teacher", ban_epochs=60,
         ),
         allow_download=True,
         # bert-base-uncased -> DistilBERT's 6 of its 12 layers on 8,000 SST-2 sentences (GLUE's 872 validation

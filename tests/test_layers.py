@@ -21,7 +21,7 @@ LAYERS = {
     "foundation": {"__init__", "paths", "validation", "modes", "netguard", "profiles", "artifacts", "results",
                    "plots", "experiments", "trainers"},
     "image core": {"data", "losses", "vit", "deit", "models", "stacking", "engine", "hooks", "timing", "teachers",
-                   "analysis"},
+                   "analysis", "estimate"},
     "methods": {"features", "online", "compress"},
     "applications": {"llm", "encoder"},
     "grading": {"grading"},

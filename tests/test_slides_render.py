@@ -8,10 +8,12 @@ content any element clips (a code line cut at the right edge, an output in a scr
 first two tests check that measurement on synthetic decks: it must flag an overlong code line, a
 too-tall image and a too-long output, and must pass what our deck styles make of the same content.
 
-Which executed notebooks (a decision, since executing 02 as the course runs it takes 3-5 minutes
-on two cores): the ``executed`` fixture runs each course notebook once per session with
-``run_course.execute`` (the kernel ``make course`` uses) into a temporary folder, results going to a
-temporary results file.
+Which executed notebooks: when nbval has executed the notebook earlier in the same session (``make
+test`` runs ``notebooks`` before ``tests``), its outputs, the real quick-profile run
+(``conftest.ExecutedNotebooks``). Otherwise (these tests run alone; executing 02 as the course runs
+it takes 3-5 minutes on two cores), the ``executed`` fixture runs each course notebook once per
+session with ``run_course.execute`` (the kernel ``make course`` uses) into a temporary folder,
+results going to a temporary results file, as follows.
 
 * 01 runs unchanged (about 25 s).
 * every later notebook (02, 03, ...) runs with one cell prepended that shrinks the quick profile's
@@ -184,12 +186,18 @@ def test_course_deck_styles_wrap_code_cap_figures_and_keep_notes(tmp_path, chrom
 # Decks of executed notebooks
 
 @pytest.fixture(scope="session")
-def executed(tmp_path_factory):
-    """name -> executed notebook node (see the module docstring); each notebook runs once."""
+def executed(tmp_path_factory, request):
+    """name -> executed notebook node (see the module docstring); each notebook runs once: by nbval
+    earlier in this session when it did (``conftest.ExecutedNotebooks``), else here."""
     done = {}
     folder = tmp_path_factory.mktemp("executed")
+    by_nbval = request.config.pluginmanager.get_plugin("kd-course-executed-notebooks")
 
     def run(path):
+        if path.stem not in done and by_nbval is not None and path.stem in by_nbval.paths:
+            node = nbformat.read(str(by_nbval.paths[path.stem]), as_version=4)
+            assert [c.source for c in node.cells] == [c.source for c in nbformat.read(str(path), as_version=4).cells]
+            done[path.stem] = node
         if path.stem not in done:
             nb = nbformat.read(str(path), as_version=4)
             if path.stem[:2] != "01":           # 01 is cheap: it runs as it is

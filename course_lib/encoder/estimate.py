@@ -7,19 +7,23 @@ tokens`` (Kaplan et al. 2020, section 2.1), counting the encoder layers' matmul 
 embeddings are look-ups; the attention-score terms add ~1% at 64 tokens and are left out). Every run
 of :func:`course_lib.encoder.experiment.student_runs` counts, with its epochs: the teacher's fine-tuning,
 its outputs cached once, each student (the teacher's outputs cached, so no teacher forward there).
-Time: the FLOPs at an assumed share (:data:`ASSUMED_UTILISATION`) of a GPU's published fp32 peak
-(:data:`GPU_FP32_TFLOPS`: NVIDIA's data sheets). Not in an artifact's key: editing it rebuilds nothing.
+Time: :mod:`course_lib.estimate` (the FLOPs at an assumed share of a GPU's published fp32 peak, plus a
+fixed cost per optimizer step). Not in an artifact's key: editing it rebuilds nothing.
 """
 from __future__ import annotations
 
-from ..profiles import EncoderSettings
+import math
+
+from ..estimate import ASSUMED_UTILISATION, GPUS, Work, seconds, summary
+from ..profiles import EncoderSettings, get_profile
 from .experiment import student_runs
 
-__all__ = ["GPU_FP32_TFLOPS", "ASSUMED_UTILISATION", "BERT_BASE", "layer_parameters", "run_flops", "gpu_minutes"]
+__all__ = ["GPU_FP32_TFLOPS", "ASSUMED_UTILISATION", "BERT_BASE", "SST2_VALIDATION", "layer_parameters",
+           "run_flops", "gpu_minutes", "work", "full_profile_summary"]
 
-GPU_FP32_TFLOPS = {"T4": 8.1, "L4": 30.3, "A100": 19.5}   # dense fp32 peak, NVIDIA data sheets
-ASSUMED_UTILISATION = 0.35        # fp32 BERT fine-tuning at batch 32 x 64 tokens: an assumption, not measured
+GPU_FP32_TFLOPS = {name: spec["fp32_tflops"] for name, spec in GPUS.items()}
 BERT_BASE = {"hidden": 768, "intermediate": 3072, "layers": 12}
+SST2_VALIDATION = 872             # GLUE SST-2's validation sentences: the full profile's test set
 
 
 def layer_parameters(hidden: int, intermediate: int) -> int:
@@ -45,9 +49,26 @@ def run_flops(settings: EncoderSettings, train_size: int, *, hidden: int, interm
 
 
 def gpu_minutes(flops: float, gpu: str = "T4", utilisation: float = ASSUMED_UTILISATION) -> float:
-    """Minutes for ``flops`` at ``utilisation`` of ``gpu``'s fp32 peak."""
-    if gpu not in GPU_FP32_TFLOPS:
-        raise ValueError(f"unknown GPU {gpu!r}; one of {sorted(GPU_FP32_TFLOPS)}")
-    if not 0 < utilisation <= 1:
-        raise ValueError(f"utilisation must lie in (0, 1], got {utilisation}")
-    return flops / (GPU_FP32_TFLOPS[gpu] * 1e12 * utilisation) / 60
+    """Minutes for ``flops`` at ``utilisation`` of ``gpu``'s fp32 peak (no per-step cost)."""
+    return seconds([Work("flops", flops, 1, train=False)], gpu, utilisation) / 60
+
+
+def work(settings: EncoderSettings, train_size: int, *, hidden: int, intermediate: int, teacher_layers: int,
+         test_size: int = 0) -> list[Work]:
+    """Notebook 08's cached runs as :class:`course_lib.estimate.Work`: their FLOPs (:func:`run_flops`)
+    and their optimizer steps (the teacher's and every student's)."""
+    per_epoch = math.ceil(train_size / settings.batch_size)
+    steps = settings.teacher_epochs * per_epoch + sum(
+        (settings.student_epochs if init == "copy" else settings.random_epochs) * per_epoch
+        for _, _, init, _ in student_runs(settings))
+    flops = run_flops(settings, train_size, hidden=hidden, intermediate=intermediate, teacher_layers=teacher_layers,
+                      test_size=test_size)
+    return [Work("teacher fine-tuning, its outputs, every student", flops, 1, train=False, steps=steps)]
+
+
+def full_profile_summary(gpu: str = "T4") -> str:
+    """What notebook 08 prints: the full profile's estimate on ``gpu`` (bert-base-uncased on SST-2)."""
+    full = get_profile("full").encoder
+    runs = work(full, full.train_reviews, test_size=SST2_VALIDATION, teacher_layers=BERT_BASE["layers"],
+                hidden=BERT_BASE["hidden"], intermediate=BERT_BASE["intermediate"])
+    return summary(runs, gpu) + "; its cached runs still train on the CPU"

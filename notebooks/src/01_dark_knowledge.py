@@ -39,6 +39,11 @@ configure_threads()
 profile = get_profile()            # "quick" unless COURSE_PROFILE=full
 print(environment_report(profile))
 
+# %% code skip
+# how long the full profile (COURSE_PROFILE=full) should take on a free Colab GPU
+from course_lib.estimate import full_profile_summary
+print(full_profile_summary("01"))
+
 # %% md slide
 # ## The idea: softmax with a temperature
 #

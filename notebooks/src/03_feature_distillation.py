@@ -41,6 +41,11 @@ profile = get_profile()            # "quick" unless COURSE_PROFILE=full
 device = get_device()
 print(environment_report(profile, device))
 
+# %% code skip
+# how long the full profile (COURSE_PROFILE=full) should take on a free Colab GPU
+from course_lib.estimate import full_profile_summary
+print(full_profile_summary("03"))
+
 # %% md slide
 # ## The idea: supervise the middle of the network
 #

@@ -44,6 +44,11 @@ profile = get_profile()            # "quick" unless COURSE_PROFILE=full
 device = get_device()
 print(environment_report(profile, device))
 
+# %% code skip
+# how long the full profile (COURSE_PROFILE=full) should take on a free Colab GPU
+from course_lib.llm.estimate import full_profile_summary
+print(full_profile_summary())
+
 # %% md slide
 # ## What changes with a language model
 #

@@ -72,12 +72,8 @@ print(f"{SETTINGS.teacher_model or 'all-MiniLM-L6-v2'}: {c.num_hidden_layers} la
       f"{c.num_attention_heads} heads, "
       f"{len(tokenizer):,} WordPiece ids, {sum(p.numel() for p in pretrained.bert.parameters()) / 1e6:.1f}M parameters")
 
-from course_lib.encoder import estimate
-full = get_profile("full").encoder          # bert-base-uncased, 12 layers of hidden 768, on SST-2
-flops = estimate.run_flops(full, full.train_reviews, test_size=872, teacher_layers=12, hidden=768, intermediate=3072)
-print(f"full profile on a Colab T4: about {estimate.gpu_minutes(flops, 'T4'):.0f} minutes for its cached runs "
-      f"(estimated: {flops / 1e15:.1f} PFLOP at an assumed {estimate.ASSUMED_UTILISATION:.0%} of the T4's "
-      f"{estimate.GPU_FP32_TFLOPS['T4']} fp32 TFLOPS; not measured, and the runs still train on the CPU)")
+from course_lib.encoder.estimate import full_profile_summary
+print(full_profile_summary())
 
 # %% code subslide tags=hide-input
 lengths = torch.tensor([len(ids) for ids in tokenizer(list(train.texts), verbose=False)["input_ids"]])
