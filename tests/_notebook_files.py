@@ -49,10 +49,11 @@ def solution_lines(min_length: int = 30) -> set[str]:
     return lines
 
 
-def run_with_stand_in(name: str, cell: str, tmp_path, monkeypatch, timeout: int = 600):
+def run_with_stand_in(name: str, cell: str, tmp_path, monkeypatch, timeout: int = 600, cache=None):
     """Execute notebook ``name`` under ``COURSE_PROFILE=full``, offline, with ``cell`` (stand-in data and
-    models) prepended, its cache and results in ``tmp_path``; returns ``(printed text, recorded results)``
-    and fails on any cell's error. The full-profile path tests' one way to run a notebook."""
+    models) prepended, its cache (or ``cache``: one shared by notebooks on the same stand-ins, so a
+    stand-in teacher is trained once) and results in ``tmp_path``; returns ``(printed text, recorded
+    results)`` and fails on any cell's error. The full-profile path tests' one way to run a notebook."""
     import nbformat
 
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
@@ -60,7 +61,7 @@ def run_with_stand_in(name: str, cell: str, tmp_path, monkeypatch, timeout: int 
 
     monkeypatch.setenv("COURSE_PROFILE", "full")
     monkeypatch.setenv("COURSE_OFFLINE", "1")                              # still no download
-    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))            # never the real caches
+    monkeypatch.setenv("COURSE_CACHE", str(cache or tmp_path / "cache"))   # never the real caches
     monkeypatch.setenv("COURSE_RESULTS", str(tmp_path / "results.json"))
     nb = nbformat.read(str(REPO_ROOT / "notebooks" / f"{name}.ipynb"), as_version=4)
     nb.cells.insert(0, nbformat.v4.new_code_cell(cell))

@@ -51,17 +51,23 @@ profiles.PROFILES["full"] = dataclasses.replace(
                          transfer_size=300, transfer_epochs=3, transfer_sweep=(100, 300),
                          # the full profile's born-again architecture (the teacher's: BatchNorm, no stacking), one epoch
                          # per run (tests/test_online.py runs a ResNet-18 through the same code paths)
-                         ban_epochs=1),
+                         ban_epochs=1, ban_generations=2),
     claims={**{k: None for k in _full.claims}, "01.teacher_min_accuracy": 20.0,
             "01.top_pairs": _full.claims["01.top_pairs"],
             "01.top_pairs_within_group": _full.claims["01.top_pairs_within_group"]})
 '''
 
 
+@pytest.fixture(scope="module")
+def stand_in_cache(tmp_path_factory):
+    """One cache for these notebooks: the same stand-in data, so their teachers are trained once."""
+    return tmp_path_factory.mktemp("stand_in_cache")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", VISION_NOTEBOOKS)
-def test_notebook_runs_on_the_full_profile_shapes(name, tmp_path, monkeypatch):
-    printed, recorded = run_with_stand_in(name, STAND_IN, tmp_path, monkeypatch)
+def test_notebook_runs_on_the_full_profile_shapes(name, tmp_path, monkeypatch, stand_in_cache):
+    printed, recorded = run_with_stand_in(name, STAND_IN, tmp_path, monkeypatch, cache=stand_in_cache)
     assert "profile=full" in printed
     assert recorded[name]                                                 # the results cell ran too
     if name == "01_dark_knowledge":
