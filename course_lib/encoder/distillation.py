@@ -274,7 +274,7 @@ def teacher_outputs(teacher: nn.Module, dataset: EncodedReviews, layer_map: Mapp
     with a ``layer_map``, ``teacher_hidden`` ``[N, K, S, H]`` in ``dtype`` (the teacher's hidden states at
     the map's teacher indices, ordered by student index, as :class:`EncoderDistillationTrainer` reads
     them). Eval mode (no dropout), restored afterwards; on the teacher's device, stored on the CPU.
-    Memory: 4000 reviews x 3 layers x 64 tokens x 384 x 4 bytes = 1.2 GB in float32 (half in float16)."""
+    Memory: 4000 reviews x 3 layers x 48 tokens x 384 x 4 bytes = 1.2 GB in float32 (half in float16)."""
     targets = [] if layer_map is None else [int(v) for _, v in sorted(layer_map.items())]
     device = next(teacher.parameters()).device
     logits, hidden = [], []

@@ -207,7 +207,7 @@ class EncodedReviews(Dataset):
 def encode_reviews(tokenizer, reviews: Reviews, *, max_length: int = 64) -> EncodedReviews:
     """Tokenise (truncated and padded to ``max_length``; ``[CLS] ... [SEP]``) into an
     :class:`EncodedReviews`. Many reviews are longer than the default length (the experiment records
-    the truncated share): 64 tokens keep the quick profile's training cost within its budget; the
+    the truncated share): 48 tokens keep the quick profile's training cost within its budget; the
     longer the reviews kept, the more each step costs."""
     enc = tokenizer(list(reviews.texts), max_length=max_length, truncation=True, padding="max_length",
                     return_tensors="pt")
