@@ -48,7 +48,7 @@ __all__ = ["CachedExperiment", "REFERENCE_BUILD_MINUTES"]
 # Minutes one build took on the course's 2-core reference CPU (make setup of issue 23's rebuild:
 # 368 s, 434 s and 1,177 s); only for the estimate printed before a build on a machine that has not
 # built the experiment yet. A machine that has uses its own last build instead.
-REFERENCE_BUILD_MINUTES = {"llm_distillation": 6, "speculative_decoding": 7, "distilbert_case_study": 13}
+REFERENCE_BUILD_MINUTES = {"llm_distillation": 6, "speculative_decoding": 7, "distilbert_case_study": 10}
 
 
 @dataclasses.dataclass(frozen=True)

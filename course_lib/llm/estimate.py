@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 
 from ..estimate import Work, summary
-from ..profiles import LLMSettings, SpeculativeSettings, get_profile
+from ..profiles import FULL_LLM, LLMSettings, SpeculativeSettings, get_profile
 
 __all__ = ["CONFIGS", "LIVE_CONFIGURATIONS", "layer_parameters", "work", "full_profile_summary"]
 
@@ -76,5 +76,5 @@ def work(settings: LLMSettings, speculative: SpeculativeSettings | None = None) 
 
 def full_profile_summary(gpu: str = "T4") -> str:
     """What notebook 06 prints: the full profile's estimate on ``gpu`` (both parts)."""
-    full = get_profile("full")
-    return summary(work(full.llm, full.speculative), gpu) + "; its cached runs still run on the CPU"
+    full = get_profile("full")       # FULL_LLM: the hub teacher's settings, even where a test swaps in a stand-in
+    return summary(work(FULL_LLM, full.speculative), gpu) + "; its cached runs still run on the CPU"
